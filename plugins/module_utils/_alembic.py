@@ -1,0 +1,122 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, INTOWORK platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to intowork.pgops: not a public API, may change without notice.
+"""Alembic migration control: where the database is, where it should go, and the way there."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import subprocess
+import sys
+
+from ansible_collections.intowork.pgops.plugins.module_utils._connection import (
+    PgopsError,
+    libpq_environment,
+    one_line,
+    sql,
+    target_label,
+)
+
+try:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+    HAS_ALEMBIC = True
+except ImportError:
+    HAS_ALEMBIC = False
+
+
+def load_scripts(project_dir, config_file):
+    """The project's revision graph, read from its alembic.ini; PgopsError when it cannot be read."""
+    ini_path = os.path.join(project_dir, config_file)
+    if not os.path.isfile(ini_path):
+        raise PgopsError("no Alembic config at %s: set project_dir to the folder holding %s" % (ini_path, config_file))
+    try:
+        return ScriptDirectory.from_config(Config(ini_path)), ini_path
+    except (CommandError, OSError) as error:
+        raise PgopsError("cannot read the Alembic project at %s: %s" % (project_dir, one_line(error)))
+
+
+def current_revisions(conn, version_table, version_table_schema):
+    """Revisions recorded in the database; an empty tuple when Alembic never ran there."""
+    qualified = "%s.%s" % (version_table_schema, version_table) if version_table_schema else version_table
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (qualified,))
+        if not cur.fetchone()[0]:
+            return ()
+        table = sql.Identifier(version_table_schema, version_table) if version_table_schema else sql.Identifier(version_table)
+        cur.execute(sql.SQL("SELECT version_num FROM {} ORDER BY version_num").format(table))
+        return tuple(row[0] for row in cur.fetchall())
+
+
+def describe(revision):
+    return {
+        "revision": revision.revision,
+        "down_revision": revision.down_revision,
+        "doc": (revision.doc or "").strip().splitlines()[0] if revision.doc else "",
+    }
+
+
+def resolve_target(scripts, target):
+    """The revision ids that `target` names ('head', 'base', an id or a unique prefix)."""
+    if target == "base":
+        return ()
+    try:
+        revisions = scripts.get_revisions(target)
+    except CommandError as error:
+        known = ", ".join(rev.revision for rev in scripts.walk_revisions())
+        raise PgopsError("unknown target revision %r (%s): choose head, base or one of: %s" % (
+            target, one_line(error), known))
+    if len(revisions) != 1:
+        raise PgopsError("target %r names %d revisions (%s): name a single revision" % (
+            target, len(revisions), ", ".join(r.revision for r in revisions)))
+    return (revisions[0].revision,)
+
+
+def plan(scripts, current, target):
+    """(direction, steps): the revisions to apply, in order, to go from current to target."""
+    goal = resolve_target(scripts, target)
+    if len(current) > 1:
+        raise PgopsError("the database has %d heads recorded (%s): merge them before migrating" % (
+            len(current), ", ".join(current)))
+    for rev in current:
+        if scripts.get_revision(rev) is None:
+            raise PgopsError("the database is at revision %s, which this project does not know: "
+                             "check project_dir, or deploy the code that has that revision" % rev)
+    here = current[0] if current else None
+    there = goal[0] if goal else None
+    if here == there:
+        return "none", []
+    try:
+        steps = list(scripts.iterate_revisions(there or "base", here or "base"))
+        return "upgrade", [describe(rev) for rev in reversed(steps)]
+    except CommandError:
+        pass
+    try:
+        steps = list(scripts.iterate_revisions(here or "base", there or "base"))
+        return "downgrade", [describe(rev) for rev in steps]
+    except CommandError as error:
+        raise PgopsError("no path from %s to %s: %s" % (here or "base", there or "base", one_line(error)))
+
+
+def run_alembic(params, ini_path, direction, target, timeout):
+    """Run `alembic upgrade|downgrade target` as a child process, credentials in its environment only."""
+    env = dict(os.environ)
+    env.update(libpq_environment(params))
+    # An empty URL makes SQLAlchemy hand over to libpq, which reads the PG* variables above.
+    env["DATABASE_URL"] = "postgresql+psycopg2://"
+    cmd = [sys.executable, "-m", "alembic", "-c", ini_path, direction, target]
+    try:
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise PgopsError("alembic %s to %s on %s did not finish within %s s (raise timeout or check for locks)" % (
+            direction, target, target_label(params), timeout))
+    output = (result.stdout + result.stderr).splitlines()
+    if result.returncode != 0:
+        reason = [line for line in output if line.strip()]
+        raise PgopsError("alembic %s to %s on %s failed: %s" % (
+            direction, target, target_label(params), reason[-1].strip() if reason else "exit %d" % result.returncode))
+    return output

@@ -1,0 +1,142 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, INTOWORK platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to intowork.pgops: not a public API, may change without notice.
+"""The connection options every module shares, and the one way modules connect."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible.module_utils.basic import env_fallback, missing_required_lib
+
+try:
+    import psycopg2
+    import psycopg2.extensions
+    from psycopg2 import sql
+    HAS_PSYCOPG2 = True
+except ImportError:
+    psycopg2 = None
+    sql = None
+    HAS_PSYCOPG2 = False
+
+APPLICATION_NAME = "pgops"
+SSL_MODES = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+CONNECTION_ARGUMENT_SPEC = dict(
+    login_host=dict(type="str", aliases=["host"], fallback=(env_fallback, ["PGHOST"])),
+    login_port=dict(type="int", aliases=["port"], default=5432, fallback=(env_fallback, ["PGPORT"])),
+    login_unix_socket=dict(type="path", aliases=["unix_socket"]),
+    login_db=dict(type="str", aliases=["db", "database"], fallback=(env_fallback, ["PGDATABASE"])),
+    login_user=dict(type="str", aliases=["user"], fallback=(env_fallback, ["PGUSER"])),
+    login_password=dict(type="str", aliases=["password"], no_log=True, fallback=(env_fallback, ["PGPASSWORD"])),
+    ssl_mode=dict(type="str", default="prefer", choices=SSL_MODES, fallback=(env_fallback, ["PGSSLMODE"])),
+    connect_timeout=dict(type="int", default=10),
+    session_role=dict(type="str"),
+)
+
+
+class PgopsError(Exception):
+    """A failure an operator can act on; its message is one line that names the cause and the fix."""
+
+
+def connection_spec():
+    """A fresh copy of the shared options, for a module's own spec to update()."""
+    return dict((key, dict(value)) for key, value in CONNECTION_ARGUMENT_SPEC.items())
+
+
+def target_label(params):
+    """user@host:port/db, for messages; never includes the password."""
+    host = params.get("login_unix_socket") or params.get("login_host") or "local socket"
+    return "%s@%s:%s/%s" % (
+        params.get("login_user") or "(default user)",
+        host,
+        params.get("login_port"),
+        params.get("login_db") or "(default database)",
+    )
+
+
+def libpq_params(params):
+    """Keyword arguments for psycopg2.connect, from module parameters."""
+    kwargs = {
+        "host": params.get("login_unix_socket") or params.get("login_host"),
+        "port": params.get("login_port"),
+        "dbname": params.get("login_db"),
+        "user": params.get("login_user"),
+        "password": params.get("login_password"),
+        "sslmode": params.get("ssl_mode"),
+        "connect_timeout": params.get("connect_timeout"),
+        "application_name": APPLICATION_NAME,
+    }
+    return dict((key, value) for key, value in kwargs.items() if value not in (None, ""))
+
+
+def libpq_environment(params):
+    """The same target as PG* variables, for child programs (pg_dump, alembic): no password on argv."""
+    names = {"host": "PGHOST", "port": "PGPORT", "dbname": "PGDATABASE", "user": "PGUSER",
+             "password": "PGPASSWORD", "sslmode": "PGSSLMODE", "connect_timeout": "PGCONNECT_TIMEOUT",
+             "application_name": "PGAPPNAME"}
+    env = dict((names[key], str(value)) for key, value in libpq_params(params).items())
+    if params.get("session_role"):
+        env["PGOPTIONS"] = "-c role=%s" % params["session_role"]
+    return env
+
+
+def explain_connect_error(params, error):
+    """Turn a libpq failure into one line: the target, the cause, what to check."""
+    text = " ".join(str(error).split())
+    lower = text.lower()
+    if "password authentication failed" in lower or "no password supplied" in lower:
+        hint = "check login_password or PGPASSWORD"
+    elif "does not exist" in lower and "database" in lower:
+        hint = "check login_db or PGDATABASE"
+    elif "role" in lower and "does not exist" in lower:
+        hint = "check login_user or PGUSER"
+    elif "connection refused" in lower or "no such file or directory" in lower or "could not translate" in lower:
+        hint = "is the server running and listening there? check login_host, login_port or PGHOST/PGPORT"
+    elif "timeout" in lower:
+        hint = "the server did not answer within connect_timeout; check the network path"
+    else:
+        hint = "check the connection options"
+    return "cannot connect to %s: %s (%s)" % (target_label(params), text, hint)
+
+
+def require_psycopg2(module):
+    if not HAS_PSYCOPG2:
+        module.fail_json(msg=missing_required_lib("psycopg2 (pip install psycopg2-binary)"))
+
+
+def connect(params, autocommit=False):
+    """Open a connection with application_name pgops and the session role set; PgopsError on failure."""
+    try:
+        conn = psycopg2.connect(**libpq_params(params))
+    except psycopg2.Error as error:
+        raise PgopsError(explain_connect_error(params, error))
+    conn.autocommit = autocommit
+    if params.get("session_role"):
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(params["session_role"])))
+        except psycopg2.Error as error:
+            conn.close()
+            raise PgopsError("cannot SET ROLE %s on %s: %s (check session_role)" % (
+                params["session_role"], target_label(params), " ".join(str(error).split())))
+    return conn
+
+
+def one_line(error):
+    """The first meaningful line of a database error."""
+    return " ".join(str(error).split()) or error.__class__.__name__
+
+
+def run_module(module, core):
+    """Run core(params, check_mode) and exit; every failure becomes one line, never a traceback."""
+    try:
+        result = core(module.params, module.check_mode)
+    except PgopsError as error:
+        module.fail_json(msg=str(error))
+    except psycopg2.Error as error:
+        module.fail_json(msg="database error on %s: %s" % (target_label(module.params), one_line(error)))
+    if not module._diff:
+        result.pop("diff", None)
+    module.exit_json(**result)

