@@ -23,9 +23,12 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
 try:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
+    from alembic.script.revision import RevisionError
     from alembic.util import CommandError
+    ALEMBIC_ERRORS = (CommandError, RevisionError)
     HAS_ALEMBIC = True
 except ImportError:
+    ALEMBIC_ERRORS = ()
     HAS_ALEMBIC = False
 
 
@@ -36,7 +39,7 @@ def load_scripts(project_dir, config_file):
         raise PgopsError("no Alembic config at %s: set project_dir to the folder holding %s" % (ini_path, config_file))
     try:
         return ScriptDirectory.from_config(Config(ini_path)), ini_path
-    except (CommandError, OSError) as error:
+    except ALEMBIC_ERRORS + (OSError,) as error:
         raise PgopsError("cannot read the Alembic project at %s: %s" % (project_dir, one_line(error)))
 
 
@@ -66,7 +69,7 @@ def resolve_target(scripts, target):
         return ()
     try:
         revisions = scripts.get_revisions(target)
-    except CommandError as error:
+    except ALEMBIC_ERRORS as error:
         known = ", ".join(rev.revision for rev in scripts.walk_revisions())
         raise PgopsError("unknown target revision %r (%s): choose head, base or one of: %s" % (
             target, one_line(error), known))
@@ -93,12 +96,12 @@ def plan(scripts, current, target):
     try:
         steps = list(scripts.iterate_revisions(there or "base", here or "base"))
         return "upgrade", [describe(rev) for rev in reversed(steps)]
-    except CommandError:
+    except ALEMBIC_ERRORS:
         pass
     try:
         steps = list(scripts.iterate_revisions(here or "base", there or "base"))
         return "downgrade", [describe(rev) for rev in steps]
-    except CommandError as error:
+    except ALEMBIC_ERRORS as error:
         raise PgopsError("no path from %s to %s: %s" % (here or "base", there or "base", one_line(error)))
 
 

@@ -137,6 +137,11 @@ def run_module(module, core):
         module.fail_json(msg=str(error))
     except psycopg2.Error as error:
         module.fail_json(msg="database error on %s: %s" % (target_label(module.params), one_line(error)))
+    except Exception as error:  # pylint: disable=broad-except
+        # Last resort: an operator gets one line, never a traceback.
+        module.fail_json(msg="unexpected %s on %s: %s" % (type(error).__name__, target_label(module.params), one_line(error)))
     if not module._diff:
         result.pop("diff", None)
+    if result.pop("failed", False):
+        module.fail_json(**result)
     module.exit_json(**result)
