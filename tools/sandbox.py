@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Throwaway PostgreSQL servers on loopback for the demo, the tests and Molecule.
 
     python tools/sandbox.py up --name demo [--version 15|18] [--database intowork]

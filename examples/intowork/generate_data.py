@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Deterministic INTOWORK reference data, generated inside the server.
 
     python examples/intowork/generate_data.py [--scale 1.0] [--replace] [--plant-defects N]

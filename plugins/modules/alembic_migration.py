@@ -72,7 +72,7 @@ attributes:
   idempotent:
     support: full
 author:
-  - INTOWORK platform team
+  - INTOWORK platform team (@intowork)
 """
 
 EXAMPLES = r"""
@@ -118,7 +118,7 @@ direction:
   returned: always
   type: str
 pending:
-  description: Revisions between O(current) and O(target), in the order they run.
+  description: Revisions between RV(current) and O(target), in the order they run.
   returned: always
   type: list
   elements: dict

@@ -94,7 +94,7 @@ attributes:
   idempotent:
     support: full
 author:
-  - INTOWORK platform team
+  - INTOWORK platform team (@intowork)
 """
 
 EXAMPLES = r"""

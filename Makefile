@@ -1,0 +1,35 @@
+# intowork.pgops: `make demo` shows it, `make test` proves it. Both set up a new machine first.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+VENV := .venv/bin
+export PATH := $(CURDIR)/$(VENV):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: setup demo demo-down test lint sanity pytest molecule clean
+
+setup:
+	./tools/setup.sh
+
+demo: setup
+	./tools/demo.sh
+
+demo-down:
+	python tools/sandbox.py down --name demo
+
+test: setup lint sanity pytest molecule
+
+lint:
+	ansible-lint
+
+sanity:
+	./tools/sanity.sh
+
+pytest:
+	python -m pytest tests
+
+molecule:
+	molecule test --all
+
+clean:
+	if [ -x $(VENV)/python ]; then python tools/sandbox.py down --name demo; fi
+	rm -rf .venv .collections build reports backups .pytest_cache

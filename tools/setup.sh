@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Everything a new machine needs for the demo and the tests; safe to run again (it skips what is done).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+APT_PACKAGES=(postgresql-15 postgresql-client-15 shellcheck)
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    # The sandbox starts its own servers: keep the package from creating and starting a system cluster.
+    as_root mkdir -p /etc/postgresql-common/createcluster.d
+    echo "create_main_cluster = false" | as_root tee /etc/postgresql-common/createcluster.d/pgops.conf >/dev/null
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv with $("$PYTHON" --version)"
+    "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.requirements.sha256
+wanted=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+    echo "setup: installing Python requirements"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+    echo "$wanted" > "$stamp"
+fi
+
+# ansible-test sanity builds a virtualenv per test and fetches pip's bootstrap script for it from a
+# host outside the package registries; give it ours, which takes pip from the package index.
+pip_version=$(.venv/bin/python -c "import re, ansible_test._internal.python_requirements as r, inspect; print(re.search(r\"pip='([0-9.]+)'\", inspect.getsource(r)).group(1))")
+bootstrap=~/.ansible/test/cache/get_pip_${pip_version//./_}.py
+if [ ! -f "$bootstrap" ]; then
+    mkdir -p "$(dirname "$bootstrap")"
+    cp tools/get_pip_offline.py "$bootstrap"
+fi
+
+# ansible.cfg's collections_path: intowork.pgops resolves to this checkout.
+mkdir -p .collections/ansible_collections/intowork
+ln -sfn ../../.. .collections/ansible_collections/intowork/pgops
+.venv/bin/ansible-galaxy collection install -r requirements.yml >/dev/null
+echo "setup: ready ($(.venv/bin/ansible --version | head -1))"
