@@ -9,6 +9,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import re
 import subprocess
 import sys
 
@@ -86,7 +87,11 @@ def plan(scripts, current, target):
         raise PgopsError("the database has %d heads recorded (%s): merge them before migrating" % (
             len(current), ", ".join(current)))
     for rev in current:
-        if scripts.get_revision(rev) is None:
+        try:
+            known = scripts.get_revision(rev) is not None
+        except ALEMBIC_ERRORS:
+            known = False
+        if not known:
             raise PgopsError("the database is at revision %s, which this project does not know: "
                              "check project_dir, or deploy the code that has that revision" % rev)
     here = current[0] if current else None
@@ -119,7 +124,20 @@ def run_alembic(params, ini_path, direction, target, timeout):
             direction, target, target_label(params), timeout))
     output = (result.stdout + result.stderr).splitlines()
     if result.returncode != 0:
-        reason = [line for line in output if line.strip()]
         raise PgopsError("alembic %s to %s on %s failed: %s" % (
-            direction, target, target_label(params), reason[-1].strip() if reason else "exit %d" % result.returncode))
+            direction, target, target_label(params), failure_reason(output) or "exit %d" % result.returncode))
     return output
+
+
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Violation)\w*: (.*)$")
+DRIVER_PREFIX = re.compile(r"^\([\w.]+\) ")
+
+
+def failure_reason(lines):
+    """The database's own words from a failed Alembic run: the last exception line, not the traceback."""
+    for line in reversed(lines):
+        match = EXCEPTION_LINE.match(line.strip())
+        if match:
+            return DRIVER_PREFIX.sub("", match.group(2)).strip()
+    meaningful = [line.strip() for line in lines if line.strip() and not line.strip().startswith("(Background")]
+    return meaningful[-1] if meaningful else ""

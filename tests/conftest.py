@@ -1,0 +1,117 @@
+"""Shared test set-up: the collection on sys.path, sandbox servers, and a way to run modules for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+COLLECTIONS = ROOT / ".collections"
+sys.path.insert(0, str(COLLECTIONS))
+sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT / "examples" / "intowork"))
+
+import sandbox  # noqa: E402
+
+PROJECT_DIR = ROOT / "examples" / "intowork"
+BASELINE = "a7f3b2c1d9e8"
+INDEX_REVISION = "h8c2d6e5f4g3"
+HEAD = "f7a8b9c0d1e2"
+VERSIONS = ["15", "18"]
+
+
+@pytest.fixture(scope="session", params=VERSIONS, ids=lambda v: f"pg{v}")
+def server(request):
+    """A sandbox server per PostgreSQL version, shared by the session."""
+    name = f"pytest-{request.param}-{os.getpid()}"
+    state = sandbox.up(name, request.param, "postgres")
+    yield state
+    sandbox.down(name)
+
+
+def admin_connect(state, dbname="postgres"):
+    conn = psycopg2.connect(host=state["host"], port=state["port"], user=state["user"],
+                            password=state["password"], dbname=dbname)
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture
+def database(server):
+    """A new empty database on the server; yields the module connection parameters for it."""
+    name = "t_" + uuid.uuid4().hex[:10]
+    conn = admin_connect(server)
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    params = {"login_host": server["host"], "login_port": server["port"], "login_user": server["user"],
+              "login_password": server["password"], "login_db": name}
+    yield params
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    conn.close()
+
+
+def db_connect(params):
+    conn = psycopg2.connect(host=params["login_host"], port=params["login_port"], user=params["login_user"],
+                            password=params["login_password"], dbname=params["login_db"])
+    conn.autocommit = True
+    return conn
+
+
+def query(params, statement, args=None):
+    conn = db_connect(params)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement, args)
+            return cur.fetchall() if cur.description else None
+    finally:
+        conn.close()
+
+
+def libpq_env(params):
+    env = dict(os.environ)
+    env.update(PGHOST=params["login_host"], PGPORT=str(params["login_port"]), PGUSER=params["login_user"],
+               PGPASSWORD=params["login_password"], PGDATABASE=params["login_db"])
+    return env
+
+
+def alembic(params, *args):
+    """The Alembic CLI against the reference project, credentials in the environment."""
+    env = libpq_env(params)
+    env["DATABASE_URL"] = "postgresql+psycopg2://"
+    result = subprocess.run([sys.executable, "-m", "alembic", "-c", str(PROJECT_DIR / "alembic.ini"), *args],
+                            env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def load_reference_data(params, scale=0.01, defects=0):
+    env = libpq_env(params)
+    cmd = [sys.executable, str(PROJECT_DIR / "generate_data.py"), "--scale", str(scale)]
+    if defects:
+        cmd += ["--plant-defects", str(defects)]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def run_module(name, args, check_mode=False, diff=False, env=None):
+    """Run a module file the way Ansible does (JSON arguments, JSON result) and return the result."""
+    payload = dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "plugins" / "modules" / f"{name}.py")],
+        input=json.dumps({"ANSIBLE_MODULE_ARGS": payload}),
+        capture_output=True, text=True, check=False,
+        env=dict(env or os.environ, PYTHONPATH=os.pathsep.join(
+            filter(None, [str(COLLECTIONS), (env or {}).get("PYTHONPATH")]))),
+    )
+    assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
+    return json.loads(result.stdout)

@@ -1,0 +1,81 @@
+"""alembic_migration against real servers: check mode, real run, idempotence, proof by query."""
+
+import pytest
+
+from conftest import BASELINE, HEAD, INDEX_REVISION, PROJECT_DIR, alembic, query, run_module
+
+
+def recorded(params):
+    rows = query(params, "SELECT to_regclass('alembic_version') IS NOT NULL")
+    if not rows[0][0]:
+        return None
+    return query(params, "SELECT version_num FROM alembic_version")[0][0]
+
+
+def test_upgrade_check_mode_then_real_then_idempotent(database):
+    args = dict(database, project_dir=str(PROJECT_DIR), target=INDEX_REVISION)
+    alembic(database, "upgrade", BASELINE)
+
+    check = run_module("alembic_migration", args, check_mode=True, diff=True)
+    assert check["changed"] is True
+    assert [p["revision"] for p in check["pending"]] == [INDEX_REVISION]
+    assert check["diff"] == {"before": {"revision": BASELINE}, "after": {"revision": INDEX_REVISION}}
+    assert recorded(database) == BASELINE, "check mode must not migrate"
+
+    real = run_module("alembic_migration", args)
+    assert real["changed"] is True and real["direction"] == "upgrade"
+    assert real["current"] == BASELINE and real["revision"] == INDEX_REVISION
+    assert "diff" not in real
+    assert recorded(database) == INDEX_REVISION
+    assert query(database, "SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_jobs_published_job_type'")[0][0] == 1
+
+    again = run_module("alembic_migration", args)
+    assert again["changed"] is False and again["pending"] == [] and again["direction"] == "none"
+
+
+def test_status_never_changes_anything(database):
+    result = run_module("alembic_migration", dict(database, project_dir=str(PROJECT_DIR), state="status"))
+    assert result["changed"] is False
+    assert result["current"] is None and len(result["pending"]) == 6 and result["heads"] == [HEAD]
+    assert recorded(database) is None
+
+
+def test_downgrade_needs_permission_then_works(database):
+    alembic(database, "upgrade", HEAD)
+    args = dict(database, project_dir=str(PROJECT_DIR), target=INDEX_REVISION)
+    refused = run_module("alembic_migration", args)
+    assert refused["failed"] is True and "allow_downgrade=true" in refused["msg"]
+    assert recorded(database) == HEAD
+
+    done = run_module("alembic_migration", dict(args, allow_downgrade=True))
+    assert done["changed"] is True and done["direction"] == "downgrade"
+    assert recorded(database) == INDEX_REVISION
+    assert query(database, "SELECT to_regclass('active_jobs_summary')")[0][0] is None
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"target": "jobs; DROP TABLE users"}, "unknown target revision 'jobs; DROP TABLE users'"),
+    ({"project_dir": "/nonexistent/app"}, "no Alembic config at /nonexistent/app/alembic.ini"),
+])
+def test_bad_input_changes_nothing(database, change, fragment):
+    alembic(database, "upgrade", BASELINE)
+    result = run_module("alembic_migration", {**database, "project_dir": str(PROJECT_DIR), **change})
+    assert result["failed"] is True and fragment in result["msg"] and "\n" not in result["msg"]
+    assert recorded(database) == BASELINE
+
+
+def test_failed_migration_reports_where_the_database_stopped(database):
+    alembic(database, "upgrade", BASELINE)
+    # A duplicate application makes the unique constraint of h8c2d6e5f4g3 impossible.
+    query(database, "INSERT INTO users (id, email) VALUES (1, 'a@x')")
+    query(database, "INSERT INTO companies (id, name) VALUES (1, 'c')")
+    query(database, "INSERT INTO employers (id, user_id, company_id) VALUES (1, 1, 1)")
+    query(database, "INSERT INTO candidates (id, user_id) VALUES (1, 1)")
+    query(database, "INSERT INTO jobs (id, company_id, employer_id, title) VALUES (1, 1, 1, 't')")
+    query(database, "INSERT INTO job_applications (job_id, candidate_id) VALUES (1, 1), (1, 1)")
+    result = run_module("alembic_migration", dict(database, project_dir=str(PROJECT_DIR)))
+    assert result["failed"] is True
+    assert "alembic upgrade to head" in result["msg"]
+    assert "could not create unique index" in result["msg"]
+    assert result["msg"].endswith(f"the database is now at revision {BASELINE}")
+    assert recorded(database) == BASELINE
