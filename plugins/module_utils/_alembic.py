@@ -110,6 +110,13 @@ def plan(scripts, current, target):
         raise PgopsError("no path from %s to %s: %s" % (here or "base", there or "base", one_line(error)))
 
 
+def history(scripts, revision):
+    """Revisions from base up to and including `revision`, oldest first."""
+    if not revision:
+        return []
+    return [rev.revision for rev in reversed(list(scripts.iterate_revisions(revision, "base")))]
+
+
 def run_alembic(params, ini_path, direction, target, timeout):
     """Run `alembic upgrade|downgrade target` as a child process, credentials in its environment only."""
     env = dict(os.environ)

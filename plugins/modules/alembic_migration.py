@@ -108,6 +108,17 @@ revision:
   returned: always
   type: str
   sample: h8c2d6e5f4g3
+server_version:
+  description: Server version number, as in C(server_version_num).
+  returned: always
+  type: int
+  sample: 150018
+history:
+  description: Revisions applied to the database after the task (predicted in check mode), oldest first.
+  returned: always
+  type: list
+  elements: str
+  sample: [a7f3b2c1d9e8, h8c2d6e5f4g3]
 heads:
   description: Head revisions of the project.
   returned: always
@@ -148,6 +159,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.intowork.pgops.plugins.module_utils._alembic import (
     HAS_ALEMBIC,
     current_revisions,
+    history,
     load_scripts,
     plan,
     run_alembic,
@@ -170,6 +182,7 @@ def migrate(params, check_mode):
         direction, pending = plan(scripts, current, params["target"])
         result = {
             "current": current[0] if current else None,
+            "server_version": conn.server_version,
             "heads": list(scripts.get_heads()),
             "direction": direction,
             "pending": pending,
@@ -177,6 +190,7 @@ def migrate(params, check_mode):
         }
         result["revision"] = (pending[-1]["down_revision"] if direction == "downgrade" else
                               pending[-1]["revision"] if pending else result["current"])
+        result["history"] = history(scripts, result["revision"])
         if direction == "downgrade" and not params["allow_downgrade"]:
             raise PgopsError("target %s is older than the current revision %s: set allow_downgrade=true "
                              "to roll back %d revision(s)" % (params["target"], result["current"], len(pending)))

@@ -67,6 +67,13 @@ options:
       - YAML file with a top-level C(indexes) list of entries shaped like O(indexes), and an optional C(schema).
       - Read on the managed host.
     type: path
+  revisions:
+    description:
+      - Migration revisions applied to the database. When set, only entries whose O(indexes[].revision)
+        is in this list, or that name no revision, are expected; the others are counted in RV(not_yet_expected).
+      - Lets one strategy file serve every revision, for example with RV(intowork.pgops.alembic_migration#module:history).
+    type: list
+    elements: str
   schema:
     description:
       - Schema to inspect. Defaults to the spec file's C(schema), else C(public).
@@ -117,8 +124,12 @@ schema:
   description: Schema inspected.
   returned: always
   type: str
+not_yet_expected:
+  description: Entries skipped because their revision is not in O(revisions).
+  returned: always
+  type: int
 expected:
-  description: Number of indexes in the specification.
+  description: Number of indexes expected (after O(revisions) filtering).
   returned: always
   type: int
 ok:
@@ -181,6 +192,12 @@ def verify(params, check_mode):
     else:
         raw_entries = params["indexes"]
     entries = validate_entries(raw_entries)
+    not_yet_expected = 0
+    if params["revisions"] is not None:
+        applied = set(params["revisions"])
+        expected = [entry for entry in entries if not entry.get("revision") or entry["revision"] in applied]
+        not_yet_expected = len(entries) - len(expected)
+        entries = expected
     schema = params["schema"] or file_schema or "public"
     pattern = None
     if params["count_pattern"]:
@@ -203,7 +220,7 @@ def verify(params, check_mode):
     catalog = {"relations": row[0], "indexes": row[1]}
 
     findings = compare(entries, catalog)
-    result = dict(findings, schema=schema, expected=len(entries), changed=False)
+    result = dict(findings, schema=schema, expected=len(entries), not_yet_expected=not_yet_expected, changed=False)
     if pattern is not None:
         result["pattern_count"] = sum(1 for index in catalog["indexes"]
                                       if index["valid"] and pattern.search(index["name"]))
@@ -232,6 +249,7 @@ def main():
             purpose=dict(type="str"),
         )),
         spec_file=dict(type="path"),
+        revisions=dict(type="list", elements="str"),
         schema=dict(type="str"),
         count_pattern=dict(type="str"),
         fail_on=dict(type="list", elements="str", choices=FINDINGS, default=FINDINGS),

@@ -25,6 +25,7 @@ def test_upgrade_check_mode_then_real_then_idempotent(database):
     real = run_module("alembic_migration", args)
     assert real["changed"] is True and real["direction"] == "upgrade"
     assert real["current"] == BASELINE and real["revision"] == INDEX_REVISION
+    assert real["history"] == [BASELINE, INDEX_REVISION]
     assert "diff" not in real
     assert recorded(database) == INDEX_REVISION
     assert query(database, "SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_jobs_published_job_type'")[0][0] == 1

@@ -1,0 +1,90 @@
+"""deploy-migration.yml end to end on a sandbox database: check mode, real run, second run, evidence."""
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import BASELINE, HEAD, ROOT, alembic, libpq_env, load_reference_data, query
+
+PLAYBOOK = str(ROOT / "playbooks" / "deploy-migration.yml")
+
+
+def playbook(server, params, tmp_path, *extra):
+    env = libpq_env(params)
+    env.update(PGOPS_SANDBOX_BINDIR=server["bindir"], ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")
+    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), PLAYBOOK,
+           "-e", f"pgops_backup_dir={tmp_path / 'backups'}", "-e", f"pgops_reports_dir={tmp_path / 'reports'}", *extra]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    recap = re.search(r"ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", result.stdout)
+    assert recap, result.stdout + result.stderr
+    return result, dict(zip(["ok", "changed", "unreachable", "failed"], map(int, recap.groups())))
+
+
+def revision(params):
+    return query(params, "SELECT version_num FROM alembic_version")[0][0]
+
+
+def test_deploy_check_then_real_then_nothing(server, database, tmp_path):
+    alembic(database, "upgrade", BASELINE)
+    load_reference_data(database, scale=0.01)
+    rows_before = query(database, "SELECT count(*) FROM job_applications")[0][0]
+
+    result, recap = playbook(server, database, tmp_path, "--check")
+    assert recap["failed"] == 0, result.stdout
+    assert revision(database) == BASELINE
+    assert not (tmp_path / "backups").exists() or not any((tmp_path / "backups").iterdir())
+
+    result, recap = playbook(server, database, tmp_path)
+    assert recap["failed"] == 0 and recap["changed"] > 0, result.stdout
+    assert revision(database) == HEAD
+    assert query(database, "SELECT count(*) FROM job_applications")[0][0] == rows_before
+
+    (dump,) = (tmp_path / "backups").glob("*.dump")
+    assert dump.stat().st_mode & 0o077 == 0
+    assert (tmp_path / "backups").stat().st_mode & 0o777 == 0o700
+    manifest = json.loads(Path(f"{dump}.manifest.json").read_text())
+    assert manifest["sha256"] == hashlib.sha256(dump.read_bytes()).hexdigest()
+    assert int(manifest["size_bytes"]) == dump.stat().st_size
+    assert not list((tmp_path / "backups").glob(".*.partial"))
+    (report,) = (tmp_path / "reports").glob("deploy-*.json")
+    record = json.loads(report.read_text())
+    assert record["revision_before"] == BASELINE and record["revision_after"] == HEAD
+    assert int(record["indexes_ok"]) == int(record["indexes_expected"]) == 23
+    assert database["login_password"] not in result.stdout
+
+    result, recap = playbook(server, database, tmp_path)
+    assert recap["failed"] == 0 and recap["changed"] == 0, result.stdout
+    assert len(list((tmp_path / "backups").glob("*.dump"))) == 1, "nothing pending: no new backup"
+
+
+def test_backup_failure_publishes_nothing(server, database, tmp_path):
+    alembic(database, "upgrade", BASELINE)
+    # pg_dump cannot read the tables as a role without privileges: the dump fails, nothing is published.
+    query(database, "CREATE ROLE pgops_noread LOGIN PASSWORD 'noread-pw'")
+    query(database, f"GRANT CONNECT ON DATABASE {database['login_db']} TO pgops_noread")
+    result, recap = playbook(server, database, tmp_path, "-e", "backup_db_user=pgops_noread",
+                             "-e", "backup_db_password=noread-pw")
+    query(database, "DROP OWNED BY pgops_noread")
+    query(database, "DROP ROLE pgops_noread")
+    assert recap["failed"] == 1
+    assert "Backup of" in result.stdout and "nothing was published" in result.stdout
+    assert "permission denied" in result.stdout
+    assert not list((tmp_path / "backups").iterdir())
+    assert revision(database) == BASELINE, "no migration without a backup"
+
+
+def test_preflight_refuses_a_client_older_than_the_server(server, database, tmp_path):
+    if server["version"] == "15":
+        pytest.skip("needs a server newer than the distribution's client")
+    alembic(database, "upgrade", BASELINE)
+    result, recap = playbook(server, database, tmp_path, "-e", "pgops_pg_bin_dir=/usr/lib/postgresql/15/bin")
+    assert recap["failed"] == 1
+    assert "pg_dump is version 15" in result.stdout and "the server is 18" in result.stdout
+    assert revision(database) == BASELINE

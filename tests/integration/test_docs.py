@@ -1,0 +1,23 @@
+"""Every module's documentation renders with ansible-doc, under its FQCN."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+MODULES = sorted(path.stem for path in (ROOT / "plugins" / "modules").glob("*.py") if path.stem != "__init__")
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_ansible_doc_renders(module):
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+    result = subprocess.run([str(Path(sys.executable).parent / "ansible-doc"), f"intowork.pgops.{module}"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert f"intowork.pgops.{module}" in result.stdout
+    assert "EXAMPLES:" in result.stdout and "RETURN VALUES:" in result.stdout
+    assert "login_password" in result.stdout, "the shared connection options are documented"
