@@ -1,6 +1,9 @@
 """The generator loads identical data on every run, and plants exactly the defects asked for."""
 
-from conftest import BASELINE, alembic, libpq_env, load_reference_data, query
+import subprocess
+import sys
+
+from conftest import BASELINE, PROJECT_DIR, alembic, libpq_env, load_reference_data, query
 
 TABLE_DIGEST = "SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM {} t"
 
@@ -23,9 +26,6 @@ def test_two_loads_are_identical_and_consistent(database):
                                  "GROUP BY candidate_id, job_id HAVING count(*) > 1) d")[0][0]
     assert (orphans, duplicates) == (0, 0)
 
-    import subprocess
-    import sys
-    from conftest import PROJECT_DIR
     subprocess.run([sys.executable, str(PROJECT_DIR / "generate_data.py"), "--scale", "0.01", "--replace"],
                    env=libpq_env(database), check=True, capture_output=True)
     assert digests(database) == first
@@ -43,12 +43,9 @@ def test_planted_defects_are_counted(database):
 
 
 def test_refuses_to_load_over_existing_rows(database):
-    import subprocess
-    import sys
-    from conftest import PROJECT_DIR
     alembic(database, "upgrade", BASELINE)
     load_reference_data(database, scale=0.001)
     result = subprocess.run([sys.executable, str(PROJECT_DIR / "generate_data.py"), "--scale", "0.001"],
-                            env=libpq_env(database), capture_output=True, text=True)
+                            env=libpq_env(database), capture_output=True, text=True, check=False)
     assert result.returncode != 0
     assert "tables already hold rows" in result.stderr and "--replace" in result.stderr
