@@ -8,10 +8,17 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-# One round trip: the schema's relations and every index on them, as JSON.
+# One round trip: the schema's relations with their columns, every index with its structure and
+# usage, every foreign key, and when usage statistics were last reset.
 INDEX_CATALOG = """
 SELECT
-  (SELECT coalesce(json_agg(c.relname ORDER BY c.relname), '[]'::json)
+  (SELECT coalesce(json_agg(json_build_object(
+            'name', c.relname,
+            'rows', c.reltuples::bigint,
+            'columns', (SELECT coalesce(json_agg(a.attname ORDER BY a.attnum), '[]'::json)
+                          FROM pg_attribute a
+                         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped))
+          ORDER BY c.relname), '[]'::json)
      FROM pg_class c
     WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'm')) AS relations,
   (SELECT coalesce(json_agg(json_build_object(
@@ -20,17 +27,85 @@ SELECT
             'valid', i.indisvalid,
             'ready', i.indisready,
             'unique', i.indisunique,
+            'primary', i.indisprimary,
             'method', am.amname,
             'predicate', pg_get_expr(i.indpred, i.indrelid),
             'constraint', con.conname,
-            'definition', pg_get_indexdef(i.indexrelid)) ORDER BY ic.relname), '[]'::json)
+            'definition', pg_get_indexdef(i.indexrelid),
+            'keys', (SELECT json_agg(json_build_object(
+                              'expr', pg_get_indexdef(i.indexrelid, k.n, true),
+                              'attnum', i.indkey[k.n - 1],
+                              'desc', (i.indoption[k.n - 1] & 1) = 1,
+                              'opclass', CASE WHEN opc.opcdefault THEN NULL ELSE opc.opcname END)
+                            ORDER BY k.n)
+                       FROM generate_series(1, i.indnkeyatts) AS k(n)
+                       JOIN pg_opclass opc ON opc.oid = i.indclass[k.n - 1]),
+            'include', (SELECT coalesce(json_agg(pg_get_indexdef(i.indexrelid, k.n, true) ORDER BY k.n), '[]'::json)
+                          FROM generate_series(i.indnkeyatts + 1, i.indnatts) AS k(n)),
+            'scans', coalesce(s.idx_scan, 0),
+            'size_bytes', pg_relation_size(i.indexrelid)) ORDER BY ic.relname), '[]'::json)
      FROM pg_index i
      JOIN pg_class ic ON ic.oid = i.indexrelid
      JOIN pg_class tc ON tc.oid = i.indrelid
      JOIN pg_am am ON am.oid = ic.relam
+     LEFT JOIN pg_stat_all_indexes s ON s.indexrelid = i.indexrelid
      LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
                                 AND con.contype IN ('p', 'u', 'x')
-    WHERE tc.relnamespace = n.oid) AS indexes
+    WHERE tc.relnamespace = n.oid) AS indexes,
+  (SELECT coalesce(json_agg(json_build_object(
+            'name', con.conname,
+            'table', tc.relname,
+            'references', rc.relname,
+            'attnums', con.conkey,
+            'columns', (SELECT json_agg(a.attname ORDER BY k.ord)
+                          FROM unnest(con.conkey) WITH ORDINALITY AS k(attnum, ord)
+                          JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum))
+          ORDER BY tc.relname, con.conname), '[]'::json)
+     FROM pg_constraint con
+     JOIN pg_class tc ON tc.oid = con.conrelid
+     JOIN pg_class rc ON rc.oid = con.confrelid
+    WHERE con.contype = 'f' AND tc.relnamespace = n.oid) AS foreign_keys,
+  (SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()) AS stats_reset
+FROM pg_namespace n
+WHERE n.nspname = %(schema)s
+"""
+
+# One round trip: what integrity checks need to know about a schema's tables and constraints.
+INTEGRITY_CATALOG = """
+SELECT
+  (SELECT coalesce(json_agg(json_build_object(
+            'name', c.relname,
+            'columns', (SELECT coalesce(json_agg(a.attname ORDER BY a.attnum), '[]'::json)
+                          FROM pg_attribute a
+                         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+            'primary_key', (SELECT json_agg(a.attname ORDER BY k.ord)
+                              FROM pg_constraint pk
+                              CROSS JOIN unnest(pk.conkey) WITH ORDINALITY AS k(attnum, ord)
+                              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+                             WHERE pk.conrelid = c.oid AND pk.contype = 'p'))
+          ORDER BY c.relname), '[]'::json)
+     FROM pg_class c
+    WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p')) AS relations,
+  (SELECT coalesce(json_agg(json_build_object(
+            'name', con.conname,
+            'type', CASE con.contype WHEN 'f' THEN 'foreign_key' ELSE 'check' END,
+            'table', tc.relname,
+            'validated', con.convalidated,
+            'references', rc.relname,
+            'references_schema', rn.nspname,
+            'columns', (SELECT json_agg(a.attname ORDER BY k.ord)
+                          FROM unnest(con.conkey) WITH ORDINALITY AS k(attnum, ord)
+                          JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum),
+            'referenced_columns', (SELECT json_agg(a.attname ORDER BY k.ord)
+                                     FROM unnest(con.confkey) WITH ORDINALITY AS k(attnum, ord)
+                                     JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum),
+            'expression', CASE WHEN con.contype = 'c' THEN pg_get_expr(con.conbin, con.conrelid) END)
+          ORDER BY tc.relname, con.conname), '[]'::json)
+     FROM pg_constraint con
+     JOIN pg_class tc ON tc.oid = con.conrelid
+     LEFT JOIN pg_class rc ON rc.oid = con.confrelid
+     LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+    WHERE con.contype IN ('f', 'c') AND tc.relnamespace = n.oid) AS constraints
 FROM pg_namespace n
 WHERE n.nspname = %(schema)s
 """

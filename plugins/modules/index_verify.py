@@ -12,16 +12,21 @@ module: index_verify
 short_description: Compare the indexes a database should have with the ones it has
 version_added: 0.1.0
 description:
-  - Reads every index of one schema in a single catalog query and compares it with an expected
-    index specification, given inline or as a YAML file.
-  - Reports indexes that are missing, present but invalid or not ready (a failed concurrent build),
-    and present with a different method, uniqueness, predicate or backing constraint.
-  - Read-only; never changes anything.
+  - Reads every index, foreign key and index usage counter of one schema in a single catalog query.
+  - Compares the indexes with an expected specification, given inline or as a YAML file, and reports
+    those missing, present but invalid or not ready (a failed concurrent build), and present with a
+    different structure (keys, order, operator class, include columns, method, uniqueness, predicate,
+    backing constraint).
+  - Whatever the specification, also reports duplicate indexes, redundant ones (keys a leading prefix
+    of another btree index's), unused ones (never scanned since the statistics reset, constraint
+    indexes excepted), and foreign keys that no index supports.
+  - Read-only; never changes anything. A table or plain column of the specification that the schema
+    lacks is an error naming it, before any comparison.
 options:
   indexes:
     description:
       - Expected indexes. Each entry has O(indexes[].name) and O(indexes[].table).
-      - Mutually exclusive with O(spec_file).
+      - Mutually exclusive with O(spec_file). With neither, only the schema-wide findings are reported.
     type: list
     elements: dict
     suboptions:
@@ -87,8 +92,8 @@ options:
       - Findings that make the task fail.
     type: list
     elements: str
-    choices: [missing, invalid, different]
-    default: [missing, invalid, different]
+    choices: [missing, invalid, different, duplicate, redundant, unused, unindexed_fk]
+    default: [missing, invalid, different, duplicate, unindexed_fk]
 extends_documentation_fragment:
   - intowork.pgops._connection
   - intowork.pgops._connection.ATTRIBUTES
@@ -156,6 +161,34 @@ pattern_count:
   description: Valid indexes of the schema whose names match O(count_pattern).
   returned: when O(count_pattern) is set
   type: int
+duplicate:
+  description: Valid indexes with the same table, method, keys and predicate as another; the one to drop is named.
+  returned: always
+  type: list
+  elements: dict
+redundant:
+  description: Non-unique btree indexes whose keys lead another index of the same table and predicate.
+  returned: always
+  type: list
+  elements: dict
+unused:
+  description: Indexes never scanned since RV(stats_reset), with their size; constraint indexes are left out.
+  returned: always
+  type: list
+  elements: dict
+unindexed_fk:
+  description: Foreign keys whose columns lead no valid, non-partial index of the referencing table.
+  returned: always
+  type: list
+  elements: dict
+stats_reset:
+  description: When the database's statistics were last reset; null when never.
+  returned: always
+  type: str
+index_count:
+  description: Indexes in the schema.
+  returned: always
+  type: int
 failed_checks:
   description: The finding kinds that made the task fail.
   returned: always
@@ -176,13 +209,17 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
     run_module,
 )
 from ansible_collections.intowork.pgops.plugins.module_utils._index_spec import (
+    FINDINGS,
     HAS_YAML,
     compare,
     load_spec_file,
+    overlaps,
+    unindexed_foreign_keys,
+    unused,
     validate_entries,
 )
 
-FINDINGS = ["missing", "invalid", "different"]
+DEFAULT_FAIL_ON = ["missing", "invalid", "different", "duplicate", "unindexed_fk"]
 
 
 def verify(params, check_mode):
@@ -190,7 +227,7 @@ def verify(params, check_mode):
     if params["spec_file"]:
         file_schema, raw_entries = load_spec_file(params["spec_file"])
     else:
-        raw_entries = params["indexes"]
+        raw_entries = params["indexes"] or []
     entries = validate_entries(raw_entries)
     not_yet_expected = 0
     if params["revisions"] is not None:
@@ -217,10 +254,15 @@ def verify(params, check_mode):
         conn.close()
     if row is None:
         raise PgopsError("schema %r does not exist in the database: check the schema option" % schema)
-    catalog = {"relations": row[0], "indexes": row[1]}
+    catalog = {"relations": row[0], "indexes": row[1], "foreign_keys": row[2],
+               "stats_reset": row[3].isoformat() if row[3] else None}
 
     findings = compare(entries, catalog)
-    result = dict(findings, schema=schema, expected=len(entries), not_yet_expected=not_yet_expected, changed=False)
+    findings["duplicate"], findings["redundant"] = overlaps(catalog)
+    findings["unused"] = unused(catalog)
+    findings["unindexed_fk"] = unindexed_foreign_keys(catalog)
+    result = dict(findings, schema=schema, expected=len(entries), not_yet_expected=not_yet_expected,
+                  stats_reset=catalog["stats_reset"], index_count=len(catalog["indexes"]), changed=False)
     if pattern is not None:
         result["pattern_count"] = sum(1 for index in catalog["indexes"]
                                       if index["valid"] and pattern.search(index["name"]))
@@ -252,13 +294,12 @@ def main():
         revisions=dict(type="list", elements="str"),
         schema=dict(type="str"),
         count_pattern=dict(type="str"),
-        fail_on=dict(type="list", elements="str", choices=FINDINGS, default=FINDINGS),
+        fail_on=dict(type="list", elements="str", choices=FINDINGS, default=DEFAULT_FAIL_ON),
     )
     module = AnsibleModule(
         argument_spec=argument_spec,
         supports_check_mode=True,
         mutually_exclusive=[("indexes", "spec_file")],
-        required_one_of=[("indexes", "spec_file")],
     )
     require_psycopg2(module)
     if module.params["spec_file"] and not HAS_YAML:
