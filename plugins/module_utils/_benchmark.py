@@ -69,8 +69,7 @@ def percentile(sorted_values, fraction):
 def plan_nodes(node):
     yield node
     for child in node.get("Plans", []):
-        for descendant in plan_nodes(child):
-            yield descendant
+        yield from plan_nodes(child)
 
 
 def plan_findings(plan, relation_rows, query, seq_scan_rows):

@@ -122,8 +122,8 @@ def structure_differences(entry, found):
 
 
 def describe_keys(keys):
-    return "(%s)" % ", ".join(" ".join(filter(None, [k["expr"], k.get("opclass"), "DESC" if k["desc"] else None]))
-                             for k in keys)
+    words = [filter(None, [k["expr"], k.get("opclass"), "DESC" if k["desc"] else None]) for k in keys]
+    return "(%s)" % ", ".join(" ".join(w) for w in words)
 
 
 def compare(entries, catalog):

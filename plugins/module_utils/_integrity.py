@@ -18,8 +18,49 @@ import time
 
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError, one_line, psycopg2, sql
 
+try:
+    import yaml
+    HAS_YAML = True
+except ImportError:
+    HAS_YAML = False
+
 KINDS = ["orphans", "duplicates", "not_valid", "check_violations", "row_counts", "timeouts"]
 COMPARE_POLICIES = ["equal", "no_loss"]
+
+
+SPEC_KEYS = {"relations": list, "duplicates": list, "checks": list, "row_counts": list}
+ENTRY_KEYS = {
+    "relations": (set(["name", "table", "columns", "references", "referenced_columns"]), set(["where"])),
+    "duplicates": (set(["name", "table", "columns"]), set(["where"])),
+    "checks": (set(["name", "table", "condition"]), set(["where"])),
+}
+
+
+def load_spec_file(path):
+    """The file's relations, duplicates, checks and row_counts, each validated; PgopsError naming a bad entry."""
+    try:
+        with open(path) as handle:
+            data = yaml.safe_load(handle)
+    except (IOError, OSError) as error:
+        raise PgopsError("cannot read spec_file %s: %s" % (path, error.strerror or error))
+    except yaml.YAMLError as error:
+        raise PgopsError("spec_file %s is not valid YAML: %s" % (path, " ".join(str(error).split())))
+    if not isinstance(data, dict):
+        raise PgopsError("spec_file %s needs a mapping with %s" % (path, ", ".join(sorted(SPEC_KEYS))))
+    unknown = sorted(set(data) - set(SPEC_KEYS))
+    if unknown:
+        raise PgopsError("spec_file %s has unknown key(s) %s: use %s" % (path, ", ".join(unknown), ", ".join(sorted(SPEC_KEYS))))
+    for key, entries in data.items():
+        if not isinstance(entries, list):
+            raise PgopsError("spec_file %s: %s must be a list" % (path, key))
+        if key not in ENTRY_KEYS:
+            continue
+        required, optional = ENTRY_KEYS[key]
+        for position, entry in enumerate(entries, start=1):
+            if not isinstance(entry, dict) or not required <= set(entry) or set(entry) - required - optional:
+                raise PgopsError("spec_file %s: %s entry %d needs exactly %s (optional: %s)" % (
+                    path, key, position, ", ".join(sorted(required)), ", ".join(sorted(optional))))
+    return data
 
 
 class Check(object):

@@ -23,6 +23,12 @@ description:
   - Read-only. Unknown tables or columns, and conditions that do not parse, fail the task before any
     check runs.
 options:
+  spec_file:
+    description:
+      - YAML file with any of the keys C(relations), C(duplicates), C(checks) and C(row_counts), shaped like
+        the options of those names, read on the managed host. An option given inline, even an empty list,
+        takes precedence over the file's key of the same name.
+    type: path
   schema:
     description: Schema of the tables to check.
     type: str
@@ -36,7 +42,6 @@ options:
       - Logical relations that no constraint declares, checked for orphans like foreign keys.
     type: list
     elements: dict
-    default: []
     suboptions:
       name:
         description: Name for the report.
@@ -67,7 +72,6 @@ options:
     description: Key sets that should be unique; rows with a NULL key are not duplicates (as in a unique index).
     type: list
     elements: dict
-    default: []
     suboptions:
       name:
         description: Name for the report.
@@ -93,7 +97,6 @@ options:
     description: Conditions every row must meet; a row violates one when the condition is false (NULL passes, as in CHECK).
     type: list
     elements: dict
-    default: []
     suboptions:
       name:
         description: Name for the report.
@@ -114,7 +117,6 @@ options:
     description: Tables to count exactly; the counts are returned as RV(row_counts).
     type: list
     elements: str
-    default: []
   compare_to:
     description:
       - Row counts from an earlier run (its RV(row_counts)), compared under O(compare_policy).
@@ -243,7 +245,7 @@ failed_checks:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.intowork.pgops.plugins.module_utils._catalog import INTEGRITY_CATALOG
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import (
@@ -255,14 +257,21 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
 )
 from ansible_collections.intowork.pgops.plugins.module_utils._integrity import (
     COMPARE_POLICIES,
+    HAS_YAML,
     KINDS,
     compare_counts,
+    load_spec_file,
     plan,
     run,
 )
 
 
 def check_integrity(params, check_mode):
+    if params["spec_file"]:
+        params = dict(params)
+        for key, value in load_spec_file(params["spec_file"]).items():
+            if params[key] is None:
+                params[key] = value
     conn = connect(params)
     try:
         with conn.cursor() as cur:
@@ -315,9 +324,10 @@ def summary(result):
 def main():
     argument_spec = connection_spec()
     argument_spec.update(
+        spec_file=dict(type="path"),
         schema=dict(type="str", default="public"),
         foreign_keys=dict(type="bool", default=True),
-        relations=dict(type="list", elements="dict", default=[], options=dict(
+        relations=dict(type="list", elements="dict", options=dict(
             name=dict(type="str", required=True),
             table=dict(type="str", required=True),
             columns=dict(type="list", elements="str", required=True),
@@ -325,20 +335,20 @@ def main():
             referenced_columns=dict(type="list", elements="str", required=True),
             where=dict(type="str"),
         )),
-        duplicates=dict(type="list", elements="dict", default=[], options=dict(
+        duplicates=dict(type="list", elements="dict", options=dict(
             name=dict(type="str", required=True),
             table=dict(type="str", required=True),
             columns=dict(type="list", elements="str", required=True),
             where=dict(type="str"),
         )),
         not_valid_constraints=dict(type="bool", default=True),
-        checks=dict(type="list", elements="dict", default=[], options=dict(
+        checks=dict(type="list", elements="dict", options=dict(
             name=dict(type="str", required=True),
             table=dict(type="str", required=True),
             condition=dict(type="str", required=True),
             where=dict(type="str"),
         )),
-        row_counts=dict(type="list", elements="str", default=[]),
+        row_counts=dict(type="list", elements="str"),
         compare_to=dict(type="dict"),
         compare_policy=dict(type="str", choices=COMPARE_POLICIES, default="no_loss"),
         sample_size=dict(type="int", default=5),
@@ -347,6 +357,8 @@ def main():
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     require_psycopg2(module)
+    if module.params["spec_file"] and not HAS_YAML:
+        module.fail_json(msg=missing_required_lib("PyYAML"))
     run_module(module, check_integrity)
 
 
