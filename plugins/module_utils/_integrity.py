@@ -96,7 +96,7 @@ def _found_query(schema, table, sample, condition):
     return sql.SQL(
         "WITH found AS (SELECT {sample} FROM {table} AS t WHERE {condition}) "
         "SELECT (SELECT count(*) FROM found), "
-        "(SELECT coalesce(json_agg(s), '[]'::json) FROM (SELECT * FROM found LIMIT %(sample_size)s) s)"
+        "(SELECT coalesce(json_agg(s), '[]'::json) FROM (SELECT * FROM found ORDER BY 1 LIMIT %(sample_size)s) s)"
     ).format(sample=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in sample),
              table=sql.Identifier(schema, table), condition=condition)
 
