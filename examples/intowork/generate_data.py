@@ -169,10 +169,13 @@ def defect_statements(n: int, s: Sizes) -> list[tuple[str, str]]:
             SELECT {s.applications} + i, 1 + i % {s.jobs}, {s.candidates} + 1000000 + i, 'submitted',
                    timestamptz '{EPOCH}'
               FROM generate_series(1, {n}) AS i"""),
+        # Copies of live (not rejected) applications: duplicates even under the "one live application" rule.
         ("duplicate job_applications (same candidate and job)", f"""
             INSERT INTO job_applications (id, job_id, candidate_id, status, applied_at)
-            SELECT {s.applications} + {n} + id, job_id, candidate_id, 'submitted', applied_at
-              FROM job_applications WHERE id <= {n}"""),
+            SELECT {s.applications} + {n} + row_number() OVER (ORDER BY id), job_id, candidate_id, 'submitted',
+                   applied_at
+              FROM (SELECT id, job_id, candidate_id, applied_at FROM job_applications
+                     WHERE status <> 'rejected' ORDER BY id LIMIT {n}) AS live"""),
         ("jobs with salary_min > salary_max", f"""
             UPDATE jobs SET salary_min = salary_max + 1000 WHERE id <= {n}"""),
     ]
