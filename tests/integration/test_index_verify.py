@@ -15,10 +15,13 @@ def test_baseline_reports_the_strategy_missing(database):
                         check_mode=True)
     assert result["failed"] is True and result["changed"] is False
     assert result["expected"] == 18 and result["not_yet_expected"] == 5 and len(result["missing"]) == 18
-    assert result["failed_checks"] == ["missing"]
+    # Baseline has foreign keys and no index behind them: both findings are real.
+    assert result["failed_checks"] == ["missing", "unindexed_fk"]
+    assert len(result["unindexed_fk"]) == 10
     assert result["msg"].startswith("index verification failed on schema public: missing: ix_job_applications_job_id_status")
 
-    nothing_due = run_module("index_verify", dict(database, spec_file=SPEC_FILE, revisions=[BASELINE]))
+    nothing_due = run_module("index_verify", dict(database, spec_file=SPEC_FILE, revisions=[BASELINE],
+                                                  fail_on=["missing", "invalid", "different"]))
     assert nothing_due.get("failed") is not True and nothing_due["expected"] == 0
 
 
@@ -44,7 +47,7 @@ def test_failed_concurrent_build_is_reported_invalid(database):
         conn_result = error
     assert conn_result is not None
     spec = [{"name": "uq_users_email", "table": "users", "columns": ["email"], "unique": True}]
-    result = run_module("index_verify", dict(database, indexes=spec))
+    result = run_module("index_verify", dict(database, indexes=spec, fail_on=["missing", "invalid"]))
     assert result["failed"] is True and result["failed_checks"] == ["invalid"]
     assert result["invalid"][0]["name"] == "uq_users_email" and result["invalid"][0]["valid"] is False
 
