@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import sandbox
 from conftest import BASELINE, HEAD, ROOT, alembic, libpq_env, load_reference_data, query
 
 PLAYBOOK = str(ROOT / "playbooks" / "deploy-migration.yml")
@@ -80,11 +81,20 @@ def test_backup_failure_publishes_nothing(server, database, tmp_path):
     assert revision(database) == BASELINE, "no migration without a backup"
 
 
-def test_preflight_refuses_a_client_older_than_the_server(server, database, tmp_path):
-    if server["version"] == "15":
-        pytest.skip("needs a server newer than the distribution's client")
-    alembic(database, "upgrade", BASELINE)
-    result, recap = playbook(server, database, tmp_path, "-e", "pgops_pg_bin_dir=/usr/lib/postgresql/15/bin")
+@pytest.fixture(scope="module")
+def newer_server():
+    """A PostgreSQL 18 server, newer than the distribution's version 15 client programs."""
+    name = f"pytest-preflight-{os.getpid()}"
+    state = sandbox.up(name, "18", "intowork")
+    yield state
+    sandbox.down(name)
+
+
+def test_preflight_refuses_a_client_older_than_the_server(newer_server, tmp_path):
+    params = {"login_host": newer_server["host"], "login_port": newer_server["port"],
+              "login_user": newer_server["user"], "login_password": newer_server["password"], "login_db": "intowork"}
+    alembic(params, "upgrade", BASELINE)
+    result, recap = playbook(newer_server, params, tmp_path, "-e", "pgops_pg_bin_dir=/usr/lib/postgresql/15/bin")
     assert recap["failed"] == 1
     assert "pg_dump is version 15" in result.stdout and "the server is 18" in result.stdout
-    assert revision(database) == BASELINE
+    assert revision(params) == BASELINE
