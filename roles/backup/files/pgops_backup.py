@@ -1,0 +1,577 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, INTOWORK platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""pgops-backup: the one backup program of intowork.pgops, run by the backup role and by cron.
+
+    python3 pgops_backup.py backup --config /etc/pgops/backup-intowork.json
+    python3 pgops_backup.py drill  --config /etc/pgops/backup-intowork.json [--backup PATH] [--keep]
+    python3 pgops_backup.py drop-scratch --config /etc/pgops/backup-intowork.json --scratch NAME
+
+backup: pg_dump (custom, or directory format with parallel jobs) of a snapshot exported by a
+REPEATABLE READ transaction, so the manifest's row counts describe exactly what the archive holds;
+written under a hidden .partial name, fsynced, read back in full by pg_restore, checksummed, then
+renamed: a backup with its final name is always complete and verified. Retention runs only after a
+successful backup and never removes the newest verified one. One run per database at a time (lock).
+
+drill: restores a backup (the newest verified one by default) into a scratch database with parallel
+pg_restore, compares row counts with the manifest, reports the time taken (the RTO) against the
+target, and drops the scratch database (unless --keep, for further checks; drop-scratch drops it).
+
+Passwords come from a .pgpass file (config `passfile`, else ~/.pgpass) or PGPASSWORD, never from the
+command line or the config file.
+Exit status: 0 success, 1 failure (alerted), 75 another run holds the lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+EXIT_FAILED = 1
+EXIT_LOCKED = 75
+STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+CONFIG_KEYS = {
+    "database": str, "host": str, "port": int, "user": str, "backup_dir": str, "bin_dir": str,
+    "format": str, "jobs": int, "compression": str, "retention_count": int, "retention_days": int,
+    "row_count_tables": list, "alert_mail": str, "alert_webhook": str, "lock_wait_seconds": int,
+    "label": str, "passfile": str,
+}
+DEFAULTS = {
+    "host": "", "port": 5432, "user": "", "bin_dir": "", "format": "custom", "jobs": 2, "compression": "auto",
+    "retention_count": 7, "retention_days": 14, "row_count_tables": [], "alert_mail": "", "alert_webhook": "",
+    "lock_wait_seconds": 0, "label": "", "passfile": "",
+}
+FORMATS = {"custom": ".dump", "directory": ".dir"}
+
+
+class BackupError(Exception):
+    """A failure worth one line in the log, the alert and the exit message."""
+
+
+class Locked(Exception):
+    """Another run for the same database holds the lock."""
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+# ---------------------------------------------------------------- configuration
+
+def load_config(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = json.load(handle)
+    except OSError as error:
+        raise BackupError("cannot read config %s: %s" % (path, error.strerror))
+    except ValueError as error:
+        raise BackupError("config %s is not valid JSON: %s" % (path, error))
+    unknown = sorted(set(raw) - set(CONFIG_KEYS))
+    if unknown:
+        raise BackupError("config %s has unknown key(s) %s" % (path, ", ".join(unknown)))
+    config = dict(DEFAULTS, **raw)
+    for key in ("database", "backup_dir"):
+        if not config.get(key):
+            raise BackupError("config %s needs %s" % (path, key))
+    for key, kind in CONFIG_KEYS.items():
+        if not isinstance(config[key], kind):
+            raise BackupError("config %s: %s must be %s, got %r" % (path, key, kind.__name__, config[key]))
+    if config["format"] not in FORMATS:
+        raise BackupError("config %s: format %r, choose custom or directory" % (path, config["format"]))
+    if not re.match(r"^(auto|none|gzip(:[0-9])?|lz4(:[0-9]+)?|zstd(:[0-9]+)?)$", config["compression"]):
+        raise BackupError("config %s: compression %r, choose auto, none, gzip:N, lz4 or zstd:N" % (
+            path, config["compression"]))
+    if config["retention_count"] < 1:
+        raise BackupError("config %s: retention_count must keep at least 1 backup" % path)
+    if not re.match(r"^[A-Za-z0-9_.-]+$", config["database"]):
+        raise BackupError("config %s: database name %r cannot name a file safely" % (path, config["database"]))
+    if config["passfile"]:
+        # libpq (pg_dump, pg_restore and psycopg2 alike) reads the password from here.
+        os.environ["PGPASSFILE"] = config["passfile"]
+    return config
+
+
+def program(config, name):
+    return os.path.join(config["bin_dir"], name) if config["bin_dir"] else name
+
+
+def libpq_env(config, database=None):
+    env = dict(os.environ)
+    for key, value in (("PGHOST", config["host"]), ("PGPORT", str(config["port"])), ("PGUSER", config["user"]),
+                       ("PGDATABASE", database or config["database"]), ("PGAPPNAME", "pgops-backup")):
+        if value:
+            env[key] = value
+    return env
+
+
+def connect(config, database=None):
+    try:
+        import psycopg2  # noqa: PLC0415 - a clear message beats an ImportError at start
+    except ImportError:
+        raise BackupError("psycopg2 is not installed for %s: install python3-psycopg2" % sys.executable)
+    target = "%s@%s:%s/%s" % (config["user"] or "(default user)", config["host"] or "local socket",
+                              config["port"], database or config["database"])
+    try:
+        conn = psycopg2.connect(host=config["host"] or None, port=config["port"], user=config["user"] or None,
+                                dbname=database or config["database"], application_name="pgops-backup",
+                                connect_timeout=10)
+    except psycopg2.Error as error:
+        raise BackupError("cannot connect to %s: %s" % (target, " ".join(str(error).split())))
+    return conn
+
+
+# ---------------------------------------------------------------- small helpers
+
+def run(cmd, env, what):
+    """Run a client program; BackupError with its last error line on failure (never its environment)."""
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        if result.returncode < 0:
+            reason = "killed by signal %s" % signal.Signals(-result.returncode).name
+            if lines:
+                reason += ": " + lines[-1]
+        else:
+            reason = lines[-1] if lines else "exit status %d" % result.returncode
+        raise BackupError("%s failed: %s" % (what, reason))
+    return result.stdout
+
+
+def client_major(config):
+    output = run([program(config, "pg_dump"), "--version"], os.environ, "pg_dump --version")
+    match = re.search(r"(\d+)(?:\.\d+)?", output)
+    return int(match.group(1)) if match else 0
+
+
+def compression_option(config, major):
+    wanted = config["compression"]
+    if wanted == "auto":
+        # Fast by default: lz4 where pg_dump has it, else the lightest gzip level.
+        wanted = "lz4" if major >= 16 else "gzip:1"
+    if wanted == "none":
+        return "--compress=0"
+    if major < 16:
+        if not wanted.startswith("gzip"):
+            raise BackupError("compression %s needs pg_dump 16 or newer (this one is %d): use gzip:N" % (wanted, major))
+        return "--compress=%s" % (wanted.split(":")[1] if ":" in wanted else "6")
+    return "--compress=%s" % wanted
+
+
+def fsync_path(path):
+    if os.path.isdir(path):
+        for entry in sorted(os.listdir(path)):
+            fsync_path(os.path.join(path, entry))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def checksum(path):
+    """sha256 of a file, or of a directory archive's files in name order."""
+    digest = hashlib.sha256()
+    files = [path] if os.path.isfile(path) else [os.path.join(path, name) for name in sorted(os.listdir(path))]
+    for name in files:
+        if len(files) > 1:
+            digest.update(os.path.basename(name).encode() + b"\0")
+        with open(name, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def size_of(path):
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(path, name)) for name in os.listdir(path))
+
+
+def remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def write_json_atomically(path, data):
+    partial = path + ".partial"
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.rename(partial, path)
+
+
+class Log(object):
+    """One line per event, to stderr and to the backup folder's log."""
+
+    def __init__(self, config, action):
+        self.path = os.path.join(config["backup_dir"], "pgops-backup.log")
+        self.prefix = "%s %s[%d]" % (config["database"], action, os.getpid())
+
+    def __call__(self, message):
+        line = "%s %s %s" % (utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"), self.prefix, message)
+        print(line, file=sys.stderr)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+        except OSError:
+            pass  # a full disk must not hide the original failure
+
+
+class Lock(object):
+    """flock on the backup folder's lock file: one run per database, released even if killed."""
+
+    def __init__(self, config):
+        self.path = os.path.join(config["backup_dir"], ".pgops-backup.lock")
+        self.wait = config["lock_wait_seconds"]
+        self.handle = None
+
+    def __enter__(self):
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.handle = os.fdopen(fd, "r+")
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as error:
+                if error.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    self.handle.seek(0)
+                    holder = self.handle.read().strip() or "unknown"
+                    self.handle.close()
+                    raise Locked("another pgops-backup run holds %s (%s)" % (self.path, holder))
+                time.sleep(0.5)
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write("pid %d on %s since %s" % (os.getpid(), socket.gethostname(), utcnow().isoformat()))
+        self.handle.flush()
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
+
+
+# ---------------------------------------------------------------- backups on disk
+
+NAME_PATTERN = re.compile(r"^(?P<db>.+)-(?P<stamp>\d{8}T\d{6}Z)(?P<ext>\.dump|\.dir)$")
+
+
+def list_backups(config):
+    """Backups of this database with a final name, newest first, each with its manifest (or None)."""
+    backups = []
+    for name in os.listdir(config["backup_dir"]):
+        match = NAME_PATTERN.match(name)
+        if not match or match.group("db") != config["database"]:
+            continue
+        path = os.path.join(config["backup_dir"], name)
+        manifest = None
+        try:
+            with open(path + ".manifest.json", encoding="utf-8") as handle:
+                manifest = json.load(handle)
+        except (OSError, ValueError):
+            pass
+        taken = datetime.datetime.strptime(match.group("stamp"), STAMP_FORMAT).replace(tzinfo=datetime.timezone.utc)
+        backups.append({"path": path, "taken": taken, "manifest": manifest,
+                        "verified": bool(manifest and manifest.get("verified"))})
+    return sorted(backups, key=lambda b: b["taken"], reverse=True)
+
+
+def retention_plan(backups, keep_count, keep_days, now):
+    """The backups to remove: beyond the newest keep_count AND older than keep_days.
+
+    The newest verified backup is always kept, whatever its age: if backups stopped working weeks
+    ago, the last good one is all there is.
+    """
+    verified = [b for b in backups if b["verified"]]
+    newest_verified = verified[0]["path"] if verified else None
+    cutoff = now - datetime.timedelta(days=keep_days)
+    remove_list = []
+    for position, backup in enumerate(backups):
+        if position < keep_count or backup["taken"] >= cutoff or backup["path"] == newest_verified:
+            continue
+        remove_list.append(backup)
+    return remove_list
+
+
+def clean_partials(config, log):
+    """Leftovers of killed runs: safe to remove, since this run holds the lock."""
+    for name in os.listdir(config["backup_dir"]):
+        if name.startswith(".%s-" % config["database"]) and name.endswith(".partial"):
+            log("removing leftover %s of an interrupted run" % name)
+            remove(os.path.join(config["backup_dir"], name))
+
+
+# ---------------------------------------------------------------- backup
+
+def snapshot_facts(cur, tables):
+    """Server version, Alembic revision and row counts, all inside the exported snapshot."""
+    cur.execute("SELECT current_setting('server_version'), current_setting('server_version_num')::int")
+    version, version_num = cur.fetchone()
+    cur.execute("SELECT to_regclass('alembic_version') IS NOT NULL")
+    revision = None
+    if cur.fetchone()[0]:
+        cur.execute("SELECT string_agg(version_num, ',' ORDER BY version_num) FROM alembic_version")
+        revision = cur.fetchone()[0]
+    counts = {}
+    for table in tables:
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
+        if not cur.fetchone()[0]:
+            raise BackupError("row_count_tables names %s, which the database does not have" % table)
+        cur.execute("SELECT count(*) FROM %s" % quote_ident(table))
+        counts[table] = cur.fetchone()[0]
+    return version, version_num, revision, counts
+
+
+def quote_ident(name):
+    return ".".join('"%s"' % part.replace('"', '""') for part in name.split("."))
+
+
+def backup(config, log):
+    started = utcnow()
+    stamp = started.strftime(STAMP_FORMAT)
+    extension = FORMATS[config["format"]]
+    final = os.path.join(config["backup_dir"], "%s-%s%s" % (config["database"], stamp, extension))
+    partial = os.path.join(config["backup_dir"], ".%s-%s%s.partial" % (config["database"], stamp, extension))
+    if os.path.exists(final):
+        raise BackupError("%s already exists: one backup per second at most" % final)
+    major = client_major(config)
+    compress = compression_option(config, major)
+
+    conn = connect(config)
+    try:
+        conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+        cur = conn.cursor()
+        cur.execute("SELECT pg_export_snapshot()")
+        snapshot = cur.fetchone()[0]
+        version, version_num, revision, counts = snapshot_facts(cur, config["row_count_tables"])
+        if version_num // 10000 > major:
+            raise BackupError("pg_dump %d cannot dump server %s: set bin_dir to a newer client" % (major, version))
+        log("dumping to %s (%s, %s)" % (os.path.basename(final), config["format"], compress))
+        cmd = [program(config, "pg_dump"), "--format=%s" % config["format"], compress, "--snapshot=%s" % snapshot,
+               "--no-password", "--file=%s" % partial]
+        if config["format"] == "directory":
+            cmd.append("--jobs=%d" % config["jobs"])
+        dump_started = time.monotonic()
+        run(cmd, libpq_env(config), "pg_dump")
+        dump_seconds = time.monotonic() - dump_started
+    finally:
+        conn.rollback()
+        conn.close()
+
+    fsync_path(partial)
+    verify_started = time.monotonic()
+    listing = run([program(config, "pg_restore"), "--list", partial], os.environ, "pg_restore --list")
+    # --list reads only the table of contents; restoring to /dev/null reads and decompresses every byte.
+    run([program(config, "pg_restore"), "--file=/dev/null", partial], os.environ, "pg_restore read-back")
+    digest = checksum(partial)
+    verify_seconds = time.monotonic() - verify_started
+    os.rename(partial, final)
+    fsync_path(config["backup_dir"])
+    ended = utcnow()
+    manifest = {
+        "database": config["database"], "label": config["label"], "path": final, "format": config["format"],
+        "compression": compress.split("=", 1)[1], "server_version": version, "pg_dump_major": major,
+        "alembic_revision": revision, "started": started.isoformat(), "ended": ended.isoformat(),
+        "duration_seconds": round((ended - started).total_seconds(), 3), "dump_seconds": round(dump_seconds, 3),
+        "verify_seconds": round(verify_seconds, 3), "size_bytes": size_of(final), "sha256": digest,
+        "archive_entries": sum(1 for line in listing.splitlines() if line and not line.startswith(";")),
+        "row_counts": counts, "verified": True, "host": socket.gethostname(),
+    }
+    write_json_atomically(final + ".manifest.json", manifest)
+    fsync_path(config["backup_dir"])
+    log("verified %s: %d bytes, sha256 %s, %.1f s" % (
+        os.path.basename(final), manifest["size_bytes"], digest[:12], manifest["duration_seconds"]))
+    return manifest
+
+
+def apply_retention(config, log):
+    removed = []
+    for old in retention_plan(list_backups(config), config["retention_count"], config["retention_days"], utcnow()):
+        log("retention: removing %s (taken %s)" % (os.path.basename(old["path"]), old["taken"].isoformat()))
+        remove(old["path"])
+        remove(old["path"] + ".manifest.json")
+        removed.append(old["path"])
+    return removed
+
+
+# ---------------------------------------------------------------- restore drill
+
+def choose_backup(config, chosen):
+    if chosen:
+        path = os.path.abspath(chosen)
+        try:
+            with open(path + ".manifest.json", encoding="utf-8") as handle:
+                return path, json.load(handle)
+        except (OSError, ValueError):
+            raise BackupError("%s has no readable manifest (%s.manifest.json)" % (path, path))
+    for candidate in list_backups(config):
+        if candidate["verified"]:
+            return candidate["path"], candidate["manifest"]
+    raise BackupError("no verified backup of %s in %s" % (config["database"], config["backup_dir"]))
+
+
+def drill(config, log, options, chosen=None, keep=False):
+    path, manifest = choose_backup(config, chosen)
+    started = time.monotonic()
+    log("drill: checking %s" % os.path.basename(path))
+    digest = checksum(path)
+    if digest != manifest.get("sha256"):
+        raise BackupError("%s is corrupt: sha256 %s, manifest says %s" % (path, digest[:12], str(manifest.get("sha256"))[:12]))
+    scratch = "%s_drill_%s" % (config["database"][:40], utcnow().strftime("%Y%m%d%H%M%S"))
+    admin = connect(config, database="postgres")
+    admin.autocommit = True
+    try:
+        admin.cursor().execute("CREATE DATABASE %s" % quote_ident(scratch))
+        env = libpq_env(config, scratch)
+        # The restore session's settings decide how fast the indexes build.
+        env["PGOPTIONS"] = "-c maintenance_work_mem=%s -c synchronous_commit=off" % options.maintenance_work_mem
+        restore_started = time.monotonic()
+        run([program(config, "pg_restore"), "--dbname=%s" % scratch, "--jobs=%d" % options.jobs,
+             "--no-owner", "--exit-on-error", "--no-password", path], env, "pg_restore into %s" % scratch)
+        restore_seconds = time.monotonic() - restore_started
+        conn = connect(config, database=scratch)
+        try:
+            cur = conn.cursor()
+            counts = dict((table, None) for table in manifest.get("row_counts", {}))
+            for table in counts:
+                cur.execute("SELECT count(*) FROM %s" % quote_ident(table))
+                counts[table] = cur.fetchone()[0]
+        finally:
+            conn.close()
+        mismatched = dict((t, {"manifest": manifest["row_counts"][t], "restored": n})
+                          for t, n in counts.items() if n != manifest["row_counts"][t])
+        rto = time.monotonic() - started
+        report = {
+            "database": config["database"], "backup": path, "backup_taken": manifest.get("started"),
+            "scratch_database": scratch, "restore_seconds": round(restore_seconds, 3),
+            "rto_seconds": round(rto, 3), "rto_target_seconds": options.rto_target_seconds,
+            "within_target": rto <= options.rto_target_seconds, "row_counts": counts,
+            "row_count_mismatches": mismatched, "kept": keep,
+            "passed": not mismatched and rto <= options.rto_target_seconds,
+        }
+    finally:
+        if not keep:
+            admin.cursor().execute("DROP DATABASE IF EXISTS %s WITH (FORCE)" % quote_ident(scratch))
+        admin.close()
+    if mismatched:
+        raise BackupError("drill restored %s but row counts differ from the manifest: %s" % (
+            os.path.basename(path), ", ".join("%s %d != %d" % (t, v["restored"], v["manifest"]) for t, v in mismatched.items())))
+    log("drill: restored %s in %.1f s, RTO %.1f s (target %d s)%s" % (
+        os.path.basename(path), restore_seconds, rto, options.rto_target_seconds,
+        "" if report["within_target"] else " OVER TARGET"))
+    if not report["within_target"]:
+        raise BackupError("drill RTO %.0f s is over the %d s target" % (rto, options.rto_target_seconds))
+    return report
+
+
+def drop_scratch(config, log, scratch):
+    """Drop a database a kept drill made, and nothing else."""
+    if not re.match(r"^%s_drill_\d{14}$" % re.escape(config["database"][:40]), scratch or ""):
+        raise BackupError("%r is not a drill database of %s: refusing to drop it" % (scratch, config["database"]))
+    admin = connect(config, database="postgres")
+    admin.autocommit = True
+    try:
+        admin.cursor().execute("DROP DATABASE IF EXISTS %s WITH (FORCE)" % quote_ident(scratch))
+    finally:
+        admin.close()
+    log("drill: dropped %s" % scratch)
+    return {"dropped": scratch}
+
+
+# ---------------------------------------------------------------- alerts
+
+def alert(config, log, action, message):
+    subject = "pgops-backup %s FAILED for %s on %s" % (action, config["database"], socket.gethostname())
+    if config["alert_webhook"]:
+        body = json.dumps({"event": "%s_failed" % action, "database": config["database"], "label": config["label"],
+                           "host": socket.gethostname(), "message": message}).encode()
+        request = urllib.request.Request(config["alert_webhook"], data=body, headers={"Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(request, timeout=10).close()
+        except OSError as error:
+            log("alert: webhook failed: %s" % error)
+    if config["alert_mail"]:
+        mail = "To: %s\nSubject: %s\n\n%s\n" % (config["alert_mail"], subject, message)
+        try:
+            subprocess.run(["/usr/sbin/sendmail", "-t"], input=mail, text=True, check=True, capture_output=True,
+                           timeout=30)
+        except (OSError, subprocess.SubprocessError) as error:
+            log("alert: mail failed: %s" % error)
+
+
+# ---------------------------------------------------------------- entry point
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="intowork.pgops backup program")
+    parser.add_argument("action", choices=["backup", "drill", "drop-scratch"])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--backup", help="drill: the backup to restore (default: the newest verified one)")
+    parser.add_argument("--keep", action="store_true", help="drill: keep the scratch database")
+    parser.add_argument("--jobs", type=int, default=2, help="drill: parallel pg_restore jobs")
+    parser.add_argument("--rto-target-seconds", type=int, default=900, help="drill: the RTO target")
+    parser.add_argument("--maintenance-work-mem", default="512MB", help="drill: for the index builds")
+    parser.add_argument("--scratch", help="drop-scratch: the drill database to drop")
+    args = parser.parse_args(argv)
+    os.umask(0o077)
+    try:
+        config = load_config(args.config)
+    except BackupError as error:
+        print("pgops-backup: %s" % error, file=sys.stderr)
+        return EXIT_FAILED
+    if not os.path.isdir(config["backup_dir"]):
+        print("pgops-backup: backup_dir %s does not exist: run the backup role to create it" % config["backup_dir"],
+              file=sys.stderr)
+        return EXIT_FAILED
+    log = Log(config, args.action)
+    try:
+        with Lock(config):
+            if args.action == "backup":
+                clean_partials(config, log)
+                try:
+                    result = backup(config, log)
+                finally:
+                    clean_partials(config, log)
+                result["retention_removed"] = apply_retention(config, log)
+            elif args.action == "drill":
+                result = drill(config, log, args, args.backup, args.keep)
+            else:
+                result = drop_scratch(config, log, args.scratch)
+    except Locked as error:
+        log("refused: %s" % error)
+        return EXIT_LOCKED
+    except BackupError as error:
+        log("FAILED: %s" % error)
+        alert(config, log, args.action, str(error))
+        return EXIT_FAILED
+    except Exception as error:  # pylint: disable=broad-except
+        # Unexpected, but still one line, an alert and a failing exit status for cron.
+        message = "unexpected %s: %s" % (type(error).__name__, error)
+        log("FAILED: %s" % message)
+        alert(config, log, args.action, message)
+        return EXIT_FAILED
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
