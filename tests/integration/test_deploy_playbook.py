@@ -77,7 +77,8 @@ def test_backup_failure_publishes_nothing(server, database, tmp_path):
     assert recap["failed"] == 1
     assert "Backup of" in result.stdout and "nothing was published" in result.stdout
     assert "permission denied" in result.stdout
-    assert not list((tmp_path / "backups").iterdir())
+    assert not [p.name for p in (tmp_path / "backups").iterdir() if ".dump" in p.name]
+    assert "FAILED: cannot read" in (tmp_path / "backups" / "pgops-backup.log").read_text()
     assert revision(database) == BASELINE, "no migration without a backup"
 
 

@@ -40,6 +40,13 @@ import sys
 import time
 import urllib.request
 
+try:
+    import psycopg2
+    DatabaseError = psycopg2.Error
+except ImportError:  # reported by connect(), where it matters
+    psycopg2 = None
+    DatabaseError = ()
+
 EXIT_FAILED = 1
 EXIT_LOCKED = 75
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -118,9 +125,7 @@ def libpq_env(config, database=None):
 
 
 def connect(config, database=None):
-    try:
-        import psycopg2  # noqa: PLC0415 - a clear message beats an ImportError at start
-    except ImportError:
+    if psycopg2 is None:
         raise BackupError("psycopg2 is not installed for %s: install python3-psycopg2" % sys.executable)
     target = "%s@%s:%s/%s" % (config["user"] or "(default user)", config["host"] or "local socket",
                               config["port"], database or config["database"])
@@ -156,16 +161,33 @@ def client_major(config):
     return int(match.group(1)) if match else 0
 
 
+def compression_methods(config, major):
+    """Methods this pg_dump can write: gzip always; lz4 and zstd from 16 on, if its build has them."""
+    methods = {"gzip"}
+    if major < 16:
+        return methods
+    pg_dump = shutil.which(program(config, "pg_dump"))
+    pg_config = os.path.join(os.path.dirname(os.path.realpath(pg_dump)), "pg_config") if pg_dump else ""
+    try:
+        flags = subprocess.run([pg_config, "--configure"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return methods
+    return methods | set(name for name in ("lz4", "zstd") if "--with-%s" % name in flags)
+
+
 def compression_option(config, major):
     wanted = config["compression"]
+    methods = compression_methods(config, major)
     if wanted == "auto":
-        # Fast by default: lz4 where pg_dump has it, else the lightest gzip level.
-        wanted = "lz4" if major >= 16 else "gzip:1"
+        # Fast by default: lz4 where this pg_dump has it, else the lightest gzip level.
+        wanted = "lz4" if "lz4" in methods else "gzip:1"
     if wanted == "none":
         return "--compress=0"
+    method = wanted.split(":")[0]
+    if method not in methods:
+        raise BackupError("compression %s is not supported by this pg_dump %d (it has: %s): choose one of those"
+                          % (wanted, major, ", ".join(sorted(methods))))
     if major < 16:
-        if not wanted.startswith("gzip"):
-            raise BackupError("compression %s needs pg_dump 16 or newer (this one is %d): use gzip:N" % (wanted, major))
         return "--compress=%s" % (wanted.split(":")[1] if ":" in wanted else "6")
     return "--compress=%s" % wanted
 
@@ -361,9 +383,12 @@ def backup(config, log):
     try:
         conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
         cur = conn.cursor()
-        cur.execute("SELECT pg_export_snapshot()")
-        snapshot = cur.fetchone()[0]
-        version, version_num, revision, counts = snapshot_facts(cur, config["row_count_tables"])
+        try:
+            cur.execute("SELECT pg_export_snapshot()")
+            snapshot = cur.fetchone()[0]
+            version, version_num, revision, counts = snapshot_facts(cur, config["row_count_tables"])
+        except DatabaseError as error:
+            raise BackupError("cannot read %s before the dump: %s" % (config["database"], " ".join(str(error).split())))
         if version_num // 10000 > major:
             raise BackupError("pg_dump %d cannot dump server %s: set bin_dir to a newer client" % (major, version))
         log("dumping to %s (%s, %s)" % (os.path.basename(final), config["format"], compress))
@@ -456,6 +481,8 @@ def drill(config, log, options, chosen=None, keep=False):
             for table in counts:
                 cur.execute("SELECT count(*) FROM %s" % quote_ident(table))
                 counts[table] = cur.fetchone()[0]
+        except DatabaseError as error:
+            raise BackupError("cannot count rows in %s: %s" % (scratch, " ".join(str(error).split())))
         finally:
             conn.close()
         mismatched = dict((t, {"manifest": manifest["row_counts"][t], "restored": n})
@@ -562,6 +589,11 @@ def main(argv=None):
     except BackupError as error:
         log("FAILED: %s" % error)
         alert(config, log, args.action, str(error))
+        return EXIT_FAILED
+    except DatabaseError as error:
+        message = "database error: %s" % " ".join(str(error).split())
+        log("FAILED: %s" % message)
+        alert(config, log, args.action, message)
         return EXIT_FAILED
     except Exception as error:  # pylint: disable=broad-except
         # Unexpected, but still one line, an alert and a failing exit status for cron.

@@ -1,0 +1,285 @@
+"""The backup program against a real server: what operators rely on when a backup goes wrong."""
+
+import fcntl
+import http.server
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BASELINE, ROOT, alembic, load_reference_data, query
+
+PROGRAM = ROOT / "roles" / "backup" / "files" / "pgops_backup.py"
+TABLES = ["jobs", "job_applications"]
+
+
+@pytest.fixture
+def loaded(database):
+    alembic(database, "upgrade", BASELINE)
+    load_reference_data(database, scale=0.01)
+    return database
+
+
+def write_config(server, params, folder, **overrides):
+    backups = folder / "backups"
+    backups.mkdir(mode=0o700, exist_ok=True)
+    config = {"database": params["login_db"], "host": params["login_host"], "port": params["login_port"],
+              "user": params["login_user"], "backup_dir": str(backups), "bin_dir": server["bindir"],
+              "row_count_tables": TABLES, "retention_count": 2, "retention_days": 0}
+    config.update(overrides)
+    path = folder / "config.json"
+    path.write_text(json.dumps(config))
+    return path, backups
+
+
+def run_program(action, config, password, *extra, env=None, **kwargs):
+    environment = dict(env if env is not None else os.environ)
+    if password is not None:
+        environment["PGPASSWORD"] = password
+    return subprocess.run([sys.executable, str(PROGRAM), action, f"--config={config}", *extra],
+                          env=environment, capture_output=True, text=True, check=False, **kwargs)
+
+
+def finals(backups):
+    return sorted(p.name for p in backups.iterdir() if not p.name.startswith(".") and p.name.endswith(".dump"))
+
+
+def test_backup_is_verified_private_and_described(server, loaded, tmp_path):
+    config, backups = write_config(server, loaded, tmp_path)
+    result = run_program("backup", config, loaded["login_password"])
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads(result.stdout)
+    dump = Path(manifest["path"])
+    assert dump.exists() and dump.stat().st_mode & 0o077 == 0
+    assert manifest["verified"] is True and manifest["alembic_revision"] == BASELINE
+    assert manifest["row_counts"] == {"jobs": 1000, "job_applications": 10000}
+    assert manifest["server_version"].startswith(server["version"])
+    assert json.loads(Path(f"{dump}.manifest.json").read_text())["sha256"] == manifest["sha256"]
+    assert loaded["login_password"] not in result.stderr + (backups / "pgops-backup.log").read_text()
+    assert not [p for p in backups.iterdir() if p.name.endswith(".partial")]
+
+
+def test_killed_pg_dump_publishes_nothing_and_keeps_older_backups(server, loaded, tmp_path):
+    config, backups = write_config(server, loaded, tmp_path)
+    assert run_program("backup", config, loaded["login_password"]).returncode == 0
+    before = finals(backups)
+    # A pg_dump that writes part of its archive and is then killed.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "pg_dump").write_text(
+        "#!/bin/sh\ncase \"$1\" in --version) exec %s/pg_dump --version;; esac\n"
+        "for arg; do case \"$arg\" in --file=*) echo partial > \"${arg#--file=}\";; esac; done\n"
+        "kill -9 $$\n" % server["bindir"])
+    (fake / "pg_dump").chmod(0o755)
+    (fake / "pg_restore").symlink_to(Path(server["bindir"]) / "pg_restore")
+    config, _backups = write_config(server, loaded, tmp_path, bin_dir=str(fake))
+    time.sleep(1.1)  # a new second, a new backup name
+    result = run_program("backup", config, loaded["login_password"])
+    assert result.returncode == 1
+    assert "pg_dump failed: killed by signal SIGKILL" in result.stderr
+    assert finals(backups) == before
+    assert not [p for p in backups.iterdir() if p.name.endswith(".partial")]
+
+
+def test_program_killed_mid_dump_leaves_no_final_file_and_next_run_cleans_up(server, loaded, tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "pg_dump").write_text(
+        "#!/bin/sh\ncase \"$1\" in --version) exec %s/pg_dump --version;; esac\n"
+        "for arg; do case \"$arg\" in --file=*) echo partial > \"${arg#--file=}\";; esac; done\nsleep 30\n"
+        % server["bindir"])
+    (fake / "pg_dump").chmod(0o755)
+    config, backups = write_config(server, loaded, tmp_path, bin_dir=str(fake))
+    env = dict(os.environ, PGPASSWORD=loaded["login_password"])
+    process = subprocess.Popen([sys.executable, str(PROGRAM), "backup", f"--config={config}"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 20
+    while not [p for p in backups.iterdir() if p.name.endswith(".partial")]:
+        assert time.monotonic() < deadline, "the dump never started"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert finals(backups) == []
+    config, _backups = write_config(server, loaded, tmp_path)
+    result = run_program("backup", config, loaded["login_password"])
+    assert result.returncode == 0, result.stderr
+    assert "removing leftover" in result.stderr
+    assert len(finals(backups)) == 1
+    assert not [p for p in backups.iterdir() if p.name.endswith(".partial")]
+
+
+def test_disk_full_fails_clearly_and_keeps_older_backups(server, database, tmp_path):
+    alembic(database, "upgrade", BASELINE)
+    load_reference_data(database, scale=0.05)
+    config, backups = write_config(server, database, tmp_path)
+    assert run_program("backup", config, database["login_password"]).returncode == 0
+    before = finals(backups)
+
+    def small_disk():
+        # A file size limit stands in for a full disk: writes past 256 KiB fail.
+        resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    time.sleep(1.1)
+    result = run_program("backup", config, database["login_password"], preexec_fn=small_disk)
+    assert result.returncode == 1
+    assert "FAILED: pg_dump failed" in result.stderr
+    assert finals(backups) == before
+    assert not [p for p in backups.iterdir() if p.name.endswith(".partial")]
+
+
+def test_corrupted_backup_fails_the_drill_loudly(server, loaded, tmp_path):
+    config, backups = write_config(server, loaded, tmp_path)
+    manifest = json.loads(run_program("backup", config, loaded["login_password"]).stdout)
+    data = bytearray(Path(manifest["path"]).read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 16] = bytes(b ^ 0xFF for b in data[middle:middle + 16])
+    Path(manifest["path"]).write_bytes(bytes(data))
+    result = run_program("drill", config, loaded["login_password"])
+    assert result.returncode == 1
+    assert "is corrupt: sha256" in result.stderr
+    databases = query(loaded, "SELECT count(*) FROM pg_database WHERE datname LIKE %s", (f"{loaded['login_db']}_drill_%",))
+    assert databases[0][0] == 0
+
+
+def test_corruption_during_the_dump_is_caught_by_the_read_back(server, loaded, tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    # A pg_dump whose archive is damaged on its way to disk.
+    (fake / "pg_dump").write_text(
+        "#!/bin/sh\ncase \"$1\" in --version) exec %s/pg_dump --version;; esac\n"
+        "%s/pg_dump \"$@\" || exit $?\n"
+        "for arg; do case \"$arg\" in --file=*) f=\"${arg#--file=}\";; esac; done\n"
+        "size=$(stat -c %%s \"$f\"); printf 'XXXXXXXXXXXXXXXX' | dd of=\"$f\" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null\n"
+        % (server["bindir"], server["bindir"]))
+    (fake / "pg_dump").chmod(0o755)
+    (fake / "pg_restore").symlink_to(Path(server["bindir"]) / "pg_restore")
+    config, backups = write_config(server, loaded, tmp_path, bin_dir=str(fake))
+    result = run_program("backup", config, loaded["login_password"])
+    assert result.returncode == 1
+    assert "pg_restore read-back failed" in result.stderr
+    assert finals(backups) == []
+
+
+def test_drill_restores_and_matches_the_manifest(server, loaded, tmp_path):
+    config, _backups = write_config(server, loaded, tmp_path)
+    assert run_program("backup", config, loaded["login_password"]).returncode == 0
+    result = run_program("drill", config, loaded["login_password"], "--jobs=2")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["passed"] is True and report["row_counts"] == {"jobs": 1000, "job_applications": 10000}
+    assert report["rto_seconds"] < report["rto_target_seconds"]
+    leftover = query(loaded, "SELECT count(*) FROM pg_database WHERE datname = %s", (report["scratch_database"],))
+    assert leftover[0][0] == 0
+
+
+def old_backup(backups, database, stamp, verified=True):
+    path = backups / f"{database}-{stamp}.dump"
+    path.write_text("old")
+    path.chmod(0o600)
+    Path(f"{path}.manifest.json").write_text(json.dumps({"verified": verified, "sha256": "x"}))
+    return path.name
+
+
+def test_retention_keeps_everything_when_a_run_fails_and_trims_after_success(server, loaded, tmp_path):
+    config, backups = write_config(server, loaded, tmp_path, retention_count=2, retention_days=3)
+    olds = [old_backup(backups, loaded["login_db"], stamp) for stamp in
+            ("20200101T000000Z", "20200102T000000Z", "20200103T000000Z")]
+    failed = run_program("backup", config, "wrong-password")
+    assert failed.returncode == 1
+    assert finals(backups) == olds, "a failed run removes nothing"
+    assert run_program("backup", config, loaded["login_password"]).returncode == 0
+    kept = finals(backups)
+    assert len(kept) == 2 and "20200103T000000Z" in kept[0], kept
+
+
+def test_newest_verified_backup_survives_any_age(server, loaded, tmp_path):
+    config, backups = write_config(server, loaded, tmp_path, retention_count=1, retention_days=0)
+    good = old_backup(backups, loaded["login_db"], "20200101T000000Z", verified=True)
+    old_backup(backups, loaded["login_db"], "20200102T000000Z", verified=False)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    # Every new backup fails its read-back: the only verified backup is the old one.
+    (fake / "pg_dump").symlink_to(Path(server["bindir"]) / "pg_dump")
+    (fake / "pg_restore").write_text("#!/bin/sh\ncase \"$1\" in --list) exec %s/pg_restore \"$@\";; esac\nexit 1\n"
+                                     % server["bindir"])
+    (fake / "pg_restore").chmod(0o755)
+    broken, _backups = write_config(server, loaded, tmp_path, bin_dir=str(fake), retention_count=1, retention_days=0)
+    assert run_program("backup", broken, loaded["login_password"]).returncode == 1
+    assert good in finals(backups)
+
+
+def test_second_run_refuses_while_the_first_holds_the_lock(server, loaded, tmp_path):
+    config, backups = write_config(server, loaded, tmp_path)
+    with open(backups / ".pgops-backup.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = run_program("backup", config, loaded["login_password"])
+    assert result.returncode == 75
+    assert "refused: another pgops-backup run holds" in result.stderr
+    assert finals(backups) == []
+    waited, _backups = write_config(server, loaded, tmp_path, lock_wait_seconds=10)
+    with open(backups / ".pgops-backup.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        process = subprocess.Popen([sys.executable, str(PROGRAM), "backup", f"--config={waited}"],
+                                   env=dict(os.environ, PGPASSWORD=loaded["login_password"]),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        assert process.poll() is None, "the second run waits for the lock"
+    assert process.wait(timeout=30) == 0
+    assert len(finals(backups)) == 1
+
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    received = []
+
+    def do_POST(self):  # noqa: N802 - the http.server API
+        Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("change, cause", [
+    ({"password": "wrong-password"}, "password authentication failed"),
+    ({"port": 1}, "Connection refused"),
+])
+def test_connection_failures_are_one_line_and_alerted(server, loaded, tmp_path, change, cause):
+    hook = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    Hook.received.clear()
+    overrides = {"alert_webhook": f"http://127.0.0.1:{hook.server_port}/hook"}
+    if "port" in change:
+        overrides["port"] = change["port"]
+    config, backups = write_config(server, loaded, tmp_path, **overrides)
+    result = run_program("backup", config, change.get("password", loaded["login_password"]))
+    hook.shutdown()
+    assert result.returncode == 1
+    failures = [line for line in result.stderr.splitlines() if "FAILED" in line]
+    assert len(failures) == 1 and "cannot connect to" in failures[0] and cause in failures[0]
+    assert "wrong-password" not in result.stderr
+    assert Hook.received and Hook.received[0]["event"] == "backup_failed" and cause in Hook.received[0]["message"]
+    assert finals(backups) == []
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ({"database": "intowork"}, "needs backup_dir"),
+    ({"database": "intowork", "backup_dir": "/tmp", "format": "tar"}, "format 'tar', choose custom or directory"),
+    ({"database": "intowork", "backup_dir": "/tmp", "compresion": "lz4"}, "unknown key(s) compresion"),
+    ({"database": "a/../b", "backup_dir": "/tmp"}, "cannot name a file safely"),
+    ({"database": "intowork", "backup_dir": "/tmp", "retention_count": 0}, "keep at least 1"),
+])
+def test_bad_config_is_one_clear_line(tmp_path, content, fragment):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(content))
+    result = run_program("backup", path, None)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and fragment in result.stderr and "Traceback" not in result.stderr
