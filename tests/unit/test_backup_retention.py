@@ -34,9 +34,9 @@ def test_retention_plan(existing, count, days, removed):
 
 
 @pytest.mark.parametrize("wanted, major, methods, option", [
-    ("auto", 15, {"gzip"}, "--compress=1"),
+    ("auto", 15, {"gzip"}, "--compress=2"),
     ("auto", 17, {"gzip", "lz4"}, "--compress=lz4"),
-    ("auto", 18, {"gzip"}, "--compress=gzip:1"),
+    ("auto", 18, {"gzip"}, "--compress=gzip:2"),
     ("gzip:9", 15, {"gzip"}, "--compress=9"),
     ("zstd:3", 16, {"gzip", "zstd"}, "--compress=zstd:3"),
     ("none", 15, {"gzip"}, "--compress=0"),
