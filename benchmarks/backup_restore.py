@@ -76,7 +76,7 @@ def main():
         print(f"PostgreSQL {args.version}, {os.cpu_count()} cores, scale {args.scale:g}, database {size_db}")
 
         gz = work / "intowork.sql.gz"
-        b_gzip, m_gzip, _ = timed(["bash", "-c", f"set -o pipefail; pg_dump intowork | gzip > {gz}"], env)
+        b_gzip, m_gzip, _output = timed(["bash", "-c", f"set -o pipefail; pg_dump intowork | gzip > {gz}"], env)
         rows = []
         for label, fmt in (("pgops custom", "custom"), ("pgops directory -j2", "directory")):
             backups = work / fmt
@@ -96,7 +96,7 @@ def main():
                          json.loads(r_out)["restore_seconds"], r_peak))
 
         sql(env, "CREATE DATABASE restore_gzip")
-        r_gzip, rm_gzip, _ = timed(["bash", "-c", f"set -o pipefail; gunzip -c {gz} | psql -q -X -v ON_ERROR_STOP=1 "
+        r_gzip, rm_gzip, _output = timed(["bash", "-c", f"set -o pipefail; gunzip -c {gz} | psql -q -X -v ON_ERROR_STOP=1 "
                                                   f"-o /dev/null restore_gzip"], env)
         sql(env, "DROP DATABASE restore_gzip")
         size_gzip = gz.stat().st_size
