@@ -1,0 +1,126 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, INTOWORK platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to intowork.pgops: not a public API, may change without notice.
+"""Maintenance mode: application roles lose write access to one database, and get exactly it back.
+
+The guard's own state lives in the database as the custom setting `pgops.write_guard` of that
+database (pg_db_role_setting): no table is added to the application's schema, and any later run, or
+rollback.yml alone, can read what the roles had before and restore it.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import time
+
+from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError, sql
+
+STATE_SETTING = "pgops.write_guard"
+STRATEGIES = ["default_transaction_read_only", "connection_limit"]
+
+# One round trip: the roles, their per-database settings and connection limits, and the guard's state.
+GUARD_CATALOG = """
+SELECT
+  (SELECT oid FROM pg_database WHERE datname = %(database)s) AS database_oid,
+  (SELECT coalesce(json_object_agg(r.rolname, json_build_object(
+            'connlimit', r.rolconnlimit,
+            'superuser', r.rolsuper,
+            'read_only', (SELECT substr(s.setting, length('default_transaction_read_only=') + 1)
+                            FROM pg_db_role_setting d
+                            CROSS JOIN unnest(d.setconfig) AS s(setting)
+                           WHERE d.setrole = r.oid
+                             AND d.setdatabase = (SELECT oid FROM pg_database WHERE datname = %(database)s)
+                             AND s.setting LIKE 'default_transaction_read_only=%%'))), '{}'::json)
+     FROM pg_roles r WHERE r.rolname = ANY(%(roles)s)) AS roles,
+  (SELECT substr(s.setting, length(%(state_prefix)s) + 1)
+     FROM pg_db_role_setting d
+     CROSS JOIN unnest(d.setconfig) AS s(setting)
+    WHERE d.setrole = 0 AND d.setdatabase = (SELECT oid FROM pg_database WHERE datname = %(database)s)
+      AND s.setting LIKE %(state_like)s) AS state
+"""
+
+SESSIONS = """
+SELECT pid, usename, state, xact_start IS NOT NULL AS in_transaction
+  FROM pg_stat_activity
+ WHERE datname = %(database)s AND usename = ANY(%(roles)s) AND pid <> pg_backend_pid()
+"""
+
+
+def read_catalog(cur, database, roles):
+    cur.execute(GUARD_CATALOG, {"database": database, "roles": list(roles), "state_prefix": STATE_SETTING + "=",
+                                "state_like": STATE_SETTING + "=%"})
+    database_oid, found, state = cur.fetchone()
+    if database_oid is None:
+        raise PgopsError("database %r does not exist: check the database option" % database)
+    unknown = sorted(set(roles) - set(found))
+    if unknown:
+        raise PgopsError("application role(s) %s do not exist: check the roles option" % ", ".join(unknown))
+    superusers = sorted(role for role, info in found.items() if info["superuser"])
+    if superusers:
+        raise PgopsError("role(s) %s are superusers, which no guard can stop: give the application an ordinary role"
+                         % ", ".join(superusers))
+    return found, (json.loads(state) if state else None)
+
+
+def plan(database, roles, found, state, wanted, strategy):
+    """(statements, new_state): what to run to reach `wanted`, and the state to record (None: clear it)."""
+    statements = []
+    if wanted == "read_only":
+        if state is not None:
+            if state["strategy"] != strategy or sorted(state["roles"]) != sorted(roles):
+                raise PgopsError("writes are already off with strategy %s for roles %s: set state=read_write first"
+                                 % (state["strategy"], ", ".join(sorted(state["roles"]))))
+            return [], state
+        previous = dict((role, {"read_only": found[role]["read_only"], "connlimit": found[role]["connlimit"]})
+                        for role in roles)
+        for role in roles:
+            if strategy == "default_transaction_read_only":
+                statements.append(sql.SQL("ALTER ROLE {} IN DATABASE {} SET default_transaction_read_only = on").format(
+                    sql.Identifier(role), sql.Identifier(database)))
+            else:
+                statements.append(sql.SQL("ALTER ROLE {} CONNECTION LIMIT 0").format(sql.Identifier(role)))
+        new_state = {"strategy": strategy, "roles": list(roles), "previous": previous,
+                     "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        statements.append(sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+            sql.Identifier(database), sql.SQL(STATE_SETTING), sql.Literal(json.dumps(new_state, sort_keys=True))))
+        return statements, new_state
+    if state is None:
+        return [], None
+    for role, before in sorted(state["previous"].items()):
+        if state["strategy"] == "default_transaction_read_only":
+            if before["read_only"] is None:
+                statements.append(sql.SQL("ALTER ROLE {} IN DATABASE {} RESET default_transaction_read_only").format(
+                    sql.Identifier(role), sql.Identifier(database)))
+            else:
+                statements.append(sql.SQL("ALTER ROLE {} IN DATABASE {} SET default_transaction_read_only = {}").format(
+                    sql.Identifier(role), sql.Identifier(database), sql.Literal(before["read_only"])))
+        else:
+            statements.append(sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(
+                sql.Identifier(role), sql.Literal(int(before["connlimit"]))))
+    statements.append(sql.SQL("ALTER DATABASE {} RESET {}").format(sql.Identifier(database), sql.SQL(STATE_SETTING)))
+    return statements, None
+
+
+def drain_sessions(cur, database, roles, grace_seconds, poll=0.2):
+    """Wait up to grace_seconds for the roles' open transactions to end, then end their sessions.
+
+    Sessions opened before the guard keep their old settings, so every one of them goes; the wait only
+    lets in-flight transactions commit instead of failing. Returns (waited_seconds, terminated pids).
+    """
+    started = time.time()
+    while True:
+        cur.execute(SESSIONS, {"database": database, "roles": list(roles)})
+        sessions = cur.fetchall()
+        busy = [row for row in sessions if row[3]]
+        if not busy or time.time() - started >= grace_seconds:
+            break
+        time.sleep(poll)
+    terminated = []
+    for pid, _user, _state, _in_transaction in sessions:
+        cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        if cur.fetchone()[0]:
+            terminated.append(pid)
+    return round(time.time() - started, 3), terminated

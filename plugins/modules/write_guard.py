@@ -1,0 +1,218 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, INTOWORK platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: write_guard
+short_description: Turn writes off and on for an application's roles in one PostgreSQL database
+version_added: 0.1.0
+description:
+  - Maintenance mode for a deployment. With O(state=read_only) the application roles can no longer write
+    to O(database); with O(state=read_write) they get back exactly the settings they had before.
+  - Strategy V(default_transaction_read_only) sets C(ALTER ROLE ... IN DATABASE ... SET default_transaction_read_only = on)
+    for each role, so the application can still read; strategy V(connection_limit) sets C(CONNECTION LIMIT 0)
+    on each role (cluster-wide), so it cannot even connect.
+  - Sessions opened before the change keep their old settings, so after letting open transactions finish for
+    up to O(grace_period) seconds the module ends every session of those roles in O(database).
+  - The previous settings are kept in the database itself (the custom setting C(pgops.write_guard) of
+    O(database)), so a later run, from any machine, restores them; no table is added to the schema.
+  - With O(probe_user), the module proves the effect with a new connection as that role: a write (a
+    temporary table, rolled back) must fail after O(state=read_only) and succeed after O(state=read_write).
+  - Roles that are not named, such as the migration role, keep working.
+options:
+  database:
+    description: Database to guard. Defaults to O(login_db).
+    type: str
+  roles:
+    description: The application's login roles. Superusers are refused, since no guard can stop them.
+    type: list
+    elements: str
+    required: true
+  state:
+    description: V(read_only) turns writes off; V(read_write) restores what was there before.
+    type: str
+    choices: [read_only, read_write]
+    required: true
+  strategy:
+    description: How writes are turned off (see the description).
+    type: str
+    choices: [default_transaction_read_only, connection_limit]
+    default: default_transaction_read_only
+  grace_period:
+    description: Seconds to let open transactions of the roles finish before their sessions are ended.
+    type: int
+    default: 10
+  terminate_sessions:
+    description: End the roles' existing sessions after the grace period (they would keep writing otherwise).
+    type: bool
+    default: true
+  probe_user:
+    description: An application role to prove the effect with; no probe without it.
+    type: str
+  probe_password:
+    description: Password of O(probe_user).
+    type: str
+extends_documentation_fragment:
+  - intowork.pgops._connection
+  - intowork.pgops._connection.ATTRIBUTES
+attributes:
+  check_mode:
+    support: full
+    details: Returns the statements it would run in RV(executed_queries) and changes nothing.
+  diff_mode:
+    support: full
+  idempotent:
+    support: full
+author:
+  - INTOWORK platform team (@intowork)
+"""
+
+EXAMPLES = r"""
+- name: Writes off for the application during the migration
+  intowork.pgops.write_guard:
+    database: intowork
+    roles: [intowork_app, intowork_worker]
+    state: read_only
+    grace_period: 15
+    probe_user: intowork_app
+    probe_password: "{{ vault_intowork_app_password }}"
+
+- name: Writes back on, exactly as before
+  intowork.pgops.write_guard:
+    database: intowork
+    roles: [intowork_app, intowork_worker]
+    state: read_write
+"""
+
+RETURN = r"""
+state:
+  description: The guard's state after the task.
+  returned: always
+  type: str
+  sample: read_only
+guard:
+  description: The recorded guard (strategy, roles, their previous settings, since when); null when writes are on.
+  returned: always
+  type: dict
+executed_queries:
+  description: Statements run (in check mode, that would run).
+  returned: always
+  type: list
+  elements: str
+terminated:
+  description: Backend pids of the sessions ended.
+  returned: always
+  type: list
+  elements: int
+waited_seconds:
+  description: How long the module waited for open transactions.
+  returned: always
+  type: float
+probe:
+  description: The probe's result, C(write_allowed) and C(detail); null without O(probe_user) or in check mode.
+  returned: always
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.intowork.pgops.plugins.module_utils._connection import (
+    PgopsError,
+    connect,
+    connection_spec,
+    libpq_params,
+    one_line,
+    psycopg2,
+    require_psycopg2,
+    run_module,
+)
+from ansible_collections.intowork.pgops.plugins.module_utils._write_guard import (
+    STRATEGIES,
+    drain_sessions,
+    plan,
+    read_catalog,
+)
+
+
+def probe_writes(params, database):
+    """Can the probe role write? A temporary table in a rolled-back transaction touches no data."""
+    kwargs = libpq_params(dict(params, login_user=params["probe_user"], login_password=params["probe_password"],
+                               login_db=database, session_role=None))
+    try:
+        conn = psycopg2.connect(**kwargs)
+    except psycopg2.OperationalError as error:
+        return {"write_allowed": False, "detail": "cannot connect: %s" % one_line(error)}
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TEMPORARY TABLE pgops_write_probe (x int)")
+        return {"write_allowed": True, "detail": "a write succeeded"}
+    except psycopg2.Error as error:
+        return {"write_allowed": False, "detail": one_line(error)}
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def guard(params, check_mode):
+    database = params["database"] or params["login_db"]
+    if not database:
+        raise PgopsError("no database to guard: set database or login_db")
+    roles = sorted(set(params["roles"]))
+    if not roles:
+        raise PgopsError("roles is empty: name the application's login roles")
+    conn = connect(params, autocommit=True)
+    try:
+        cur = conn.cursor()
+        found, state = read_catalog(cur, database, roles)
+        statements, new_state = plan(database, roles, found, state, params["state"], params["strategy"])
+        result = {
+            "changed": bool(statements), "state": params["state"], "guard": new_state,
+            "executed_queries": [statement.as_string(conn) for statement in statements],
+            "terminated": [], "waited_seconds": 0.0, "probe": None,
+            "diff": {"before": {"write_guard": state}, "after": {"write_guard": new_state}},
+        }
+        if check_mode:
+            return result
+        for statement in statements:
+            cur.execute(statement)
+        if params["state"] == "read_only" and params["terminate_sessions"]:
+            # Also on a re-run: a session that slipped in before the first run still writes.
+            result["waited_seconds"], result["terminated"] = drain_sessions(cur, database, roles,
+                                                                           params["grace_period"])
+            result["changed"] = result["changed"] or bool(result["terminated"])
+    finally:
+        conn.close()
+    if params["probe_user"]:
+        result["probe"] = probe_writes(params, database)
+        expected = params["state"] == "read_write"
+        if result["probe"]["write_allowed"] != expected:
+            raise PgopsError("write guard set %s but %s %s: %s" % (
+                params["state"], params["probe_user"], "still writes" if not expected else "cannot write",
+                result["probe"]["detail"]))
+    return result
+
+
+def main():
+    argument_spec = connection_spec()
+    argument_spec.update(
+        database=dict(type="str"),
+        roles=dict(type="list", elements="str", required=True),
+        state=dict(type="str", required=True, choices=["read_only", "read_write"]),
+        strategy=dict(type="str", default="default_transaction_read_only", choices=STRATEGIES),
+        grace_period=dict(type="int", default=10),
+        terminate_sessions=dict(type="bool", default=True),
+        probe_user=dict(type="str"),
+        probe_password=dict(type="str", no_log=True),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    require_psycopg2(module)
+    run_module(module, guard)
+
+
+if __name__ == "__main__":
+    main()
