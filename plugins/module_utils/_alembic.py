@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import (
     PgopsError,
@@ -117,12 +118,67 @@ def history(scripts, revision):
     return [rev.revision for rev in reversed(list(scripts.iterate_revisions(revision, "base")))]
 
 
-def run_alembic(params, ini_path, direction, target, timeout):
-    """Run `alembic upgrade|downgrade target` as a child process, credentials in its environment only."""
+INVALID_INDEXES = """
+SELECT n.nspname, c.relname
+  FROM pg_index i
+  JOIN pg_class c ON c.oid = i.indexrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE NOT i.indisvalid
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%'
+   -- An index being built right now is invalid too: leave those alone.
+   AND NOT EXISTS (SELECT 1 FROM pg_stat_progress_create_index p WHERE p.index_relid = i.indexrelid)
+ ORDER BY 1, 2
+"""
+
+
+def invalid_indexes(conn):
+    """Indexes left INVALID by an interrupted CREATE INDEX CONCURRENTLY, as (schema, name)."""
+    with conn.cursor() as cur:
+        cur.execute(INVALID_INDEXES)
+        return cur.fetchall()
+
+
+def drop_invalid_indexes(conn, indexes):
+    with conn.cursor() as cur:
+        for schema, name in indexes:
+            cur.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name)))
+    return ["%s.%s" % (schema, name) for schema, name in indexes]
+
+
+def alembic_environment(params):
+    """The child's environment: credentials and session settings as libpq variables, never argv."""
     env = dict(os.environ)
     env.update(libpq_environment(params))
+    options = [env["PGOPTIONS"]] if env.get("PGOPTIONS") else []
+    if params.get("lock_timeout"):
+        options.append("-c lock_timeout=%dms" % params["lock_timeout"])
+    if params.get("statement_timeout"):
+        options.append("-c statement_timeout=%dms" % params["statement_timeout"])
+    if options:
+        env["PGOPTIONS"] = " ".join(options)
     # An empty URL makes SQLAlchemy hand over to libpq, which reads the PG* variables above.
     env["DATABASE_URL"] = "postgresql+psycopg2://"
+    return env
+
+
+def offline_sql(params, ini_path, direction, current, target):
+    """The SQL Alembic would run (--sql), for check mode."""
+    span = "%s:%s" % (current, target) if current else target
+    cmd = [sys.executable, "-m", "alembic", "-c", ini_path, direction, "--sql", span]
+    result = subprocess.run(cmd, env=alembic_environment(params), capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise PgopsError("alembic %s --sql %s failed: %s" % (
+            direction, span, failure_reason(result.stderr.splitlines()) or "exit %d" % result.returncode))
+    return result.stdout
+
+
+def is_lock_timeout(message):
+    return "lock timeout" in message or "could not obtain lock" in message
+
+
+def run_alembic(params, ini_path, direction, target, timeout):
+    """Run `alembic upgrade|downgrade target` as a child process, credentials in its environment only."""
+    env = alembic_environment(params)
     cmd = [sys.executable, "-m", "alembic", "-c", ini_path, direction, target]
     try:
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
@@ -148,3 +204,21 @@ def failure_reason(lines):
             return DRIVER_PREFIX.sub("", match.group(2)).strip()
     meaningful = [line.strip() for line in lines if line.strip() and not line.strip().startswith("(Background")]
     return meaningful[-1] if meaningful else ""
+
+
+def run_with_retries(params, ini_path, direction, target, timeout, retries, backoff):
+    """run_alembic, again after a lock timeout: each revision commits, so a retry resumes where it stopped.
+
+    Returns (output, attempts).
+    """
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return run_alembic(params, ini_path, direction, target, timeout), attempt
+        except PgopsError as error:
+            if attempt > retries or not is_lock_timeout(str(error)):
+                if attempt > 1:
+                    raise PgopsError("%s (after %d attempts)" % (error, attempt))
+                raise
+            time.sleep(backoff * (2 ** (attempt - 1)))

@@ -17,6 +17,12 @@ description:
   - With O(state=migrated), runs C(alembic upgrade) (or, if allowed, C(alembic downgrade)) to O(target)
     and proves the result by reading the recorded revision again.
   - Credentials reach Alembic through libpq environment variables, never its command line.
+  - The migration session gets O(lock_timeout) and O(statement_timeout). A migration stopped by a lock
+    timeout is retried O(lock_retries) times with exponential backoff; since each revision commits on its
+    own, a retry resumes at the revision that could not take its lock.
+  - Before migrating, indexes left INVALID by an interrupted C(CREATE INDEX CONCURRENTLY) are dropped
+    (O(drop_invalid_indexes)), so the migration can build them again.
+  - In check mode, also returns the SQL Alembic would run (C(alembic --sql)) in RV(sql).
 options:
   project_dir:
     description:
@@ -60,6 +66,32 @@ options:
       - Seconds the whole Alembic run may take before it is stopped and the task fails.
     type: int
     default: 3600
+  lock_timeout:
+    description:
+      - Milliseconds a statement of the migration session waits for a lock; 0 waits forever.
+      - A DDL statement waiting for a lock blocks every query queued behind it, so keep this short.
+    type: int
+    default: 5000
+  statement_timeout:
+    description: Milliseconds a statement of the migration session may run; 0 is no limit.
+    type: int
+    default: 0
+  lock_retries:
+    description: Retries after a lock timeout.
+    type: int
+    default: 3
+  lock_retry_backoff:
+    description: Seconds before the first retry; each further retry waits twice as long.
+    type: float
+    default: 2.0
+  drop_invalid_indexes:
+    description: Drop indexes left INVALID by an interrupted concurrent build before migrating.
+    type: bool
+    default: true
+  offline_sql:
+    description: In check mode, return the SQL of the pending revisions (C(alembic --sql)).
+    type: bool
+    default: true
 extends_documentation_fragment:
   - intowork.pgops._connection
   - intowork.pgops._connection.ATTRIBUTES
@@ -148,6 +180,19 @@ alembic_output:
   returned: when a migration ran
   type: list
   elements: str
+attempts:
+  description: Alembic runs it took (more than one after lock timeouts).
+  returned: when a migration ran
+  type: int
+invalid_indexes:
+  description: Indexes left INVALID by an interrupted concurrent build, dropped (or, in check mode, to drop).
+  returned: always
+  type: list
+  elements: str
+sql:
+  description: The SQL the pending revisions would run.
+  returned: in check mode with pending revisions and O(offline_sql)
+  type: str
 diff:
   description: The recorded revision before and after.
   returned: when changed and diff mode is on
@@ -159,10 +204,13 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.intowork.pgops.plugins.module_utils._alembic import (
     HAS_ALEMBIC,
     current_revisions,
+    drop_invalid_indexes,
     history,
+    invalid_indexes,
     load_scripts,
+    offline_sql,
     plan,
-    run_alembic,
+    run_with_retries,
 )
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import (
     PgopsError,
@@ -194,14 +242,21 @@ def migrate(params, check_mode):
         if direction == "downgrade" and not params["allow_downgrade"]:
             raise PgopsError("target %s is older than the current revision %s: set allow_downgrade=true "
                              "to roll back %d revision(s)" % (params["target"], result["current"], len(pending)))
+        leftovers = invalid_indexes(conn) if params["drop_invalid_indexes"] else []
+        result["invalid_indexes"] = ["%s.%s" % pair for pair in leftovers]
         if direction == "none" or params["state"] == "status":
             return result
         result["changed"] = True
         result["diff"] = {"before": {"revision": result["current"]}, "after": {"revision": result["revision"]}}
         if check_mode:
+            if params["offline_sql"]:
+                result["sql"] = offline_sql(params, ini_path, direction, result["current"], params["target"])
             return result
+        drop_invalid_indexes(conn, leftovers)
         try:
-            result["alembic_output"] = run_alembic(params, ini_path, direction, params["target"], params["timeout"])
+            result["alembic_output"], result["attempts"] = run_with_retries(
+                params, ini_path, direction, params["target"], params["timeout"], params["lock_retries"],
+                params["lock_retry_backoff"])
         except PgopsError as error:
             now = current_revisions(conn, params["version_table"], params["version_table_schema"])
             raise PgopsError("%s; the database is now at revision %s" % (error, now[0] if now else "base"))
@@ -226,6 +281,12 @@ def main():
         version_table=dict(type="str", default="alembic_version"),
         version_table_schema=dict(type="str"),
         timeout=dict(type="int", default=3600),
+        lock_timeout=dict(type="int", default=5000),
+        statement_timeout=dict(type="int", default=0),
+        lock_retries=dict(type="int", default=3),
+        lock_retry_backoff=dict(type="float", default=2.0),
+        drop_invalid_indexes=dict(type="bool", default=True),
+        offline_sql=dict(type="bool", default=True),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     require_psycopg2(module)

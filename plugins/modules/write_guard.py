@@ -21,7 +21,7 @@ description:
     up to O(grace_period) seconds the module ends every session of those roles in O(database).
   - The previous settings are kept in the database itself (the custom setting C(pgops.write_guard) of
     O(database)), so a later run, from any machine, restores them; no table is added to the schema.
-  - With O(probe_user), the module proves the effect with a new connection as that role: a write (a
+  - With O(probe_user), the module proves the effect with a new connection as that role; a write (a
     temporary table, rolled back) must fail after O(state=read_only) and succeed after O(state=read_write).
   - Roles that are not named, such as the migration role, keep working.
 options:
@@ -182,8 +182,8 @@ def guard(params, check_mode):
             cur.execute(statement)
         if params["state"] == "read_only" and params["terminate_sessions"]:
             # Also on a re-run: a session that slipped in before the first run still writes.
-            result["waited_seconds"], result["terminated"] = drain_sessions(cur, database, roles,
-                                                                           params["grace_period"])
+            drained = drain_sessions(cur, database, roles, params["grace_period"])
+            result["waited_seconds"], result["terminated"] = drained
             result["changed"] = result["changed"] or bool(result["terminated"])
     finally:
         conn.close()

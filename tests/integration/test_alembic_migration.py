@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import BASELINE, HEAD, INDEX_REVISION, PROJECT_DIR, alembic, query, run_module
+from conftest import BASELINE, HEAD, INDEX_REVISION, PROJECT_DIR, alembic, load_reference_data, query, run_module
 
 
 def recorded(params):
@@ -80,3 +80,67 @@ def test_failed_migration_reports_where_the_database_stopped(database):
     assert "could not create unique index" in result["msg"]
     assert result["msg"].endswith(f"the database is now at revision {BASELINE}")
     assert recorded(database) == BASELINE
+
+
+def test_check_mode_returns_the_sql_it_would_run(database):
+    alembic(database, "upgrade", BASELINE)
+    result = run_module("alembic_migration", dict(database, project_dir=str(PROJECT_DIR), target=INDEX_REVISION),
+                        check_mode=True)
+    assert "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS uq_users_email ON users (email)" in result["sql"]
+    assert f"UPDATE alembic_version SET version_num='{INDEX_REVISION}'" in result["sql"]
+    assert recorded(database) == BASELINE
+
+
+def test_lock_timeout_is_retried_then_reported_and_resumes(database):
+    import psycopg2
+    alembic(database, "upgrade", INDEX_REVISION)
+    holder = psycopg2.connect(host=database["login_host"], port=database["login_port"], user=database["login_user"],
+                              password=database["login_password"], dbname=database["login_db"])
+    holder.cursor().execute("LOCK TABLE jobs IN ACCESS SHARE MODE")  # an open transaction reading jobs
+    args = dict(database, project_dir=str(PROJECT_DIR), lock_timeout=300, lock_retries=1, lock_retry_backoff=0.1)
+    try:
+        blocked = run_module("alembic_migration", args)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert blocked["failed"] is True
+    assert "lock timeout" in blocked["msg"] and "(after 2 attempts)" in blocked["msg"]
+    assert blocked["msg"].endswith(f"the database is now at revision {INDEX_REVISION}")
+    assert recorded(database) == INDEX_REVISION
+    resumed = run_module("alembic_migration", args)
+    assert resumed["changed"] is True and resumed["attempts"] == 1 and recorded(database) == HEAD
+
+
+def test_invalid_index_from_an_interrupted_build_is_dropped_and_rebuilt(database):
+    alembic(database, "upgrade", BASELINE)
+    query(database, "INSERT INTO users (id, email) VALUES (1, 'same@x'), (2, 'same@x')")
+    failed = run_module("alembic_migration", dict(database, project_dir=str(PROJECT_DIR), target=INDEX_REVISION))
+    assert failed["failed"] is True and "could not create unique index" in failed["msg"]
+    invalid = query(database, "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                              "WHERE NOT i.indisvalid")
+    assert invalid == [("uq_users_email",)]
+    query(database, "DELETE FROM users WHERE id = 2")
+    check = run_module("alembic_migration", dict(database, project_dir=str(PROJECT_DIR), target=INDEX_REVISION),
+                       check_mode=True)
+    assert check["invalid_indexes"] == ["public.uq_users_email"]
+    fixed = run_module("alembic_migration", dict(database, project_dir=str(PROJECT_DIR), target=INDEX_REVISION))
+    assert fixed.get("failed") is not True, fixed.get("msg")
+    assert fixed["changed"] is True and fixed["invalid_indexes"] == ["public.uq_users_email"]
+    assert query(database, "SELECT count(*) FROM pg_index WHERE NOT indisvalid")[0][0] == 0
+    assert query(database, "SELECT conname FROM pg_constraint WHERE conname = 'uq_users_email'") == [("uq_users_email",)]
+
+
+def test_revision_that_failed_halfway_completes_on_rerun(database):
+    alembic(database, "upgrade", BASELINE)
+    load_reference_data(database, scale=0.002)
+    query(database, "UPDATE jobs SET salary_min = salary_max + 1 WHERE id = 1")
+    failed = run_module("alembic_migration", dict(database, project_dir=str(PROJECT_DIR)))
+    # d5e6f7a8b9c0 adds its checks NOT VALID (committed), validates the first, then fails on the bad row.
+    assert failed["failed"] is True and 'violated by some row' in failed["msg"]
+    assert recorded(database) == "c4d5e6f7a8b9"
+    assert query(database, "SELECT count(*) FROM pg_constraint WHERE conname LIKE 'ck_jobs_%' AND NOT convalidated")[0][0] == 2
+    query(database, "UPDATE jobs SET salary_min = salary_max WHERE id = 1")
+    fixed = run_module("alembic_migration", dict(database, project_dir=str(PROJECT_DIR)))
+    assert fixed.get("failed") is not True, fixed.get("msg")
+    assert recorded(database) == HEAD
+    assert query(database, "SELECT count(*) FROM pg_constraint WHERE conname LIKE 'ck_jobs_%' AND convalidated")[0][0] == 3

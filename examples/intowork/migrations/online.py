@@ -6,8 +6,14 @@ LOCK_TIMEOUT = "5s"
 
 
 def set_lock_timeout() -> None:
-    # A DDL statement that waits on a lock blocks every query queued behind it: give up fast instead.
-    op.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+    """A DDL statement waiting on a lock blocks every query queued behind it: give up fast instead.
+
+    A lock_timeout the session already has (the deployment tool sets one) wins over the default.
+    """
+    op.execute(
+        "SELECT set_config('lock_timeout', CASE WHEN current_setting('lock_timeout') IN ('0', '0ms') "
+        f"THEN '{LOCK_TIMEOUT}' ELSE current_setting('lock_timeout') END, false)"
+    )
 
 
 def create_index_concurrently(name: str, definition: str, unique: bool = False) -> None:
@@ -34,8 +40,22 @@ def drop_index_concurrently(name: str) -> None:
         op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
 
 
+def add_constraint(table: str, name: str, definition: str) -> None:
+    """ALTER TABLE ... ADD CONSTRAINT, skipped when a rerun finds it already there.
+
+    Revisions that mix transactional DDL with autocommit blocks commit part of their work before they
+    finish; after a failure the retry must not trip over what was already committed.
+    """
+    set_lock_timeout()
+    op.execute(
+        "DO $$ BEGIN "
+        f"IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = '{name}' AND conrelid = '{table}'::regclass) "
+        f"THEN EXECUTE 'ALTER TABLE {table} ADD CONSTRAINT {name} {definition.replace(chr(39), chr(39) * 2)}'; "
+        "END IF; END $$"
+    )
+
+
 def add_unique_constraint_using_index(table: str, name: str, columns: str) -> None:
     """Build the unique index online, then attach it as a constraint (a brief lock only)."""
     create_index_concurrently(name, f"{table} ({columns})", unique=True)
-    set_lock_timeout()
-    op.execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} UNIQUE USING INDEX {name}")
+    add_constraint(table, name, f"UNIQUE USING INDEX {name}")

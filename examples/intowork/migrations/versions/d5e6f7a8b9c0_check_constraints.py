@@ -8,7 +8,7 @@ Revises: c4d5e6f7a8b9
 Create Date: 2026-03-20 09:00:00
 """
 
-from migrations.online import set_lock_timeout
+from migrations.online import add_constraint, set_lock_timeout
 from alembic import op
 
 revision = "d5e6f7a8b9c0"
@@ -24,9 +24,8 @@ CHECKS = [
 
 
 def upgrade() -> None:
-    set_lock_timeout()
     for name, expression in CHECKS:
-        op.execute(f"ALTER TABLE jobs ADD CONSTRAINT {name} CHECK ({expression}) NOT VALID")
+        add_constraint("jobs", name, f"CHECK ({expression}) NOT VALID")
     with op.get_context().autocommit_block():
         for name, _expression in CHECKS:
             op.execute(f"ALTER TABLE jobs VALIDATE CONSTRAINT {name}")
