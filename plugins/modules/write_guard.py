@@ -13,21 +13,18 @@ short_description: Turn writes off and on for an application's roles in one Post
 version_added: 0.1.0
 description:
   - Maintenance mode for a deployment. With O(state=read_only) the application roles can no longer write
-    to O(database); with O(state=read_write) they get back exactly the settings they had before.
+    to O(login_db), the database the module connects to; with O(state=read_write) they get back exactly the settings they had before.
   - Strategy V(default_transaction_read_only) sets C(ALTER ROLE ... IN DATABASE ... SET default_transaction_read_only = on)
     for each role, so the application can still read; strategy V(connection_limit) sets C(CONNECTION LIMIT 0)
     on each role (cluster-wide), so it cannot even connect.
   - Sessions opened before the change keep their old settings, so after letting open transactions finish for
-    up to O(grace_period) seconds the module ends every session of those roles in O(database).
+    up to O(grace_period) seconds the module ends every session of those roles in O(login_db).
   - The previous settings are kept in the database itself (the custom setting C(pgops.write_guard) of
-    O(database)), so a later run, from any machine, restores them; no table is added to the schema.
+    O(login_db)), so a later run, from any machine, restores them; no table is added to the schema.
   - With O(probe_user), the module proves the effect with a new connection as that role; a write (a
     temporary table, rolled back) must fail after O(state=read_only) and succeed after O(state=read_write).
   - Roles that are not named, such as the migration role, keep working.
 options:
-  database:
-    description: Database to guard. Defaults to O(login_db).
-    type: str
   roles:
     description: The application's login roles. Superusers are refused, since no guard can stop them.
     type: list
@@ -75,7 +72,7 @@ author:
 EXAMPLES = r"""
 - name: Writes off for the application during the migration
   intowork.pgops.write_guard:
-    database: intowork
+    login_db: intowork
     roles: [intowork_app, intowork_worker]
     state: read_only
     grace_period: 15
@@ -84,7 +81,7 @@ EXAMPLES = r"""
 
 - name: Writes back on, exactly as before
   intowork.pgops.write_guard:
-    database: intowork
+    login_db: intowork
     roles: [intowork_app, intowork_worker]
     state: read_write
 """
@@ -159,9 +156,9 @@ def probe_writes(params, database):
 
 
 def guard(params, check_mode):
-    database = params["database"] or params["login_db"]
+    database = params["login_db"]
     if not database:
-        raise PgopsError("no database to guard: set database or login_db")
+        raise PgopsError("no database to guard: set login_db or PGDATABASE")
     roles = sorted(set(params["roles"]))
     if not roles:
         raise PgopsError("roles is empty: name the application's login roles")
@@ -200,7 +197,6 @@ def guard(params, check_mode):
 def main():
     argument_spec = connection_spec()
     argument_spec.update(
-        database=dict(type="str"),
         roles=dict(type="list", elements="str", required=True),
         state=dict(type="str", required=True, choices=["read_only", "read_write"]),
         strategy=dict(type="str", default="default_transaction_read_only", choices=STRATEGIES),
