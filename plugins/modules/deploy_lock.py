@@ -1,0 +1,162 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, INTOWORK platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: deploy_lock
+short_description: Take or release the deployment lock of a PostgreSQL database
+version_added: 0.1.0
+description:
+  - Two deployments of one database must never overlap. A session-level advisory lock would die with the
+    short-lived module process, so the lock is a lease recorded in the database itself (the custom setting
+    C(pgops.deploy_lock) of O(login_db)), taken and released under a transaction-level advisory lock so two
+    runs cannot both take it.
+  - The lease names its owner and start. A lease older than O(stale_after) seconds is considered abandoned
+    (the machine running Ansible died) and may be taken over; O(force=true) releases any lease.
+options:
+  state:
+    description: V(acquired) takes the lock (already holding it is no change); V(released) gives it back.
+    type: str
+    choices: [acquired, released]
+    required: true
+  owner:
+    description: Who holds the lock, for example the deployment id; a different owner cannot release it.
+    type: str
+    required: true
+  stale_after:
+    description: Seconds after which someone else's lease counts as abandoned.
+    type: int
+    default: 7200
+  force:
+    description: Release or take over the lock whoever holds it. For an operator who knows the holder is gone.
+    type: bool
+    default: false
+extends_documentation_fragment:
+  - intowork.pgops._connection
+  - intowork.pgops._connection.ATTRIBUTES
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  idempotent:
+    support: full
+author:
+  - INTOWORK platform team (@intowork)
+"""
+
+EXAMPLES = r"""
+- name: Take the deployment lock
+  intowork.pgops.deploy_lock:
+    state: acquired
+    owner: "deploy-{{ deployment_id }}"
+
+- name: Release it, whatever happened
+  intowork.pgops.deploy_lock:
+    state: released
+    owner: "deploy-{{ deployment_id }}"
+"""
+
+RETURN = r"""
+holder:
+  description: The lease after the task (owner, since, host); null when free.
+  returned: always
+  type: dict
+previous_holder:
+  description: The lease before the task; null when it was free.
+  returned: always
+  type: dict
+"""
+
+import json
+import socket
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.intowork.pgops.plugins.module_utils._connection import (
+    PgopsError,
+    connect,
+    connection_spec,
+    require_psycopg2,
+    run_module,
+    sql,
+)
+
+SETTING = "pgops.deploy_lock"
+READ_LEASE = """
+SELECT substr(s.setting, length(%(prefix)s) + 1)
+  FROM pg_db_role_setting d
+  JOIN pg_database db ON db.oid = d.setdatabase AND db.datname = current_database()
+ CROSS JOIN unnest(d.setconfig) AS s(setting)
+ WHERE d.setrole = 0 AND s.setting LIKE %(like)s
+"""
+
+
+def lock(params, check_mode):
+    conn = connect(params)
+    try:
+        cur = conn.cursor()
+        # Serialises every deploy_lock call on this database until the transaction ends.
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext('pgops.deploy_lock:' || current_database()))")
+        cur.execute(READ_LEASE, {"prefix": SETTING + "=", "like": SETTING + "=%"})
+        row = cur.fetchone()
+        lease = json.loads(row[0]) if row else None
+        now = time.time()
+        mine = lease is not None and lease["owner"] == params["owner"]
+        stale = lease is not None and now - lease["taken_at"] > params["stale_after"]
+        result = {"changed": False, "previous_holder": lease, "holder": lease}
+        database = sql.Identifier(conn.info.dbname)
+        if params["state"] == "acquired":
+            if lease is not None and not mine and not stale and not params["force"]:
+                raise PgopsError("deployment lock of %s is held by %s since %s (on %s): wait for it to finish, or "
+                                 "if that run is gone, release it with force=true" % (
+                                     conn.info.dbname, lease["owner"], lease["since"], lease["host"]))
+            if mine:
+                conn.rollback()
+                return result
+            new = {"owner": params["owner"], "host": socket.gethostname(), "taken_at": now,
+                   "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))}
+            statement = sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+                database, sql.SQL(SETTING), sql.Literal(json.dumps(new, sort_keys=True)))
+            result.update(changed=True, holder=new)
+        else:
+            if lease is None:
+                conn.rollback()
+                return result
+            if not mine and not params["force"]:
+                raise PgopsError("deployment lock of %s is held by %s, not %s: release it with force=true only if "
+                                 "that run is gone" % (conn.info.dbname, lease["owner"], params["owner"]))
+            statement = sql.SQL("ALTER DATABASE {} RESET {}").format(database, sql.SQL(SETTING))
+            result.update(changed=True, holder=None)
+        result["diff"] = {"before": {"deploy_lock": lease}, "after": {"deploy_lock": result["holder"]}}
+        if check_mode:
+            conn.rollback()
+            return result
+        cur.execute(statement)
+        conn.commit()
+        return result
+    finally:
+        conn.close()
+
+
+def main():
+    argument_spec = connection_spec()
+    argument_spec.update(
+        state=dict(type="str", required=True, choices=["acquired", "released"]),
+        owner=dict(type="str", required=True),
+        stale_after=dict(type="int", default=7200),
+        force=dict(type="bool", default=False),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    require_psycopg2(module)
+    run_module(module, lock)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, INTOWORK platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: preflight_check
+short_description: Gate a deployment on the state of a PostgreSQL server
+version_added: 0.1.0
+description:
+  - Reads, in one query, whether the server is a primary, its version, the database size, the
+    transactions open longer than O(max_transaction_seconds), and the sessions holding or waiting for locks
+    on O(tables).
+  - With O(backup_dir), compares the free space there with the database size times O(space_factor).
+  - Fails with one line per failed gate; read-only.
+options:
+  tables:
+    description: Tables the migration changes; other sessions' locks on them are gates. Empty means every table.
+    type: list
+    elements: str
+    default: []
+  max_transaction_seconds:
+    description: A transaction open longer than this blocks the deployment (DDL would queue behind it).
+    type: int
+    default: 60
+  require_primary:
+    description: Fail on a server in recovery (a replica).
+    type: bool
+    default: true
+  backup_dir:
+    description:
+      - Folder the pre-deployment backup goes to, on the managed host; the free space of its filesystem is
+        checked (of its nearest existing parent, before the first backup).
+    type: path
+  space_factor:
+    description: Free space needed in O(backup_dir), as a multiple of the database size.
+    type: float
+    default: 1.0
+extends_documentation_fragment:
+  - intowork.pgops._connection
+  - intowork.pgops._connection.ATTRIBUTES
+attributes:
+  check_mode:
+    support: full
+    details: Read-only, so check mode runs the same checks.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+author:
+  - INTOWORK platform team (@intowork)
+"""
+
+EXAMPLES = r"""
+- name: Is the server ready for a deployment?
+  intowork.pgops.preflight_check:
+    tables: [jobs, job_applications]
+    max_transaction_seconds: 30
+    backup_dir: /var/backups/pgops/intowork
+"""
+
+RETURN = r"""
+in_recovery:
+  description: Whether the server is a replica.
+  returned: always
+  type: bool
+server_version:
+  description: C(server_version_num).
+  returned: always
+  type: int
+database_size_bytes:
+  description: Size of the database.
+  returned: always
+  type: int
+backup_free_bytes:
+  description: Free space in O(backup_dir).
+  returned: when O(backup_dir) is set
+  type: int
+long_transactions:
+  description: Transactions open longer than O(max_transaction_seconds) (pid, user, application, seconds, state).
+  returned: always
+  type: list
+  elements: dict
+lock_holders:
+  description: Other sessions holding or awaiting locks on O(tables) (pid, user, application, table, mode, granted).
+  returned: always
+  type: list
+  elements: dict
+failed_gates:
+  description: One line per gate that failed.
+  returned: always
+  type: list
+  elements: str
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.intowork.pgops.plugins.module_utils._connection import (
+    connect,
+    connection_spec,
+    require_psycopg2,
+    run_module,
+)
+
+GATES = """
+SELECT pg_is_in_recovery(),
+       current_setting('server_version_num')::int,
+       pg_database_size(current_database()),
+       (SELECT coalesce(json_agg(json_build_object(
+                  'pid', a.pid, 'user', a.usename, 'application', a.application_name, 'state', a.state,
+                  'seconds', round(extract(epoch FROM now() - a.xact_start))::int) ORDER BY a.xact_start), '[]')
+          FROM pg_stat_activity a
+         WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.xact_start IS NOT NULL
+           AND now() - a.xact_start > make_interval(secs => %(max_seconds)s)),
+       (SELECT coalesce(json_agg(json_build_object(
+                  'pid', l.pid, 'user', a.usename, 'application', a.application_name, 'table', c.relname,
+                  'mode', l.mode, 'granted', l.granted) ORDER BY l.pid), '[]')
+          FROM pg_locks l
+          JOIN pg_class c ON c.oid = l.relation
+          JOIN pg_namespace n ON n.oid = c.relnamespace
+          JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND l.pid <> pg_backend_pid() AND c.relkind IN ('r', 'p', 'm')
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND (cardinality(%(tables)s::text[]) = 0 OR c.relname = ANY(%(tables)s::text[])))
+"""
+
+
+def check(params, check_mode):
+    conn = connect(params)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(GATES, {"max_seconds": params["max_transaction_seconds"], "tables": params["tables"]})
+            in_recovery, version, size, long_transactions, holders = cur.fetchone()
+        conn.rollback()
+    finally:
+        conn.close()
+    result = {"changed": False, "in_recovery": in_recovery, "server_version": version, "database_size_bytes": size,
+              "long_transactions": long_transactions, "lock_holders": holders}
+    gates = []
+    if params["require_primary"] and in_recovery:
+        gates.append("the server is in recovery (a replica): deploy to the primary")
+    for tx in long_transactions:
+        gates.append("pid %s (%s, %s) has had a transaction open for %s s: end it or wait" % (
+            tx["pid"], tx["user"], tx["application"] or "no application_name", tx["seconds"]))
+    for lock in holders:
+        gates.append("pid %s (%s, %s) %s %s on %s" % (
+            lock["pid"], lock["user"], lock["application"] or "no application_name",
+            "holds" if lock["granted"] else "waits for", lock["mode"], lock["table"]))
+    if params["backup_dir"]:
+        # Before the first backup the folder may not exist yet: measure the filesystem it will be on.
+        existing = params["backup_dir"]
+        while not os.path.isdir(existing):
+            existing = os.path.dirname(existing)
+        stats = os.statvfs(existing)
+        free = stats.f_bavail * stats.f_frsize
+        result["backup_free_bytes"] = free
+        needed = int(size * params["space_factor"])
+        if free < needed:
+            gates.append("%s has %d MB free, the backup needs about %d MB (database size x %s)" % (
+                params["backup_dir"], free // 2 ** 20, needed // 2 ** 20, params["space_factor"]))
+    result["failed_gates"] = gates
+    if gates:
+        result["failed"] = True
+        result["msg"] = "preflight failed: " + "; ".join(gates)
+    return result
+
+
+def main():
+    argument_spec = connection_spec()
+    argument_spec.update(
+        tables=dict(type="list", elements="str", default=[]),
+        max_transaction_seconds=dict(type="int", default=60),
+        require_primary=dict(type="bool", default=True),
+        backup_dir=dict(type="path"),
+        space_factor=dict(type="float", default=1.0),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    require_psycopg2(module)
+    run_module(module, check)
+
+
+if __name__ == "__main__":
+    main()
