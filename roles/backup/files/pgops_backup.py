@@ -6,6 +6,7 @@
     python3 pgops_backup.py backup --config /etc/pgops/backup-intowork.json
     python3 pgops_backup.py drill  --config /etc/pgops/backup-intowork.json [--backup PATH] [--keep]
     python3 pgops_backup.py drop-scratch --config /etc/pgops/backup-intowork.json --scratch NAME
+    python3 pgops_backup.py restore --config /etc/pgops/backup-intowork.json --backup PATH --replace-schema public
 
 backup: pg_dump (custom, or directory format with parallel jobs) of a snapshot exported by a
 REPEATABLE READ transaction, so the manifest's row counts describe exactly what the archive holds;
@@ -16,6 +17,10 @@ successful backup and never removes the newest verified one. One run per databas
 drill: restores a backup (the newest verified one by default) into a scratch database with parallel
 pg_restore, compares row counts with the manifest, reports the time taken (the RTO) against the
 target, and drops the scratch database (unless --keep, for further checks; drop-scratch drops it).
+
+restore: puts a backup back into the live database, atomically: in one transaction the schema is
+renamed aside, recreated, the archive loaded into it, and the old one dropped. If anything fails,
+nothing has changed. For the rollback of a deployment whose downgrade failed.
 
 Passwords come from a .pgpass file (config `passfile`, else ~/.pgpass) or PGPASSWORD, never from the
 command line or the config file.
@@ -526,6 +531,64 @@ def drop_scratch(config, log, scratch):
     return {"dropped": scratch}
 
 
+# ---------------------------------------------------------------- restore in place
+
+def restore_in_place(config, log, chosen, schema):
+    """Replace `schema` of the live database with the backup's, in one transaction; all or nothing."""
+    if not chosen:
+        raise BackupError("restore needs --backup: the file to put back")
+    if not re.match(r"^[a-z_][a-z0-9_]*$", schema):
+        raise BackupError("schema %r: give a plain schema name such as public" % schema)
+    path, manifest = choose_backup(config, chosen)
+    digest = checksum(path)
+    if digest != manifest.get("sha256"):
+        raise BackupError("%s is corrupt: sha256 %s, manifest says %s" % (path, digest[:12], str(manifest.get("sha256"))[:12]))
+    aside = "pgops_replaced_%s" % utcnow().strftime("%Y%m%d%H%M%S")
+    conn = connect(config)
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT e.extname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+                    "WHERE n.nspname = %s ORDER BY 1", (schema,))
+        extensions = [row[0] for row in cur.fetchall()]
+    finally:
+        conn.close()
+    # Extensions in the schema move to the new one, so the archive's objects find their operators.
+    before = ["SET lock_timeout = '30s';",
+              "ALTER SCHEMA %s RENAME TO %s;" % (quote_ident(schema), quote_ident(aside)),
+              "CREATE SCHEMA %s;" % quote_ident(schema)]
+    before += ["ALTER EXTENSION %s SET SCHEMA %s;" % (quote_ident(ext), quote_ident(schema)) for ext in extensions]
+    after = ["DROP SCHEMA %s CASCADE;" % quote_ident(aside)]
+    log("restore: replacing schema %s of %s with %s" % (schema, config["database"], os.path.basename(path)))
+    started = time.monotonic()
+    dump = subprocess.Popen([program(config, "pg_restore"), "--file=-", path], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    load = subprocess.Popen([program(config, "psql"), "--no-psqlrc", "--quiet", "--single-transaction",
+                             "--set=ON_ERROR_STOP=1", "--output=/dev/null", "--no-password"],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=libpq_env(config))
+    try:
+        load.stdin.write(("\n".join(before) + "\n").encode())
+        for block in iter(lambda: dump.stdout.read(1 << 20), b""):
+            load.stdin.write(block)
+        load.stdin.write(("\n".join(after) + "\n").encode())
+        load.stdin.close()
+    except BrokenPipeError:
+        pass  # psql stopped at the first error; its message says why
+    dump_error = dump.stderr.read().decode(errors="replace")
+    load_error = load.stderr.read().decode(errors="replace")
+    if dump.wait() != 0:
+        load.kill()
+        load.wait()
+        raise BackupError("restore: pg_restore could not read %s: %s" % (path, dump_error.strip().splitlines()[-1:]))
+    if load.wait() != 0:
+        lines = [line for line in load_error.splitlines() if line.strip()]
+        raise BackupError("restore rolled back, nothing changed: %s" % (lines[0] if lines else "psql failed"))
+    seconds = time.monotonic() - started
+    log("restore: %s restored into %s in %.1f s" % (os.path.basename(path), config["database"], seconds))
+    return {"restored": path, "database": config["database"], "schema": schema, "seconds": round(seconds, 3),
+            "alembic_revision": manifest.get("alembic_revision"), "row_counts": manifest.get("row_counts", {})}
+
+
 # ---------------------------------------------------------------- alerts
 
 def alert(config, log, action, message):
@@ -551,7 +614,7 @@ def alert(config, log, action, message):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="intowork.pgops backup program")
-    parser.add_argument("action", choices=["backup", "drill", "drop-scratch"])
+    parser.add_argument("action", choices=["backup", "drill", "drop-scratch", "restore"])
     parser.add_argument("--config", required=True)
     parser.add_argument("--backup", help="drill: the backup to restore (default: the newest verified one)")
     parser.add_argument("--keep", action="store_true", help="drill: keep the scratch database")
@@ -559,6 +622,7 @@ def main(argv=None):
     parser.add_argument("--rto-target-seconds", type=int, default=900, help="drill: the RTO target")
     parser.add_argument("--maintenance-work-mem", default="512MB", help="drill: for the index builds")
     parser.add_argument("--scratch", help="drop-scratch: the drill database to drop")
+    parser.add_argument("--replace-schema", help="restore: the schema to replace with the backup's (say it to mean it)")
     args = parser.parse_args(argv)
     os.umask(0o077)
     try:
@@ -582,6 +646,10 @@ def main(argv=None):
                 result["retention_removed"] = apply_retention(config, log)
             elif args.action == "drill":
                 result = drill(config, log, args, args.backup, args.keep)
+            elif args.action == "restore":
+                if not args.replace_schema:
+                    raise BackupError("restore replaces live data: add --replace-schema public to mean it")
+                result = restore_in_place(config, log, args.backup, args.replace_schema)
             else:
                 result = drop_scratch(config, log, args.scratch)
     except Locked as error:
