@@ -1,0 +1,118 @@
+"""Fault injection: each deployment that goes wrong ends with writes back on, the database at the old or
+the new revision, and the row counts of the snapshot."""
+
+import json
+
+import psycopg2
+import pytest
+
+from conftest import BASELINE, HEAD, alembic, load_reference_data, query, run_module
+from test_deploy_playbook import playbook, revision
+
+APP, PASSWORD = "app_web", "app-secret-2"
+
+
+@pytest.fixture
+def deployable(database):
+    """Reference data at the baseline revision, and an application role that writes to it."""
+    alembic(database, "upgrade", BASELINE)
+    load_reference_data(database, scale=0.01)
+    query(database, f"DROP ROLE IF EXISTS {APP}")
+    query(database, f"CREATE ROLE {APP} LOGIN PASSWORD '{PASSWORD}'")
+    query(database, f"GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO {APP}")
+    query(database, f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {APP}")
+    yield database
+    query(database, f"DROP OWNED BY {APP}")
+    query(database, f"DROP ROLE {APP}")
+
+
+def guarded(server, params, tmp_path, *extra):
+    settings = {"pgops_app_roles": [APP], "pgops_app_probe_user": APP, "pgops_app_probe_password": PASSWORD}
+    return playbook(server, params, tmp_path, "-e", json.dumps(settings), *extra)
+
+
+def app_can_write(params):
+    conn = psycopg2.connect(host=params["login_host"], port=params["login_port"], user=APP, password=PASSWORD,
+                            dbname=params["login_db"])
+    try:
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO companies (name) VALUES ('after the deployment')")
+        conn.rollback()
+        return True
+    except psycopg2.Error:
+        return False
+    finally:
+        conn.close()
+
+
+def counts(params):
+    return dict(query(params, "SELECT 'jobs', count(*) FROM jobs UNION ALL SELECT 'job_applications', count(*) "
+                              "FROM job_applications UNION ALL SELECT 'users', count(*) FROM users"))
+
+
+def test_successful_deploy_turns_writes_off_and_back_on(server, deployable, tmp_path):
+    result, recap = guarded(server, deployable, tmp_path)
+    assert recap["failed"] == 0, result.stdout[-3000:]
+    assert "Set the application's writes to read_only" in result.stdout
+    assert revision(deployable) == HEAD and app_can_write(deployable)
+    (record,) = (tmp_path / "reports").glob("deploy-*.json")
+    report = json.loads(record.read_text())
+    assert report["outcome"] == "deployed" and float(report["write_off_seconds"]) > 0
+    assert [phase["phase"] for phase in report["phases"]] == ["preflight", "backup", "migration", "verification"]
+    assert PASSWORD not in result.stdout
+
+
+def test_revision_failing_mid_chain_is_rolled_back_by_downgrade(server, deployable, tmp_path):
+    query(deployable, "UPDATE jobs SET salary_min = salary_max + 1 WHERE id = 1")  # d5e6f7a8b9c0 cannot validate
+    before = counts(deployable)
+    result, recap = guarded(server, deployable, tmp_path)
+    assert recap["failed"] == 1
+    assert "Rolled back by downgrade: the database is at revision a7f3b2c1d9e8" in result.stdout
+    assert revision(deployable) == BASELINE
+    assert counts(deployable) == before
+    assert app_can_write(deployable), "writes are back on"
+    assert query(deployable, "SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'ix\\_%'")[0][0] == 0
+    (record,) = (tmp_path / "reports").glob("deploy-*.json")
+    assert json.loads(record.read_text())["outcome"] == "failed, rolled back"
+    lock = run_module("deploy_lock", dict(deployable, state="acquired", owner="next-deploy"))
+    assert lock["changed"] is True, "the failed deployment released its lock"
+
+
+def test_lock_holder_on_a_migrated_table_stops_the_deploy_before_anything(server, deployable, tmp_path):
+    holder = psycopg2.connect(host=deployable["login_host"], port=deployable["login_port"],
+                              user=deployable["login_user"], password=deployable["login_password"],
+                              dbname=deployable["login_db"], application_name="report-job")
+    holder.cursor().execute("LOCK TABLE jobs IN ACCESS SHARE MODE")
+    try:
+        result, recap = guarded(server, deployable, tmp_path, "-e", '{"pgops_migrated_tables": ["jobs"]}')
+    finally:
+        holder.rollback()
+        holder.close()
+    assert recap["failed"] == 1
+    assert "report-job) holds AccessShareLock on jobs" in result.stdout
+    assert "Nothing was migrated: the database is at revision a7f3b2c1d9e8" in result.stdout
+    assert revision(deployable) == BASELINE and app_can_write(deployable)
+    assert not (tmp_path / "backups").exists() or not list((tmp_path / "backups").glob("*.dump"))
+
+
+def test_second_deploy_is_refused_while_one_runs(server, deployable, tmp_path):
+    taken = run_module("deploy_lock", dict(deployable, state="acquired", owner="deploy-already-running"))
+    assert taken["changed"] is True
+    result, recap = guarded(server, deployable, tmp_path)
+    assert recap["failed"] == 1
+    assert "held by deploy-already-running" in result.stdout
+    assert revision(deployable) == BASELINE and app_can_write(deployable)
+    still = run_module("deploy_lock", dict(deployable, state="acquired", owner="deploy-already-running"))
+    assert still["changed"] is False, "the refused run left the other run's lock alone"
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('{"pgops_deploy_mode": "fast"}', "pgops_deploy_mode must be maintenance or online (got fast)"),
+    ('{"pgops_migration_target": "nope"}', "unknown target revision 'nope'"),
+    ('{"pgops_app_roles": ["no_such_app"]}', "application role(s) no_such_app do not exist"),
+])
+def test_invalid_inventory_values_change_nothing(server, deployable, tmp_path, extra, message):
+    result, recap = playbook(server, deployable, tmp_path, "-e", extra)
+    assert recap["failed"] == 1
+    assert message in result.stdout
+    assert revision(deployable) == BASELINE and app_can_write(deployable)
