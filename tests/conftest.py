@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -115,3 +116,21 @@ def run_module(name, args, check_mode=False, diff=False, env=None):
     )
     assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
     return json.loads(result.stdout)
+
+
+def run_playbook(name, server, params, tmp_path, *extra):
+    """ansible-playbook playbooks/<name> on the local inventory, against `params`, with files under tmp_path."""
+    env = libpq_env(params)
+    env.update(PGOPS_SANDBOX_BINDIR=server["bindir"], ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")
+    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), str(ROOT / "playbooks" / name),
+           "-e", f"pgops_backup_dir={tmp_path / 'backups'}", "-e", f"pgops_reports_dir={tmp_path / 'reports'}", *extra]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False,
+                          stdin=subprocess.DEVNULL)
+
+
+def play_recap(result):
+    """ok, changed, unreachable, failed of the play recap; fails the test when there is none."""
+    recap = re.search(r"ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", result.stdout)
+    assert recap, result.stdout + result.stderr
+    return dict(zip(["ok", "changed", "unreachable", "failed"], map(int, recap.groups())))

@@ -13,12 +13,7 @@ import math
 import time
 
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError, one_line, psycopg2
-
-try:
-    import yaml
-    HAS_YAML = True
-except ImportError:
-    HAS_YAML = False
+from ansible_collections.intowork.pgops.plugins.module_utils._spec_file import load_yaml_mapping
 
 QUERY_KEYS = frozenset(["name", "sql", "params", "max_ms", "expect_index", "purpose"])
 FINDINGS = ["threshold", "seq_scan", "index_not_used"]
@@ -27,14 +22,8 @@ RELATION_ROWS = "SELECT c.relname, c.reltuples::bigint FROM pg_class c WHERE c.r
 
 
 def load_queries_file(path):
-    try:
-        with open(path) as handle:
-            data = yaml.safe_load(handle)
-    except (IOError, OSError) as error:
-        raise PgopsError("cannot read queries_file %s: %s" % (path, error.strerror or error))
-    except yaml.YAMLError as error:
-        raise PgopsError("queries_file %s is not valid YAML: %s" % (path, " ".join(str(error).split())))
-    if not isinstance(data, dict) or not isinstance(data.get("queries"), list):
+    data = load_yaml_mapping(path, "queries_file")
+    if not isinstance(data.get("queries"), list):
         raise PgopsError("queries_file %s needs a top-level 'queries' list" % path)
     return data["queries"]
 

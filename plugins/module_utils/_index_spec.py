@@ -11,12 +11,7 @@ __metaclass__ = type
 import re
 
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError
-
-try:
-    import yaml
-    HAS_YAML = True
-except ImportError:
-    HAS_YAML = False
+from ansible_collections.intowork.pgops.plugins.module_utils._spec_file import load_yaml_mapping
 
 SPEC_KEYS = frozenset(["name", "table", "columns", "method", "unique", "constraint", "where", "include",
                        "revision", "purpose"])
@@ -28,14 +23,8 @@ ORDERING = {"ASC": False, "DESC": True}
 
 def load_spec_file(path):
     """(schema, entries) from a YAML file with a top-level `indexes` list."""
-    try:
-        with open(path) as handle:
-            data = yaml.safe_load(handle)
-    except (IOError, OSError) as error:
-        raise PgopsError("cannot read spec_file %s: %s" % (path, error.strerror or error))
-    except yaml.YAMLError as error:
-        raise PgopsError("spec_file %s is not valid YAML: %s" % (path, " ".join(str(error).split())))
-    if not isinstance(data, dict) or not isinstance(data.get("indexes"), list):
+    data = load_yaml_mapping(path, "spec_file")
+    if not isinstance(data.get("indexes"), list):
         raise PgopsError("spec_file %s needs a top-level 'indexes' list" % path)
     return data.get("schema"), data["indexes"]
 

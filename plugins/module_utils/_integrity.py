@@ -17,12 +17,7 @@ __metaclass__ = type
 import time
 
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError, one_line, psycopg2, sql
-
-try:
-    import yaml
-    HAS_YAML = True
-except ImportError:
-    HAS_YAML = False
+from ansible_collections.intowork.pgops.plugins.module_utils._spec_file import load_yaml_mapping
 
 KINDS = ["orphans", "duplicates", "not_valid", "check_violations", "row_counts", "timeouts"]
 COMPARE_POLICIES = ["equal", "no_loss"]
@@ -38,15 +33,7 @@ ENTRY_KEYS = {
 
 def load_spec_file(path):
     """The file's relations, duplicates, checks and row_counts, each validated; PgopsError naming a bad entry."""
-    try:
-        with open(path) as handle:
-            data = yaml.safe_load(handle)
-    except (IOError, OSError) as error:
-        raise PgopsError("cannot read spec_file %s: %s" % (path, error.strerror or error))
-    except yaml.YAMLError as error:
-        raise PgopsError("spec_file %s is not valid YAML: %s" % (path, " ".join(str(error).split())))
-    if not isinstance(data, dict):
-        raise PgopsError("spec_file %s needs a mapping with %s" % (path, ", ".join(sorted(SPEC_KEYS))))
+    data = load_yaml_mapping(path, "spec_file")
     unknown = sorted(set(data) - set(SPEC_KEYS))
     if unknown:
         raise PgopsError("spec_file %s has unknown key(s) %s: use %s" % (path, ", ".join(unknown), ", ".join(sorted(SPEC_KEYS))))

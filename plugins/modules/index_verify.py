@@ -198,7 +198,7 @@ failed_checks:
 
 import re
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.intowork.pgops.plugins.module_utils._catalog import INDEX_CATALOG
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import (
@@ -210,7 +210,6 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
 )
 from ansible_collections.intowork.pgops.plugins.module_utils._index_spec import (
     FINDINGS,
-    HAS_YAML,
     compare,
     load_spec_file,
     overlaps,
@@ -302,8 +301,6 @@ def main():
         mutually_exclusive=[("indexes", "spec_file")],
     )
     require_psycopg2(module)
-    if module.params["spec_file"] and not HAS_YAML:
-        module.fail_json(msg=missing_required_lib("PyYAML"))
     run_module(module, verify)
 
 

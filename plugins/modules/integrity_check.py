@@ -245,7 +245,7 @@ failed_checks:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.intowork.pgops.plugins.module_utils._catalog import INTEGRITY_CATALOG
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import (
@@ -257,7 +257,6 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
 )
 from ansible_collections.intowork.pgops.plugins.module_utils._integrity import (
     COMPARE_POLICIES,
-    HAS_YAML,
     KINDS,
     compare_counts,
     load_spec_file,
@@ -357,8 +356,6 @@ def main():
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     require_psycopg2(module)
-    if module.params["spec_file"] and not HAS_YAML:
-        module.fail_json(msg=missing_required_lib("PyYAML"))
     run_module(module, check_integrity)
 
 

@@ -141,11 +141,10 @@ failed_checks:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.intowork.pgops.plugins.module_utils._benchmark import (
     FINDINGS,
-    HAS_YAML,
     benchmark,
     load_queries_file,
     validate_queries,
@@ -203,8 +202,6 @@ def main():
                            mutually_exclusive=[("queries", "queries_file")],
                            required_one_of=[("queries", "queries_file")])
     require_psycopg2(module)
-    if module.params["queries_file"] and not HAS_YAML:
-        module.fail_json(msg=missing_required_lib("PyYAML"))
     run_module(module, run_benchmark)
 
 

@@ -3,29 +3,17 @@
 import hashlib
 import json
 import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import sandbox
-from conftest import BASELINE, HEAD, ROOT, alembic, libpq_env, load_reference_data, query
-
-PLAYBOOK = str(ROOT / "playbooks" / "deploy-migration.yml")
+from conftest import BASELINE, HEAD, alembic, load_reference_data, play_recap, query, run_playbook
 
 
 def playbook(server, params, tmp_path, *extra):
-    env = libpq_env(params)
-    env.update(PGOPS_SANDBOX_BINDIR=server["bindir"], ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")
-    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), PLAYBOOK,
-           "-e", f"pgops_backup_dir={tmp_path / 'backups'}", "-e", f"pgops_reports_dir={tmp_path / 'reports'}", *extra]
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    recap = re.search(r"ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", result.stdout)
-    assert recap, result.stdout + result.stderr
-    return result, dict(zip(["ok", "changed", "unreachable", "failed"], map(int, recap.groups())))
+    result = run_playbook("deploy-migration.yml", server, params, tmp_path, *extra)
+    return result, play_recap(result)
 
 
 def revision(params):

@@ -1,24 +1,14 @@
 """rollback.yml used alone, days later: from a deployment record, from a backup, and refusing to guess."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from conftest import BASELINE, HEAD, ROOT, alembic, libpq_env, load_reference_data, query
+from conftest import BASELINE, HEAD, alembic, load_reference_data, query, run_playbook
 from test_deploy_playbook import playbook, revision
-
-ROLLBACK = str(ROOT / "playbooks" / "rollback.yml")
 
 
 def rollback(server, params, tmp_path, *extra):
-    env = libpq_env(params)
-    env.update(PGOPS_SANDBOX_BINDIR=server["bindir"], ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")
-    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), ROLLBACK,
-           "-e", f"pgops_backup_dir={tmp_path / 'backups'}", "-e", f"pgops_reports_dir={tmp_path / 'reports'}", *extra]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
+    return run_playbook("rollback.yml", server, params, tmp_path, *extra)
 
 
 def deployed(server, database, tmp_path):
