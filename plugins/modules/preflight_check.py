@@ -27,6 +27,12 @@ options:
     description: A transaction open longer than this blocks the deployment (DDL would queue behind it).
     type: int
     default: 60
+  max_lock_seconds:
+    description:
+      - A session holding or awaiting a lock on O(tables) in a transaction open longer than this blocks the
+        deployment. The application's short writes hold locks for milliseconds and pass.
+    type: int
+    default: 5
   require_primary:
     description: Fail on a server in recovery (a replica).
     type: bool
@@ -86,7 +92,7 @@ long_transactions:
   type: list
   elements: dict
 lock_holders:
-  description: Other sessions holding or awaiting locks on O(tables) (pid, user, application, table, mode, granted).
+  description: Other sessions holding or awaiting locks on O(tables) for longer than O(max_lock_seconds).
   returned: always
   type: list
   elements: dict
@@ -127,6 +133,7 @@ SELECT pg_is_in_recovery(),
           JOIN pg_stat_activity a ON a.pid = l.pid
          WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
            AND l.pid <> pg_backend_pid() AND c.relkind IN ('r', 'p', 'm')
+           AND now() - coalesce(a.xact_start, a.query_start) >= make_interval(secs => %(max_lock_seconds)s)
            AND n.nspname NOT IN ('pg_catalog', 'information_schema')
            AND (cardinality(%(tables)s::text[]) = 0 OR c.relname = ANY(%(tables)s::text[])))
 """
@@ -136,7 +143,8 @@ def check(params, check_mode):
     conn = connect(params)
     try:
         with conn.cursor() as cur:
-            cur.execute(GATES, {"max_seconds": params["max_transaction_seconds"], "tables": params["tables"]})
+            cur.execute(GATES, {"max_seconds": params["max_transaction_seconds"], "tables": params["tables"],
+                                "max_lock_seconds": params["max_lock_seconds"]})
             in_recovery, version, size, long_transactions, holders = cur.fetchone()
         conn.rollback()
     finally:
@@ -177,6 +185,7 @@ def main():
     argument_spec.update(
         tables=dict(type="list", elements="str", default=[]),
         max_transaction_seconds=dict(type="int", default=60),
+        max_lock_seconds=dict(type="int", default=5),
         require_primary=dict(type="bool", default=True),
         backup_dir=dict(type="path"),
         space_factor=dict(type="float", default=1.0),

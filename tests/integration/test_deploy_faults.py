@@ -84,7 +84,8 @@ def test_lock_holder_on_a_migrated_table_stops_the_deploy_before_anything(server
                               dbname=deployable["login_db"], application_name="report-job")
     holder.cursor().execute("LOCK TABLE jobs IN ACCESS SHARE MODE")
     try:
-        result, recap = guarded(server, deployable, tmp_path, "-e", '{"pgops_migrated_tables": ["jobs"]}')
+        result, recap = guarded(server, deployable, tmp_path, "-e",
+                                '{"pgops_migrated_tables": ["jobs"], "preflight_max_lock_seconds": 0}')
     finally:
         holder.rollback()
         holder.close()
