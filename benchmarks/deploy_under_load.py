@@ -49,8 +49,9 @@ def admin(state, dbname="postgres"):
 def prepare(state, database, scale):
     with admin(state).cursor() as cur:
         cur.execute(f'CREATE DATABASE "{database}"')
-        cur.execute(f"DROP ROLE IF EXISTS {APP_ROLE}")
-        cur.execute(f"CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{APP_PASSWORD}'")
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,))
+        if cur.fetchone() is None:
+            cur.execute(f"CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{APP_PASSWORD}'")
     env = dict(os.environ, PGHOST=state["host"], PGPORT=str(state["port"]), PGUSER=state["user"],
                PGPASSWORD=state["password"], PGDATABASE=database, DATABASE_URL="postgresql+psycopg2://",
                PGOPS_SANDBOX_BINDIR=state["bindir"], ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
@@ -99,6 +100,8 @@ def measure(state, scale, mode, rate, work):
         for line in open(name, encoding="utf-8"):
             fields = line.split()
             # client_id transaction_no time script_no time_epoch time_us [schedule_lag]
+            if len(fields) < 6:
+                continue  # the line pgbench was writing when it was stopped
             epoch = int(fields[4]) + int(fields[5]) / 1e6
             if started <= epoch <= ended + 1:
                 if fields[2] == "failed":
