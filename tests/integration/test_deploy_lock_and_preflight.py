@@ -1,0 +1,64 @@
+"""deploy_lock and preflight_check against real servers."""
+
+import time
+
+import psycopg2
+
+from conftest import BASELINE, alembic, query, run_module
+
+
+def test_lock_check_mode_take_idempotent_refuse_release(database):
+    check = run_module("deploy_lock", dict(database, state="acquired", owner="deploy-a"), check_mode=True, diff=True)
+    assert check["changed"] is True and check["diff"]["before"] == {"deploy_lock": None}
+    assert run_module("deploy_lock", dict(database, state="acquired", owner="deploy-b"))["changed"] is True, \
+        "check mode took nothing"
+    run_module("deploy_lock", dict(database, state="released", owner="deploy-b"))
+
+    taken = run_module("deploy_lock", dict(database, state="acquired", owner="deploy-a"))
+    assert taken["changed"] is True and taken["holder"]["owner"] == "deploy-a"
+    assert run_module("deploy_lock", dict(database, state="acquired", owner="deploy-a"))["changed"] is False
+    other = run_module("deploy_lock", dict(database, state="acquired", owner="deploy-b"))
+    assert other["failed"] is True and "is held by deploy-a since" in other["msg"]
+    steal = run_module("deploy_lock", dict(database, state="released", owner="deploy-b"))
+    assert steal["failed"] is True and "held by deploy-a, not deploy-b" in steal["msg"]
+    released = run_module("deploy_lock", dict(database, state="released", owner="deploy-a"))
+    assert released["changed"] is True and released["holder"] is None
+    assert run_module("deploy_lock", dict(database, state="released", owner="deploy-a"))["changed"] is False
+
+
+def test_abandoned_lock_can_be_taken_over_and_forced(database):
+    run_module("deploy_lock", dict(database, state="acquired", owner="deploy-dead"))
+    time.sleep(1.1)
+    takeover = run_module("deploy_lock", dict(database, state="acquired", owner="deploy-new", stale_after=1))
+    assert takeover["changed"] is True and takeover["previous_holder"]["owner"] == "deploy-dead"
+    forced = run_module("deploy_lock", dict(database, state="released", owner="operator", force=True))
+    assert forced["changed"] is True and forced["holder"] is None
+
+
+def test_preflight_passes_an_idle_server_and_reports_its_facts(database, tmp_path):
+    result = run_module("preflight_check", dict(database, backup_dir=str(tmp_path / "not-yet" / "backups")))
+    assert result.get("failed") is not True, result.get("msg")
+    assert result["in_recovery"] is False and result["database_size_bytes"] > 0 and result["backup_free_bytes"] > 0
+
+
+def test_preflight_names_long_transactions_lock_holders_and_missing_space(database, tmp_path):
+    alembic(database, "upgrade", BASELINE)
+    holder = psycopg2.connect(host=database["login_host"], port=database["login_port"], user=database["login_user"],
+                              password=database["login_password"], dbname=database["login_db"],
+                              application_name="nightly-report")
+    holder.cursor().execute("LOCK TABLE jobs IN ACCESS SHARE MODE")
+    time.sleep(1.1)
+    try:
+        result = run_module("preflight_check", dict(database, tables=["jobs"], max_transaction_seconds=1,
+                                                    max_lock_seconds=1, backup_dir=str(tmp_path),
+                                                    space_factor=1e9))
+        others = run_module("preflight_check", dict(database, tables=["users"], max_transaction_seconds=60))
+    finally:
+        holder.rollback()
+        holder.close()
+    assert result["failed"] is True and len(result["failed_gates"]) == 3
+    assert "(pgops, nightly-report) has had a transaction open for" in result["msg"]
+    assert "(pgops, nightly-report) holds AccessShareLock on jobs" in result["msg"]
+    assert "the backup needs about" in result["msg"]
+    assert others.get("failed") is not True, "a lock on another table is no gate"
+    assert query(database, "SELECT 1") == [(1,)]
