@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from conftest import BASELINE, HEAD, alembic, load_reference_data, query, run_playbook
+from conftest import BASELINE, HEAD, alembic, load_reference_data, query, run_module, run_playbook
 from test_deploy_playbook import playbook, revision
 
 
@@ -67,3 +67,17 @@ def test_missing_record_is_one_clear_line(server, database, tmp_path):
     result = rollback(server, database, tmp_path, "-e", "record=/nonexistent/deploy.json", "-e", "confirm=yes")
     assert result.returncode != 0
     assert "No deployment record at /nonexistent/deploy.json" in result.stdout
+
+
+def test_rollback_after_a_deployment_died_with_its_lock(server, database, tmp_path):
+    _record, _report = deployed(server, database, tmp_path)
+    # What a deployment whose machine died leaves behind: its lock.
+    run_module("deploy_lock", dict(database, state="acquired", owner="deploy-died-at-3am"))
+    refused = rollback(server, database, tmp_path, "-e", f"revision={BASELINE}", "-e", "confirm=yes")
+    assert refused.returncode != 0 and "held by deploy-died-at-3am" in refused.stdout
+    assert revision(database) == HEAD
+    done = rollback(server, database, tmp_path, "-e", f"revision={BASELINE}", "-e", "confirm=yes",
+                    "-e", "force_unlock=yes")
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert revision(database) == BASELINE
+    assert run_module("deploy_lock", dict(database, state="acquired", owner="next"))["changed"] is True
