@@ -39,6 +39,28 @@ def write_config(server, params, folder, **overrides):
     return path, backups
 
 
+# Shell bodies for stand-in client programs (see client_bin).
+WRITE_PARTIAL = 'for arg; do case "$arg" in --file=*) echo partial > "${arg#--file=}";; esac; done\n'
+
+
+def client_bin(tmp_path, server, pg_dump=None, pg_restore=None):
+    """A folder of client programs for bin_dir: the real ones, or shell scripts standing in for them.
+
+    A stand-in finds the real program's folder in $REAL and answers --version as the real one does.
+    """
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for name, body in (("pg_dump", pg_dump), ("pg_restore", pg_restore)):
+        if body is None:
+            (folder / name).symlink_to(Path(server["bindir"]) / name)
+            continue
+        script = folder / name
+        script.write_text("#!/bin/sh\nREAL=%s\ncase \"$1\" in --version) exec \"$REAL/%s\" --version;; esac\n%s"
+                          % (server["bindir"], name, body))
+        script.chmod(0o755)
+    return str(folder)
+
+
 def run_program(action, config, password, *extra, env=None, **kwargs):
     environment = dict(env if env is not None else os.environ)
     if password is not None:
@@ -71,15 +93,8 @@ def test_killed_pg_dump_publishes_nothing_and_keeps_older_backups(server, loaded
     assert run_program("backup", config, loaded["login_password"]).returncode == 0
     before = finals(backups)
     # A pg_dump that writes part of its archive and is then killed.
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "pg_dump").write_text(
-        "#!/bin/sh\ncase \"$1\" in --version) exec %s/pg_dump --version;; esac\n"
-        "for arg; do case \"$arg\" in --file=*) echo partial > \"${arg#--file=}\";; esac; done\n"
-        "kill -9 $$\n" % server["bindir"])
-    (fake / "pg_dump").chmod(0o755)
-    (fake / "pg_restore").symlink_to(Path(server["bindir"]) / "pg_restore")
-    config, _backups = write_config(server, loaded, tmp_path, bin_dir=str(fake))
+    fake = client_bin(tmp_path, server, pg_dump=WRITE_PARTIAL + "kill -9 $$\n")
+    config, _backups = write_config(server, loaded, tmp_path, bin_dir=fake)
     time.sleep(1.1)  # a new second, a new backup name
     result = run_program("backup", config, loaded["login_password"])
     assert result.returncode == 1
@@ -89,14 +104,8 @@ def test_killed_pg_dump_publishes_nothing_and_keeps_older_backups(server, loaded
 
 
 def test_program_killed_mid_dump_leaves_no_final_file_and_next_run_cleans_up(server, loaded, tmp_path):
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "pg_dump").write_text(
-        "#!/bin/sh\ncase \"$1\" in --version) exec %s/pg_dump --version;; esac\n"
-        "for arg; do case \"$arg\" in --file=*) echo partial > \"${arg#--file=}\";; esac; done\nsleep 30\n"
-        % server["bindir"])
-    (fake / "pg_dump").chmod(0o755)
-    config, backups = write_config(server, loaded, tmp_path, bin_dir=str(fake))
+    fake = client_bin(tmp_path, server, pg_dump=WRITE_PARTIAL + "sleep 30\n")
+    config, backups = write_config(server, loaded, tmp_path, bin_dir=fake)
     env = dict(os.environ, PGPASSWORD=loaded["login_password"])
     process = subprocess.Popen([sys.executable, str(PROGRAM), "backup", f"--config={config}"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
@@ -150,18 +159,12 @@ def test_corrupted_backup_fails_the_drill_loudly(server, loaded, tmp_path):
 
 
 def test_corruption_during_the_dump_is_caught_by_the_read_back(server, loaded, tmp_path):
-    fake = tmp_path / "bin"
-    fake.mkdir()
     # A pg_dump whose archive is damaged on its way to disk.
-    (fake / "pg_dump").write_text(
-        "#!/bin/sh\ncase \"$1\" in --version) exec %s/pg_dump --version;; esac\n"
-        "%s/pg_dump \"$@\" || exit $?\n"
-        "for arg; do case \"$arg\" in --file=*) f=\"${arg#--file=}\";; esac; done\n"
-        "size=$(stat -c %%s \"$f\"); printf 'XXXXXXXXXXXXXXXX' | dd of=\"$f\" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null\n"
-        % (server["bindir"], server["bindir"]))
-    (fake / "pg_dump").chmod(0o755)
-    (fake / "pg_restore").symlink_to(Path(server["bindir"]) / "pg_restore")
-    config, backups = write_config(server, loaded, tmp_path, bin_dir=str(fake))
+    fake = client_bin(tmp_path, server, pg_dump=(
+        '"$REAL/pg_dump" "$@" || exit $?\n'
+        'for arg; do case "$arg" in --file=*) f="${arg#--file=}";; esac; done\n'
+        'size=$(stat -c %s "$f"); printf XXXXXXXXXXXXXXXX | dd of="$f" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null\n'))
+    config, backups = write_config(server, loaded, tmp_path, bin_dir=fake)
     result = run_program("backup", config, loaded["login_password"])
     assert result.returncode == 1
     assert "pg_restore read-back failed" in result.stderr
@@ -204,14 +207,9 @@ def test_newest_verified_backup_survives_any_age(server, loaded, tmp_path):
     config, backups = write_config(server, loaded, tmp_path, retention_count=1, retention_days=0)
     good = old_backup(backups, loaded["login_db"], "20200101T000000Z", verified=True)
     old_backup(backups, loaded["login_db"], "20200102T000000Z", verified=False)
-    fake = tmp_path / "bin"
-    fake.mkdir()
     # Every new backup fails its read-back: the only verified backup is the old one.
-    (fake / "pg_dump").symlink_to(Path(server["bindir"]) / "pg_dump")
-    (fake / "pg_restore").write_text("#!/bin/sh\ncase \"$1\" in --list) exec %s/pg_restore \"$@\";; esac\nexit 1\n"
-                                     % server["bindir"])
-    (fake / "pg_restore").chmod(0o755)
-    broken, _backups = write_config(server, loaded, tmp_path, bin_dir=str(fake), retention_count=1, retention_days=0)
+    fake = client_bin(tmp_path, server, pg_restore='case "$1" in --list) exec "$REAL/pg_restore" "$@";; esac\nexit 1\n')
+    broken, _backups = write_config(server, loaded, tmp_path, bin_dir=fake, retention_count=1, retention_days=0)
     assert run_program("backup", broken, loaded["login_password"]).returncode == 1
     assert good in finals(backups)
 
