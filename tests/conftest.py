@@ -52,9 +52,11 @@ def database(server):
     conn = admin_connect(server)
     with conn.cursor() as cur:
         cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    conn.close()
     params = {"login_host": server["host"], "login_port": server["port"], "login_user": server["user"],
               "login_password": server["password"], "login_db": name}
     yield params
+    conn = admin_connect(server)  # a new one: a test may have restarted the server
     with conn.cursor() as cur:
         cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
     conn.close()
@@ -118,15 +120,28 @@ def run_module(name, args, check_mode=False, diff=False, env=None):
     return json.loads(result.stdout)
 
 
-def run_playbook(name, server, params, tmp_path, *extra):
-    """ansible-playbook playbooks/<name> on the local inventory, against `params`, with files under tmp_path."""
+def playbook_command(name, server, params, tmp_path, *extra):
+    """(argv, environment) of ansible-playbook playbooks/<name> on the local inventory, against `params`."""
     env = libpq_env(params)
     env.update(PGOPS_SANDBOX_BINDIR=server["bindir"], ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")
     cmd = [str(Path(sys.executable).parent / "ansible-playbook"), str(ROOT / "playbooks" / name),
            "-e", f"pgops_backup_dir={tmp_path / 'backups'}", "-e", f"pgops_reports_dir={tmp_path / 'reports'}", *extra]
+    return cmd, env
+
+
+def run_playbook(name, server, params, tmp_path, *extra):
+    """ansible-playbook playbooks/<name> on the local inventory, against `params`, with files under tmp_path."""
+    cmd, env = playbook_command(name, server, params, tmp_path, *extra)
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False,
                           stdin=subprocess.DEVNULL)
+
+
+def start_playbook(name, server, params, tmp_path, *extra):
+    """run_playbook in the background, in its own process group (so a test can kill it whole)."""
+    cmd, env = playbook_command(name, server, params, tmp_path, *extra)
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
 
 
 def play_recap(result):

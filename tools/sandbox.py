@@ -243,6 +243,16 @@ def create_database(state: dict) -> None:
     conn.close()
 
 
+def restart(name: str) -> dict:
+    """Fast shutdown and start again: sessions are cut, settings from ALTER SYSTEM take effect."""
+    state = load_state(name)
+    if state is None or not is_running(state):
+        raise SandboxError(f"sandbox {name!r} is not running: run 'up --name {name}' first")
+    run([state["bindir"] + "/pg_ctl", "-D", state["datadir"], "-l", state["log"], "-m", "fast", "-w", "-t", "60",
+         "restart"], run_as_sandbox_user())
+    return state
+
+
 def down(name: str) -> bool:
     root = state_dir(name)
     if not root.exists():
@@ -266,7 +276,7 @@ def down(name: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Throwaway PostgreSQL servers on loopback.")
-    parser.add_argument("action", choices=["up", "down", "env", "status"])
+    parser.add_argument("action", choices=["up", "down", "restart", "env", "status"])
     parser.add_argument("--name", default="demo")
     parser.add_argument("--version", default="15", choices=["15", "18"])
     parser.add_argument("--database", default="intowork")
@@ -278,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(state) if args.json else
                   f"sandbox {args.name}: PostgreSQL {state['version']} at {uri(state)} "
                   f"(password in {state_dir(args.name) / 'pg.env'})")
+        elif args.action == "restart":
+            state = restart(args.name)
+            print(f"sandbox {args.name}: PostgreSQL {state['version']} restarted at {uri(state)}")
         elif args.action == "down":
             print(f"sandbox {args.name}: " + ("removed" if down(args.name) else "nothing to remove"))
         else:

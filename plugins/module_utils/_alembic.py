@@ -62,6 +62,9 @@ def describe(revision):
         "revision": revision.revision,
         "down_revision": revision.down_revision,
         "doc": (revision.doc or "").strip().splitlines()[0] if revision.doc else "",
+        # A revision file says `irreversible = True` when its downgrade cannot give back what the upgrade
+        # took (dropped data): its rollback is a restore of the backup.
+        "irreversible": bool(getattr(revision.module, "irreversible", False)),
     }
 
 
@@ -111,6 +114,28 @@ def plan(scripts, current, target):
         raise PgopsError("no path from %s to %s: %s" % (here or "base", there or "base", one_line(error)))
 
 
+def cut_off_revision(scripts, current, planned):
+    """The revision of `planned` an interrupted upgrade may have half-applied: the one right after `current`.
+
+    A revision that runs outside a transaction (CREATE INDEX CONCURRENTLY) and is killed keeps what it
+    committed, but Alembic records it only at its end.
+    """
+    here = current[0] if current else None
+    applied = set(history(scripts, here))
+    for revision in planned:
+        try:
+            script = scripts.get_revision(revision)
+        except ALEMBIC_ERRORS:
+            script = None
+        if script is None:
+            raise PgopsError("interrupted_plan names revision %r, which this project does not know: give the "
+                             "revisions of the deployment's plan" % revision)
+        if script.revision in applied:
+            continue
+        return script.revision if script.down_revision == here else None
+    return None
+
+
 def history(scripts, revision):
     """Revisions from base up to and including `revision`, oldest first."""
     if not revision:
@@ -145,6 +170,30 @@ def drop_invalid_indexes(conn, indexes):
     return ["%s.%s" % (schema, name) for schema, name in indexes]
 
 
+# Alembic's own sessions carry this name, so a later run can find the ones a killed run left behind.
+MIGRATION_APPLICATION_NAME = "pgops_migration"
+
+LEFTOVER_SESSIONS = """
+SELECT pid, terminate
+  FROM pg_stat_activity, LATERAL (SELECT pg_terminate_backend(pid) AS terminate) t
+ WHERE datname = current_database() AND application_name = %(name)s AND pid <> pg_backend_pid()
+"""
+
+
+def terminate_leftover_sessions(conn, wait_seconds=30):
+    """End migration sessions of a run that died; a killed client's backend keeps building or waiting."""
+    with conn.cursor() as cur:
+        cur.execute(LEFTOVER_SESSIONS, {"name": MIGRATION_APPLICATION_NAME})
+        pids = [row[0] for row in cur.fetchall()]
+        deadline = time.monotonic() + wait_seconds
+        while pids and time.monotonic() < deadline:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,))
+            if cur.fetchone()[0] == 0:
+                break
+            time.sleep(0.2)
+    return pids
+
+
 def alembic_environment(params):
     """The child's environment: credentials and session settings as libpq variables, never argv."""
     env = dict(os.environ)
@@ -156,6 +205,7 @@ def alembic_environment(params):
         options.append("-c statement_timeout=%dms" % params["statement_timeout"])
     if options:
         env["PGOPTIONS"] = " ".join(options)
+    env["PGAPPNAME"] = MIGRATION_APPLICATION_NAME
     # An empty URL makes SQLAlchemy hand over to libpq, which reads the PG* variables above.
     env["DATABASE_URL"] = "postgresql+psycopg2://"
     return env
@@ -186,6 +236,9 @@ def run_alembic(params, ini_path, direction, target, timeout):
         raise PgopsError("alembic %s to %s on %s did not finish within %s s (raise timeout or check for locks)" % (
             direction, target, target_label(params), timeout))
     output = (result.stdout + result.stderr).splitlines()
+    if result.returncode < 0:
+        raise PgopsError("alembic %s to %s on %s was killed (signal %d)" % (
+            direction, target, target_label(params), -result.returncode))
     if result.returncode != 0:
         raise PgopsError("alembic %s to %s on %s failed: %s" % (
             direction, target, target_label(params), failure_reason(output) or "exit %d" % result.returncode))

@@ -20,6 +20,8 @@ description:
   - The migration session gets O(lock_timeout) and O(statement_timeout). A migration stopped by a lock
     timeout is retried O(lock_retries) times with exponential backoff; since each revision commits on its
     own, a retry resumes at the revision that could not take its lock.
+  - Before migrating, Alembic sessions (application name C(pgops_migration)) left on the database by a run
+    that was killed are terminated: their backends would otherwise go on building or holding locks.
   - Before migrating, indexes left INVALID by an interrupted C(CREATE INDEX CONCURRENTLY) are dropped
     (O(drop_invalid_indexes)), so the migration can build them again.
   - In check mode, also returns the SQL Alembic would run (C(alembic --sql)) in RV(sql).
@@ -92,6 +94,17 @@ options:
     description: In check mode, return the SQL of the pending revisions (C(alembic --sql)).
     type: bool
     default: true
+  interrupted_plan:
+    description:
+      - For a rollback after an upgrade that was cut off (process killed, server restarted, machine lost),
+        the revisions that upgrade meant to apply, in order.
+      - The first of them after the recorded revision may be half-applied, since Alembic records a revision
+        only at its end. It is recorded (C(alembic stamp)) before the downgrade, so that its own downgrade
+        removes what it had done. Its downgrade must therefore tolerate objects that do not exist
+        (C(DROP ... IF EXISTS)); if it does not, the downgrade fails and the rollback restores the backup.
+    type: list
+    elements: str
+    default: []
 extends_documentation_fragment:
   - intowork.pgops._connection
   - intowork.pgops._connection.ATTRIBUTES
@@ -175,6 +188,18 @@ pending:
     doc:
       description: First line of the revision's message.
       type: str
+    irreversible:
+      description: The revision file declares C(irreversible = True); its rollback is a restore.
+      type: bool
+interrupted:
+  description: The revision of O(interrupted_plan) taken as half-applied and undone; null when none.
+  returned: always
+  type: str
+terminated_sessions:
+  description: Process ids of migration sessions left by a killed run, terminated before migrating.
+  returned: when a migration ran
+  type: list
+  elements: int
 alembic_output:
   description: What Alembic printed while migrating.
   returned: when a migration ran
@@ -204,13 +229,16 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.intowork.pgops.plugins.module_utils._alembic import (
     HAS_ALEMBIC,
     current_revisions,
+    cut_off_revision,
     drop_invalid_indexes,
     history,
     invalid_indexes,
     load_scripts,
     offline_sql,
     plan,
+    run_alembic,
     run_with_retries,
+    terminate_leftover_sessions,
 )
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import (
     PgopsError,
@@ -227,9 +255,18 @@ def migrate(params, check_mode):
     conn = connect(params, autocommit=True)
     try:
         current = current_revisions(conn, params["version_table"], params["version_table_schema"])
+        recorded_before = current[0] if current else None
+        interrupted = cut_off_revision(scripts, current, params["interrupted_plan"])
+        if interrupted:
+            current = (interrupted,)
         direction, pending = plan(scripts, current, params["target"])
+        if interrupted and direction != "downgrade":
+            # Going forward (or staying) at the half-applied revision: nothing to undo.
+            interrupted, current = None, (recorded_before,) if recorded_before else ()
+            direction, pending = plan(scripts, current, params["target"])
         result = {
-            "current": current[0] if current else None,
+            "current": recorded_before,
+            "interrupted": interrupted,
             "server_version": conn.server_version,
             "heads": list(scripts.get_heads()),
             "direction": direction,
@@ -250,15 +287,30 @@ def migrate(params, check_mode):
         result["diff"] = {"before": {"revision": result["current"]}, "after": {"revision": result["revision"]}}
         if check_mode:
             if params["offline_sql"]:
-                result["sql"] = offline_sql(params, ini_path, direction, result["current"], params["target"])
+                result["sql"] = offline_sql(params, ini_path, direction, current[0] if current else None,
+                                            params["target"])
             return result
+        # No other migration can be running (the deployment lock): these belong to a run that was killed.
+        result["terminated_sessions"] = terminate_leftover_sessions(conn)
+        if result["terminated_sessions"] and params["drop_invalid_indexes"]:
+            leftovers = invalid_indexes(conn)
+            result["invalid_indexes"] = ["%s.%s" % pair for pair in leftovers]
         drop_invalid_indexes(conn, leftovers)
+        if interrupted:
+            run_alembic(params, ini_path, "stamp", interrupted, params["timeout"])
         try:
             result["alembic_output"], result["attempts"] = run_with_retries(
                 params, ini_path, direction, params["target"], params["timeout"], params["lock_retries"],
                 params["lock_retry_backoff"])
         except PgopsError as error:
             now = current_revisions(conn, params["version_table"], params["version_table_schema"])
+            if interrupted and now == (interrupted,):
+                # Its downgrade could not undo the half-applied revision: record what is really applied again,
+                # so the database is no worse off than before this task.
+                run_alembic(params, ini_path, "stamp", recorded_before or "base", params["timeout"])
+                raise PgopsError("%s; the half-applied revision %s could not be undone by its downgrade (it must "
+                                 "tolerate missing objects); the database is still at revision %s" % (
+                                     error, interrupted, recorded_before or "base"))
             raise PgopsError("%s; the database is now at revision %s" % (error, now[0] if now else "base"))
         after = current_revisions(conn, params["version_table"], params["version_table_schema"])
         recorded = after[0] if after else None
@@ -287,6 +339,7 @@ def main():
         lock_retry_backoff=dict(type="float", default=2.0),
         drop_invalid_indexes=dict(type="bool", default=True),
         offline_sql=dict(type="bool", default=True),
+        interrupted_plan=dict(type="list", elements="str", default=[]),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     require_psycopg2(module)

@@ -20,14 +20,24 @@ description:
     (the machine running Ansible died) and may be taken over; O(force=true) releases any lease.
 options:
   state:
-    description: V(acquired) takes the lock (already holding it is no change); V(released) gives it back.
+    description:
+      - V(acquired) takes the lock (already holding it is no change); V(released) gives it back.
+      - V(status) only reads the lease, for example to find the plan of a deployment that died.
     type: str
-    choices: [acquired, released]
+    choices: [acquired, released, status]
     required: true
   owner:
-    description: Who holds the lock, for example the deployment id; a different owner cannot release it.
+    description:
+      - Who holds the lock, for example the deployment id; a different owner cannot release it.
+      - Required unless O(state=status).
     type: str
-    required: true
+  details:
+    description:
+      - What the holder is doing, kept in the lease so a later run can finish or undo it after the holder
+        died (deploy-migration.yml keeps its revision before, its plan and its backup here).
+      - Acquiring a lock already held with other details updates them.
+      - Keep secrets out of it; any database user can read it.
+    type: dict
   stale_after:
     description: Seconds after which someone else's lease counts as abandoned.
     type: int
@@ -56,6 +66,11 @@ EXAMPLES = r"""
     state: acquired
     owner: "deploy-{{ deployment_id }}"
 
+- name: Read the lease of a deployment that may have died, and its plan
+  intowork.pgops.deploy_lock:
+    state: status
+  register: lock_status
+
 - name: Release it, whatever happened
   intowork.pgops.deploy_lock:
     state: released
@@ -64,7 +79,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 holder:
-  description: The lease after the task (owner, since, host); null when free.
+  description: The lease after the task (owner, since, host, details); null when free.
   returned: always
   type: dict
 previous_holder:
@@ -112,16 +127,25 @@ def lock(params, check_mode):
         stale = lease is not None and now - lease["taken_at"] > params["stale_after"]
         result = {"changed": False, "previous_holder": lease, "holder": lease}
         database = sql.Identifier(conn.info.dbname)
+        if params["state"] == "status":
+            conn.rollback()
+            return result
         if params["state"] == "acquired":
             if lease is not None and not mine and not stale and not params["force"]:
                 raise PgopsError("deployment lock of %s is held by %s since %s (on %s): wait for it to finish, or "
                                  "if that run is gone, release it with force=true" % (
                                      conn.info.dbname, lease["owner"], lease["since"], lease["host"]))
-            if mine:
+            details = params["details"] if params["details"] is not None else (lease or {}).get("details")
+            if mine and lease.get("details") == details:
                 conn.rollback()
                 return result
-            new = {"owner": params["owner"], "host": socket.gethostname(), "taken_at": now,
-                   "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))}
+            if mine:
+                new = dict(lease, details=details)
+            else:
+                new = {"owner": params["owner"], "host": socket.gethostname(), "taken_at": now,
+                       "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))}
+                if params["details"] is not None:
+                    new["details"] = params["details"]
             statement = sql.SQL("ALTER DATABASE {} SET {} = {}").format(
                 database, sql.SQL(SETTING), sql.Literal(json.dumps(new, sort_keys=True)))
             result.update(changed=True, holder=new)
@@ -148,12 +172,14 @@ def lock(params, check_mode):
 def main():
     argument_spec = connection_spec()
     argument_spec.update(
-        state=dict(type="str", required=True, choices=["acquired", "released"]),
-        owner=dict(type="str", required=True),
+        state=dict(type="str", required=True, choices=["acquired", "released", "status"]),
+        owner=dict(type="str"),
+        details=dict(type="dict"),
         stale_after=dict(type="int", default=7200),
         force=dict(type="bool", default=False),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           required_if=[("state", "acquired", ["owner"]), ("state", "released", ["owner"])])
     require_psycopg2(module)
     run_module(module, lock)
 

@@ -2,11 +2,12 @@
 the new revision, and the row counts of the snapshot."""
 
 import json
+import shutil
 
 import psycopg2
 import pytest
 
-from conftest import BASELINE, HEAD, alembic, load_reference_data, query, run_module
+from conftest import BASELINE, HEAD, PROJECT_DIR, alembic, load_reference_data, query, run_module
 from test_deploy_playbook import playbook, revision
 
 APP, PASSWORD = "app_web", "app-secret-2"
@@ -117,3 +118,56 @@ def test_invalid_inventory_values_change_nothing(server, deployable, tmp_path, e
     assert recap["failed"] == 1
     assert message in result.stdout
     assert revision(deployable) == BASELINE and app_can_write(deployable)
+
+
+IRREVERSIBLE_REVISION = '''"""drop companies.industry: its data cannot come back by a downgrade
+
+Revision ID: 0a1b2c3d4e5f
+Revises: f7a8b9c0d1e2
+"""
+from alembic import op
+
+revision = "0a1b2c3d4e5f"
+down_revision = "f7a8b9c0d1e2"
+branch_labels = None
+depends_on = None
+irreversible = True
+
+
+def upgrade():
+    op.execute("ALTER TABLE companies DROP COLUMN industry")
+    op.execute("SELECT 1 / 0")
+
+
+def downgrade():
+    op.execute("ALTER TABLE companies ADD COLUMN industry text")
+'''
+
+
+@pytest.fixture
+def irreversible_project(tmp_path):
+    """The reference project plus a failing revision marked irreversible."""
+    project = tmp_path / "app"
+    shutil.copytree(PROJECT_DIR, project, ignore=shutil.ignore_patterns("__pycache__"))
+    (project / "migrations" / "versions" / "0a1b2c3d4e5f_drop_industry.py").write_text(IRREVERSIBLE_REVISION)
+    return json.dumps({"pgops_alembic_project_dir": str(project)})
+
+
+def test_failed_irreversible_revision_is_rolled_back_by_restore(server, deployable, tmp_path, irreversible_project):
+    before = counts(deployable)
+    industries = query(deployable, "SELECT count(industry) FROM companies")[0][0]
+    result, recap = guarded(server, deployable, tmp_path, "-e", irreversible_project)
+    assert recap["failed"] == 1
+    assert "Rolled back by restore: the database is at revision a7f3b2c1d9e8" in result.stdout
+    assert revision(deployable) == BASELINE and counts(deployable) == before
+    assert query(deployable, "SELECT count(industry) FROM companies")[0][0] == industries
+    assert app_can_write(deployable)
+
+
+def test_irreversible_revision_is_refused_in_online_mode(server, deployable, tmp_path, irreversible_project):
+    result, recap = guarded(server, deployable, tmp_path, "-e", irreversible_project,
+                            "-e", '{"pgops_deploy_mode": "online"}')
+    assert recap["failed"] == 1
+    assert "Revision(s) 0a1b2c3d4e5f are marked irreversible" in result.stdout
+    assert revision(deployable) == BASELINE and app_can_write(deployable)
+    assert not list((tmp_path / "backups").glob("**/*.dump")), "refused before the backup"

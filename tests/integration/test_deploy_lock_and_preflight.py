@@ -35,6 +35,24 @@ def test_abandoned_lock_can_be_taken_over_and_forced(database):
     assert forced["changed"] is True and forced["holder"] is None
 
 
+def test_lock_keeps_the_plan_for_whoever_comes_after(database):
+    assert run_module("deploy_lock", dict(database, state="status"))["holder"] is None
+    plan = {"revision_before": BASELINE, "plan": ["h8c2d6e5f4g3"]}
+    run_module("deploy_lock", dict(database, state="acquired", owner="deploy-a", details=plan))
+    again = run_module("deploy_lock", dict(database, state="acquired", owner="deploy-a", details=plan))
+    assert again["changed"] is False
+    more = dict(plan, backup="/var/backups/x.dump")
+    updated = run_module("deploy_lock", dict(database, state="acquired", owner="deploy-a", details=more), diff=True)
+    assert updated["changed"] is True and updated["diff"]["before"]["deploy_lock"]["details"] == plan
+    kept = run_module("deploy_lock", dict(database, state="acquired", owner="deploy-a"))
+    assert kept["changed"] is False, "no details given: the lease keeps its own"
+    status = run_module("deploy_lock", dict(database, state="status"))
+    assert status["changed"] is False and status["holder"]["owner"] == "deploy-a"
+    assert status["holder"]["details"] == more
+    missing = run_module("deploy_lock", dict(database, state="acquired"))
+    assert missing["failed"] is True and "owner" in missing["msg"]
+
+
 def test_preflight_passes_an_idle_server_and_reports_its_facts(database, tmp_path):
     result = run_module("preflight_check", dict(database, backup_dir=str(tmp_path / "not-yet" / "backups")))
     assert result.get("failed") is not True, result.get("msg")

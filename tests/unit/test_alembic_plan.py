@@ -2,7 +2,7 @@
 
 import pytest
 
-from ansible_collections.intowork.pgops.plugins.module_utils._alembic import load_scripts, plan
+from ansible_collections.intowork.pgops.plugins.module_utils._alembic import cut_off_revision, load_scripts, plan
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError
 from conftest import BASELINE, HEAD, INDEX_REVISION, PROJECT_DIR
 
@@ -32,7 +32,28 @@ def test_plan(scripts, current, target, direction, steps):
 def test_steps_carry_their_message(scripts):
     _direction, steps = plan(scripts, (BASELINE,), INDEX_REVISION)
     assert steps[0] == {"revision": INDEX_REVISION, "down_revision": BASELINE,
-                        "doc": "critical indexes and constraints"}
+                        "doc": "critical indexes and constraints", "irreversible": False}
+
+
+@pytest.mark.parametrize("current, planned, cut_off", [
+    # Killed in the first revision of the plan: the database still records the one before.
+    ((BASELINE,), CHAIN[1:], INDEX_REVISION),
+    # Killed in the third: the first two were recorded.
+    (("c4d5e6f7a8b9",), CHAIN[1:], "d5e6f7a8b9c0"),
+    # The whole plan was recorded: nothing was cut off.
+    ((HEAD,), CHAIN[1:], None),
+    # The database is not where the plan started (someone moved it): guess nothing.
+    ((BASELINE,), CHAIN[3:], None),
+    ((), CHAIN, BASELINE),
+    ((BASELINE,), [], None),
+])
+def test_cut_off_revision(scripts, current, planned, cut_off):
+    assert cut_off_revision(scripts, current, planned) == cut_off
+
+
+def test_cut_off_revision_refuses_an_unknown_plan(scripts):
+    with pytest.raises(PgopsError, match="interrupted_plan names revision 'nope'"):
+        cut_off_revision(scripts, (BASELINE,), ["nope"])
 
 
 @pytest.mark.parametrize("current, target, fragment", [

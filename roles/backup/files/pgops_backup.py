@@ -533,6 +533,23 @@ def drop_scratch(config, log, scratch):
 
 # ---------------------------------------------------------------- restore in place
 
+def schema_access_statements(schema, access):
+    """ALTER SCHEMA ... OWNER and GRANTs that give a new schema the owner and privileges of the old one."""
+    if not access:
+        return []
+    def role(name):
+        return '"%s"' % name.replace('"', '""')
+
+    statements = ["ALTER SCHEMA %s OWNER TO %s;" % (quote_ident(schema), role(access[0][0]))]
+    for _owner, grantee, privilege, grantable in access:
+        if grantee is None:
+            continue
+        statements.append("GRANT %s ON SCHEMA %s TO %s%s;" % (
+            privilege, quote_ident(schema), "PUBLIC" if grantee == "PUBLIC" else role(grantee),
+            " WITH GRANT OPTION" if grantable else ""))
+    return statements
+
+
 def restore_in_place(config, log, chosen, schema):
     """Replace `schema` of the live database with the backup's, in one transaction; all or nothing."""
     if not chosen:
@@ -550,6 +567,13 @@ def restore_in_place(config, log, chosen, schema):
         cur.execute("SELECT e.extname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
                     "WHERE n.nspname = %s ORDER BY 1", (schema,))
         extensions = [row[0] for row in cur.fetchall()]
+        # Who owns the schema and who may use it: a schema created anew has neither, and the dump records
+        # them only where they differ from initdb's defaults (public's USAGE for everyone).
+        cur.execute("SELECT pg_get_userbyid(n.nspowner), CASE a.grantee WHEN 0 THEN 'PUBLIC' "
+                    "ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable "
+                    "FROM pg_namespace n LEFT JOIN LATERAL aclexplode(n.nspacl) a ON true "
+                    "WHERE n.nspname = %s", (schema,))
+        access = cur.fetchall()
     finally:
         conn.close()
     # Extensions in the schema move to the new one, so the archive's objects find their operators.
@@ -557,6 +581,7 @@ def restore_in_place(config, log, chosen, schema):
               "ALTER SCHEMA %s RENAME TO %s;" % (quote_ident(schema), quote_ident(aside)),
               "CREATE SCHEMA %s;" % quote_ident(schema)]
     before += ["ALTER EXTENSION %s SET SCHEMA %s;" % (quote_ident(ext), quote_ident(schema)) for ext in extensions]
+    before += schema_access_statements(schema, access)
     after = ["DROP SCHEMA %s CASCADE;" % quote_ident(aside)]
     log("restore: replacing schema %s of %s with %s" % (schema, config["database"], os.path.basename(path)))
     started = time.monotonic()

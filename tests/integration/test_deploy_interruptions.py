@@ -1,0 +1,137 @@
+"""Deployments cut off in the middle of a migration: the alembic process killed, the ansible-playbook process
+killed (then rollback.yml alone), the server restarted. Each ends with writes back on, the old revision, the
+snapshot's row counts and nothing of the half-applied revision left."""
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+import sandbox
+from conftest import BASELINE, query, run_module, run_playbook, start_playbook
+from test_deploy_faults import APP, PASSWORD, app_can_write, counts, deployable  # noqa: F401 - fixture
+from test_deploy_playbook import revision
+
+SETTINGS = json.dumps({"pgops_app_roles": [APP], "pgops_app_probe_user": APP, "pgops_app_probe_password": PASSWORD})
+# The index revision builds the job_applications and jobs indexes first; a lock on employers stops it there.
+# The lock lets the snapshot and the backup read the table, and the preflight is told to tolerate it.
+BLOCKED_TABLE = "employers"
+TOLERATE_BLOCKER = json.dumps({"preflight_max_lock_seconds": 86400, "preflight_max_transaction_seconds": 86400})
+
+
+def hold_lock(params, table):
+    conn = psycopg2.connect(host=params["login_host"], port=params["login_port"], user=params["login_user"],
+                            password=params["login_password"], dbname=params["login_db"], application_name="blocker")
+    conn.cursor().execute(f"LOCK TABLE {table} IN SHARE UPDATE EXCLUSIVE MODE")
+    return conn
+
+
+def let_go(conn):
+    try:
+        conn.rollback()
+        conn.close()
+    except psycopg2.Error:
+        pass  # the server restart already ended it
+
+
+def wait_until_migration_waits(params, process, timeout=180):
+    """Until the migration session waits for the blocked table, with part of its revision committed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read()[-3000:]
+        waiting = query(params, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgops_migration' "
+                                "AND wait_event_type = 'Lock'")[0][0]
+        if waiting:
+            built = new_indexes(params)
+            assert built > 0, "the revision should be half-applied when it is cut off"
+            return built
+        time.sleep(0.2)
+    pytest.fail("the migration never reached the blocked table")
+
+
+def new_indexes(params):
+    return query(params, "SELECT count(*) FROM pg_indexes WHERE indexname ~ '^(ix|uq)_'")[0][0]
+
+
+def alembic_processes():
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+        except OSError:
+            continue
+        if b"alembic" in argv and b"upgrade" in argv:
+            pids.append(int(entry.name))
+    return pids
+
+
+def assert_back_where_it_was(params, before):
+    assert revision(params) == BASELINE
+    assert counts(params) == before
+    assert new_indexes(params) == 0, "nothing of the half-applied revision is left"
+    assert query(params, "SELECT count(*) FROM pg_index WHERE NOT indisvalid")[0][0] == 0
+    assert app_can_write(params), "writes are back on"
+    assert run_module("deploy_lock", dict(params, state="acquired", owner="next-deploy"))["changed"] is True
+
+
+def cut_off_deployment(server, params, tmp_path, interrupt):
+    """Start deploy-migration.yml, and when its migration is half-way, call interrupt(process)."""
+    holder = hold_lock(params, BLOCKED_TABLE)
+    deploy = start_playbook("deploy-migration.yml", server, params, tmp_path, "-e", SETTINGS,
+                            "-e", TOLERATE_BLOCKER)
+    try:
+        wait_until_migration_waits(params, deploy)
+        interrupt(deploy)
+    finally:
+        let_go(holder)
+    output, _ = deploy.communicate(timeout=600)
+    return deploy.returncode, output
+
+
+def kill_alembic(_deploy):
+    killed = alembic_processes()
+    assert killed
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_alembic_killed_mid_migration_is_rolled_back(server, deployable, tmp_path):
+    before = counts(deployable)
+    returncode, output = cut_off_deployment(server, deployable, tmp_path, kill_alembic)
+    assert returncode != 0
+    assert "was killed (signal 9)" in output
+    assert "Rolled back by downgrade: the database is at revision a7f3b2c1d9e8" in output
+    assert_back_where_it_was(deployable, before)
+
+
+def test_playbook_killed_mid_migration_then_rollback_alone(server, deployable, tmp_path):
+    before = counts(deployable)
+    # The machine running Ansible is gone, all at once: the playbook, its module and Alembic.
+    cut_off_deployment(server, deployable, tmp_path, lambda deploy: os.killpg(deploy.pid, signal.SIGKILL))
+    assert not app_can_write(deployable), "the dead deployment left writes off"
+    assert not list((tmp_path / "reports").glob("deploy-*.json")), "and wrote no record"
+
+    refused = run_playbook("rollback.yml", server, deployable, tmp_path, "-e", SETTINGS, "-e", "confirm=yes")
+    assert refused.returncode != 0
+    assert "If it died, run again with -e force_unlock=yes (its plan will be undone: back to revision " \
+           "a7f3b2c1d9e8). Nothing was changed." in refused.stdout
+
+    result = run_playbook("rollback.yml", server, deployable, tmp_path, "-e", SETTINGS, "-e", "confirm=yes",
+                          "-e", "force_unlock=yes")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "(undoing deploy-" in result.stdout
+    assert "Rolled back by downgrade" in result.stdout
+    assert_back_where_it_was(deployable, before)
+
+
+def test_server_restarted_mid_migration_is_rolled_back(server, deployable, tmp_path):
+    before = counts(deployable)
+    returncode, output = cut_off_deployment(server, deployable, tmp_path,
+                                            lambda _deploy: sandbox.restart(server["name"]))
+    assert returncode != 0, output[-3000:]
+    assert "Rolled back by downgrade: the database is at revision a7f3b2c1d9e8" in output
+    assert_back_where_it_was(deployable, before)
