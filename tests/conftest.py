@@ -149,3 +149,20 @@ def play_recap(result):
     recap = re.search(r"ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", result.stdout)
     assert recap, result.stdout + result.stderr
     return dict(zip(["ok", "changed", "unreachable", "failed"], map(int, recap.groups())))
+
+
+APP, PASSWORD = "app_web", "app-secret-2"
+
+
+@pytest.fixture
+def deployable(database):
+    """Reference data at the baseline revision, and an application role that writes to it."""
+    alembic(database, "upgrade", BASELINE)
+    load_reference_data(database, scale=0.01)
+    query(database, f"DROP ROLE IF EXISTS {APP}")
+    query(database, f"CREATE ROLE {APP} LOGIN PASSWORD '{PASSWORD}'")
+    query(database, f"GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO {APP}")
+    query(database, f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {APP}")
+    yield database
+    query(database, f"DROP OWNED BY {APP}")
+    query(database, f"DROP ROLE {APP}")

@@ -21,7 +21,7 @@ description:
     timeout is retried O(lock_retries) times with exponential backoff; since each revision commits on its
     own, a retry resumes at the revision that could not take its lock.
   - Before migrating, Alembic sessions (application name C(pgops_migration)) left on the database by a run
-    that was killed are terminated: their backends would otherwise go on building or holding locks.
+    that was killed are terminated, since their backends would otherwise go on building or holding locks.
   - Before migrating, indexes left INVALID by an interrupted C(CREATE INDEX CONCURRENTLY) are dropped
     (O(drop_invalid_indexes)), so the migration can build them again.
   - In check mode, also returns the SQL Alembic would run (C(alembic --sql)) in RV(sql).

@@ -7,24 +7,8 @@ import shutil
 import psycopg2
 import pytest
 
-from conftest import BASELINE, HEAD, PROJECT_DIR, alembic, load_reference_data, query, run_module
+from conftest import APP, BASELINE, HEAD, PASSWORD, PROJECT_DIR, query, run_module
 from test_deploy_playbook import playbook, revision
-
-APP, PASSWORD = "app_web", "app-secret-2"
-
-
-@pytest.fixture
-def deployable(database):
-    """Reference data at the baseline revision, and an application role that writes to it."""
-    alembic(database, "upgrade", BASELINE)
-    load_reference_data(database, scale=0.01)
-    query(database, f"DROP ROLE IF EXISTS {APP}")
-    query(database, f"CREATE ROLE {APP} LOGIN PASSWORD '{PASSWORD}'")
-    query(database, f"GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO {APP}")
-    query(database, f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {APP}")
-    yield database
-    query(database, f"DROP OWNED BY {APP}")
-    query(database, f"DROP ROLE {APP}")
 
 
 def guarded(server, params, tmp_path, *extra):
@@ -59,7 +43,7 @@ def test_successful_deploy_turns_writes_off_and_back_on(server, deployable, tmp_
     (record,) = (tmp_path / "reports").glob("deploy-*.json")
     report = json.loads(record.read_text())
     assert report["outcome"] == "deployed" and float(report["write_off_seconds"]) > 0
-    assert [phase["phase"] for phase in report["phases"]] == ["preflight", "backup", "migration", "verification"]
+    assert [phase["phase"] for phase in report["phases"]] == ["preflight", "backup", "migration", "verification", "smoke"]
     assert PASSWORD not in result.stdout
 
 

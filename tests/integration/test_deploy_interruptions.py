@@ -12,8 +12,8 @@ import psycopg2
 import pytest
 
 import sandbox
-from conftest import BASELINE, query, run_module, run_playbook, start_playbook
-from test_deploy_faults import APP, PASSWORD, app_can_write, counts, deployable  # noqa: F401 - fixture
+from conftest import APP, BASELINE, PASSWORD, query, run_module, run_playbook, start_playbook
+from test_deploy_faults import app_can_write, counts
 from test_deploy_playbook import revision
 
 SETTINGS = json.dumps({"pgops_app_roles": [APP], "pgops_app_probe_user": APP, "pgops_app_probe_password": PASSWORD})
@@ -88,7 +88,7 @@ def cut_off_deployment(server, params, tmp_path, interrupt):
         interrupt(deploy)
     finally:
         let_go(holder)
-    output, _ = deploy.communicate(timeout=600)
+    output = deploy.communicate(timeout=600)[0]
     return deploy.returncode, output
 
 

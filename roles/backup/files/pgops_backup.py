@@ -537,6 +537,7 @@ def schema_access_statements(schema, access):
     """ALTER SCHEMA ... OWNER and GRANTs that give a new schema the owner and privileges of the old one."""
     if not access:
         return []
+
     def role(name):
         return '"%s"' % name.replace('"', '""')
 
