@@ -7,6 +7,7 @@
     python3 pgops_backup.py drill  --config /etc/pgops/backup-intowork.json [--backup PATH] [--keep]
     python3 pgops_backup.py drop-scratch --config /etc/pgops/backup-intowork.json --scratch NAME
     python3 pgops_backup.py restore --config /etc/pgops/backup-intowork.json --backup PATH --replace-schema public
+    python3 pgops_backup.py job --config /etc/pgops/backup-intowork.json --jobs-file /etc/pgops/jobs-intowork.json --job NAME
 
 backup: pg_dump (custom, or directory format with parallel jobs) of a snapshot exported by a
 REPEATABLE READ transaction, so the manifest's row counts describe exactly what the archive holds;
@@ -17,6 +18,11 @@ successful backup and never removes the newest verified one. One run per databas
 drill: restores a backup (the newest verified one by default) into a scratch database with parallel
 pg_restore, compares row counts with the manifest, reports the time taken (the RTO) against the
 target, and drops the scratch database (unless --keep, for further checks; drop-scratch drops it).
+
+job: runs one named maintenance job of a jobs file (JSON, written by the maintenance_jobs role) with the
+same lock, log and alerts as the backups, one lock per job: `delete` removes the rows of a table that
+match a condition in batches, each its own short transaction (no long locks, SKIP LOCKED rows wait for the
+next run); `refresh` refreshes a materialized view, concurrently by default.
 
 restore: puts a backup back into the live database, atomically: in one transaction the schema is
 renamed aside, recreated, the archive loaded into it, and the old one dropped. If anything fails,
@@ -83,14 +89,18 @@ def utcnow():
 
 # ---------------------------------------------------------------- configuration
 
-def load_config(path):
+def read_json(path, what):
     try:
         with open(path, encoding="utf-8") as handle:
-            raw = json.load(handle)
+            return json.load(handle)
     except OSError as error:
-        raise BackupError("cannot read config %s: %s" % (path, error.strerror))
+        raise BackupError("cannot read %s %s: %s" % (what, path, error.strerror))
     except ValueError as error:
-        raise BackupError("config %s is not valid JSON: %s" % (path, error))
+        raise BackupError("%s %s is not valid JSON: %s" % (what, path, error))
+
+
+def load_config(path):
+    raw = read_json(path, "config")
     unknown = sorted(set(raw) - set(CONFIG_KEYS))
     if unknown:
         raise BackupError("config %s has unknown key(s) %s" % (path, ", ".join(unknown)))
@@ -267,8 +277,9 @@ class Log(object):
 class Lock(object):
     """flock on the backup folder's lock file: one run per database, released even if killed."""
 
-    def __init__(self, config):
-        self.path = os.path.join(config["backup_dir"], ".pgops-backup.lock")
+    def __init__(self, config, name="pgops-backup"):
+        self.name = name
+        self.path = os.path.join(config["backup_dir"], ".%s.lock" % name)
         self.wait = config["lock_wait_seconds"]
         self.handle = None
 
@@ -287,7 +298,7 @@ class Lock(object):
                     self.handle.seek(0)
                     holder = self.handle.read().strip() or "unknown"
                     self.handle.close()
-                    raise Locked("another pgops-backup run holds %s (%s)" % (self.path, holder))
+                    raise Locked("another %s run holds %s (%s)" % (self.name, self.path, holder))
                 time.sleep(0.5)
         self.handle.seek(0)
         self.handle.truncate()
@@ -615,6 +626,75 @@ def restore_in_place(config, log, chosen, schema):
             "alembic_revision": manifest.get("alembic_revision"), "row_counts": manifest.get("row_counts", {})}
 
 
+# ---------------------------------------------------------------- maintenance jobs
+
+JOB_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+RELATION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+
+
+def load_job(path, name):
+    """The job `name` of the jobs file, checked; BackupError names what is wrong and where."""
+    jobs = read_json(path, "jobs file")
+    if not isinstance(jobs, dict) or name not in jobs:
+        raise BackupError("jobs file %s has no job %r (it has: %s)" % (
+            path, name, ", ".join(sorted(jobs)) if isinstance(jobs, dict) else "nothing"))
+    job = dict({"params": {}, "batch_size": 5000, "pause_seconds": 0.1, "max_batches": 0, "concurrently": True,
+                "lock_timeout_ms": 5000, "statement_timeout_ms": 60000}, **jobs[name])
+    relation = job.get("table") if job.get("kind") == "delete" else job.get("view")
+    if job.get("kind") not in ("delete", "refresh"):
+        raise BackupError("job %s: kind %r, choose delete or refresh" % (name, job.get("kind")))
+    if not isinstance(relation, str) or not RELATION_NAME.match(relation):
+        raise BackupError("job %s: %s %r is not a table or view name (schema.name or name)" % (
+            name, "table" if job["kind"] == "delete" else "view", relation))
+    if job["kind"] == "delete" and not (isinstance(job.get("where"), str) and job["where"].strip()):
+        raise BackupError("job %s: a delete job needs a where condition (it never deletes everything)" % name)
+    if not isinstance(job["batch_size"], int) or job["batch_size"] < 1:
+        raise BackupError("job %s: batch_size %r must be a positive number of rows" % (name, job["batch_size"]))
+    return job
+
+
+def run_job(config, log, name, job):
+    conn = connect(config)
+    started = time.monotonic()
+    try:
+        cur = conn.cursor()
+        if job["kind"] == "refresh":
+            cur.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', '0', true)",
+                        (str(job["lock_timeout_ms"]),))
+            cur.execute("REFRESH MATERIALIZED VIEW %s%s" % (
+                "CONCURRENTLY " if job["concurrently"] else "", quote_ident(job["view"])))
+            conn.commit()
+            result = {"refreshed": job["view"]}
+        else:
+            table = quote_ident(job["table"])
+            # Each batch is its own transaction: short row locks, and SKIP LOCKED leaves rows the
+            # application holds for the next run.
+            statement = ("DELETE FROM %s WHERE ctid = ANY(ARRAY(SELECT ctid FROM %s WHERE %s LIMIT %%(pgops_batch)s "
+                         "FOR UPDATE SKIP LOCKED))" % (table, table, job["where"]))
+            values = dict(job["params"], pgops_batch=job["batch_size"])
+            deleted = batches = 0
+            while True:
+                cur.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+                            (str(job["lock_timeout_ms"]), str(job["statement_timeout_ms"])))
+                cur.execute(statement, values)
+                count = cur.rowcount
+                conn.commit()
+                deleted += count
+                batches += 1
+                if count < job["batch_size"] or (job["max_batches"] and batches >= job["max_batches"]):
+                    break
+                time.sleep(job["pause_seconds"])
+            result = {"table": job["table"], "deleted": deleted, "batches": batches}
+    finally:
+        conn.rollback()
+        conn.close()
+    result.update(job=name, database=config["database"], seconds=round(time.monotonic() - started, 3))
+    log("job %s: %s in %.1f s" % (name, ("refreshed %s" % job["view"]) if job["kind"] == "refresh" else
+                                  "deleted %d row(s) of %s in %d batch(es)" % (
+                                      result["deleted"], job["table"], result["batches"]), result["seconds"]))
+    return result
+
+
 # ---------------------------------------------------------------- alerts
 
 def alert(config, log, action, message):
@@ -640,7 +720,7 @@ def alert(config, log, action, message):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="intowork.pgops backup program")
-    parser.add_argument("action", choices=["backup", "drill", "drop-scratch", "restore"])
+    parser.add_argument("action", choices=["backup", "drill", "drop-scratch", "restore", "job"])
     parser.add_argument("--config", required=True)
     parser.add_argument("--backup", help="drill: the backup to restore (default: the newest verified one)")
     parser.add_argument("--keep", action="store_true", help="drill: keep the scratch database")
@@ -649,6 +729,8 @@ def main(argv=None):
     parser.add_argument("--maintenance-work-mem", default="512MB", help="drill: for the index builds")
     parser.add_argument("--scratch", help="drop-scratch: the drill database to drop")
     parser.add_argument("--replace-schema", help="restore: the schema to replace with the backup's (say it to mean it)")
+    parser.add_argument("--jobs-file", help="job: the maintenance jobs file (JSON)")
+    parser.add_argument("--job", help="job: the name of the job to run")
     args = parser.parse_args(argv)
     os.umask(0o077)
     try:
@@ -660,9 +742,16 @@ def main(argv=None):
         print("pgops-backup: backup_dir %s does not exist: run the backup role to create it" % config["backup_dir"],
               file=sys.stderr)
         return EXIT_FAILED
-    log = Log(config, args.action)
+    if args.action == "job":
+        if not (args.jobs_file and args.job and JOB_NAME.match(args.job)):
+            print("pgops-backup: job needs --jobs-file and --job NAME (letters, digits, - and _)", file=sys.stderr)
+            return EXIT_FAILED
+        action, lock_name = "job:%s" % args.job, "pgops-job-%s" % args.job
+    else:
+        action, lock_name = args.action, "pgops-backup"
+    log = Log(config, action)
     try:
-        with Lock(config):
+        with Lock(config, lock_name):
             if args.action == "backup":
                 clean_partials(config, log)
                 try:
@@ -672,6 +761,8 @@ def main(argv=None):
                 result["retention_removed"] = apply_retention(config, log)
             elif args.action == "drill":
                 result = drill(config, log, args, args.backup, args.keep)
+            elif args.action == "job":
+                result = run_job(config, log, args.job, load_job(args.jobs_file, args.job))
             elif args.action == "restore":
                 if not args.replace_schema:
                     raise BackupError("restore replaces live data: add --replace-schema public to mean it")
@@ -683,18 +774,18 @@ def main(argv=None):
         return EXIT_LOCKED
     except BackupError as error:
         log("FAILED: %s" % error)
-        alert(config, log, args.action, str(error))
+        alert(config, log, action, str(error))
         return EXIT_FAILED
     except DatabaseError as error:
         message = "database error: %s" % " ".join(str(error).split())
         log("FAILED: %s" % message)
-        alert(config, log, args.action, message)
+        alert(config, log, action, message)
         return EXIT_FAILED
     except Exception as error:  # pylint: disable=broad-except
         # Unexpected, but still one line, an alert and a failing exit status for cron.
         message = "unexpected %s: %s" % (type(error).__name__, error)
         log("FAILED: %s" % message)
-        alert(config, log, args.action, message)
+        alert(config, log, action, message)
         return EXIT_FAILED
     print(json.dumps(result, sort_keys=True))
     return 0
