@@ -5,7 +5,9 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
-APT_PACKAGES=(postgresql-15 postgresql-client-15 shellcheck)
+# prometheus for promtool (the monitoring rules are checked by it), chromium-headless-shell for the
+# test that opens the health report in a browser.
+APT_PACKAGES=(postgresql-15 postgresql-client-15 shellcheck prometheus chromium-headless-shell)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 

@@ -1,0 +1,124 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, INTOWORK platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+name: health_trend
+short_description: Compare a health report with the earlier ones - growth, and when the disk fills
+version_added: 0.1.0
+description:
+  - Takes the facts of intowork.pgops.health_check and the earlier reports of the same database, and returns
+    the growth of each table and index since the previous report, the database size over time, the growth
+    rate (least squares over the reports of the last O(window_days)), and the days until the data
+    directory's file system is full at that rate.
+  - Adds a finding when the disk fills within O(warn_days).
+options:
+  _input:
+    description: The current facts (a health_check result).
+    type: dict
+    required: true
+  history:
+    description: Earlier reports (dicts with at least C(taken), C(database) and C(tables)), in any order.
+    type: list
+    elements: dict
+    required: true
+  window_days:
+    description: Reports older than this many days do not count toward the growth rate.
+    type: int
+    default: 28
+  warn_days:
+    description: A disk that fills within this many days is a finding.
+    type: int
+    default: 90
+author:
+  - INTOWORK platform team (@intowork)
+"""
+
+EXAMPLES = r"""
+- name: Compare with the earlier reports
+  ansible.builtin.set_fact:
+    trend: "{{ health | intowork.pgops.health_trend(previous_reports) }}"
+"""
+
+RETURN = r"""
+_value:
+  description: >-
+    previous_taken, series (taken, size_bytes, tables), table_growth and index_growth (name, bytes,
+    previous_bytes, delta_bytes), bytes_per_day, days_until_full and findings.
+  type: dict
+"""
+
+import calendar
+import time
+
+from ansible.errors import AnsibleFilterError
+
+
+def _epoch(stamp):
+    try:
+        return calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
+    except (TypeError, ValueError):
+        raise AnsibleFilterError("health_trend: report time %r is not YYYY-MM-DDTHH:MM:SS" % (stamp,))
+
+
+def _growth(current, previous, key):
+    before = dict((item["name"], item[key]) for item in previous or [])
+    rows = []
+    for item in current:
+        old = before.get(item["name"])
+        rows.append({"name": item["name"], "bytes": item[key], "previous_bytes": old,
+                     "delta_bytes": None if old is None else item[key] - old})
+    return rows
+
+
+def _rate(points):
+    """Least-squares slope of (seconds, bytes), in bytes per day; None with fewer than two points."""
+    if len(points) < 2:
+        return None
+    n = float(len(points))
+    mean_x = sum(point[0] for point in points) / n
+    mean_y = sum(point[1] for point in points) / n
+    spread = sum((point[0] - mean_x) ** 2 for point in points)
+    if spread == 0:
+        return None
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / spread * 86400
+
+
+def health_trend(current, history, window_days=28, warn_days=90):
+    if not isinstance(current, dict) or "taken" not in current:
+        raise AnsibleFilterError("health_trend: the input must be a health_check result")
+    reports = sorted((r for r in history or [] if isinstance(r, dict) and r.get("taken") and
+                      r.get("taken") != current["taken"]), key=lambda r: _epoch(r["taken"]))
+    previous = reports[-1] if reports else {}
+    series = [{"taken": r["taken"], "size_bytes": r["database"]["size_bytes"],
+               "tables": dict((t["name"], t["total_bytes"]) for t in r.get("tables", []))}
+              for r in reports + [current]]
+    now = _epoch(current["taken"])
+    points = [(_epoch(s["taken"]), s["size_bytes"]) for s in series if now - _epoch(s["taken"]) <= window_days * 86400]
+    rate = _rate(points)
+    disk = current.get("disk") or {}
+    days = None
+    findings = []
+    if rate and rate > 0 and disk.get("free_bytes") is not None:
+        days = round(disk["free_bytes"] / rate, 1)
+        if days < warn_days:
+            findings.append("disk of %s fills in about %.0f days at the current growth (%.1f MB/day): add space or "
+                            "archive data" % (disk.get("path"), days, rate / 1048576.0))
+    return {
+        "previous_taken": previous.get("taken"),
+        "series": series,
+        "table_growth": _growth(current.get("tables", []), previous.get("tables"), "total_bytes"),
+        "index_growth": _growth(current.get("indexes", []), previous.get("indexes"), "bytes"),
+        "bytes_per_day": None if rate is None else round(rate, 1),
+        "days_until_full": days,
+        "findings": findings,
+    }
+
+
+class FilterModule(object):
+    def filters(self):
+        return {"health_trend": health_trend}
