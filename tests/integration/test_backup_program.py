@@ -1,5 +1,6 @@
 """The backup program against a real server: what operators rely on when a backup goes wrong."""
 
+import datetime
 import fcntl
 import http.server
 import json
@@ -74,7 +75,9 @@ def finals(backups):
 
 
 def test_backup_is_verified_private_and_described(server, loaded, tmp_path):
-    config, backups = write_config(server, loaded, tmp_path)
+    metrics = tmp_path / "textfile"
+    metrics.mkdir()
+    config, backups = write_config(server, loaded, tmp_path, metrics_dir=str(metrics))
     result = run_program("backup", config, loaded["login_password"])
     assert result.returncode == 0, result.stderr
     manifest = json.loads(result.stdout)
@@ -86,6 +89,10 @@ def test_backup_is_verified_private_and_described(server, loaded, tmp_path):
     assert json.loads(Path(f"{dump}.manifest.json").read_text())["sha256"] == manifest["sha256"]
     assert loaded["login_password"] not in result.stderr + (backups / "pgops-backup.log").read_text()
     assert not [p for p in backups.iterdir() if p.name.endswith(".partial")]
+    prom = (metrics / f"pgops_backup_{loaded['login_db']}.prom").read_text()
+    ended = datetime.datetime.fromisoformat(manifest["ended"]).timestamp()
+    assert f'pgops_backup_last_success_timestamp_seconds{{database="{loaded["login_db"]}"}} {ended}' in prom
+    assert f'pgops_backup_last_size_bytes{{database="{loaded["login_db"]}"}} {manifest["size_bytes"]}' in prom
 
 
 def test_killed_pg_dump_publishes_nothing_and_keeps_older_backups(server, loaded, tmp_path):

@@ -65,12 +65,12 @@ CONFIG_KEYS = {
     "database": str, "host": str, "port": int, "user": str, "backup_dir": str, "bin_dir": str,
     "format": str, "jobs": int, "compression": str, "retention_count": int, "retention_days": int,
     "row_count_tables": list, "alert_mail": str, "alert_webhook": str, "lock_wait_seconds": int,
-    "label": str, "passfile": str,
+    "label": str, "passfile": str, "metrics_dir": str,
 }
 DEFAULTS = {
     "host": "", "port": 5432, "user": "", "bin_dir": "", "format": "custom", "jobs": 2, "compression": "auto",
     "retention_count": 7, "retention_days": 14, "row_count_tables": [], "alert_mail": "", "alert_webhook": "",
-    "lock_wait_seconds": 0, "label": "", "passfile": "",
+    "lock_wait_seconds": 0, "label": "", "passfile": "", "metrics_dir": "",
 }
 FORMATS = {"custom": ".dump", "directory": ".dir"}
 
@@ -446,6 +446,27 @@ def backup(config, log):
     return manifest
 
 
+def write_metrics(config, manifest):
+    """The newest verified backup for Prometheus (node_exporter's textfile collector), replaced atomically."""
+    if not config["metrics_dir"]:
+        return
+    labels = '{database="%s"}' % config["database"]
+    ended = datetime.datetime.fromisoformat(manifest["ended"]).timestamp()
+    lines = []
+    for name, help_text, value in (
+            ("last_success_timestamp_seconds", "End of the newest verified backup.", ended),
+            ("last_size_bytes", "Size of the newest verified backup.", manifest["size_bytes"]),
+            ("last_duration_seconds", "Time the newest verified backup took.", manifest["duration_seconds"])):
+        lines += ["# HELP pgops_backup_%s %s" % (name, help_text), "# TYPE pgops_backup_%s gauge" % name,
+                  "pgops_backup_%s%s %s" % (name, labels, value)]
+    path = os.path.join(config["metrics_dir"], "pgops_backup_%s.prom" % config["database"])
+    partial = path + ".partial"
+    with open(partial, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    os.chmod(partial, 0o644)
+    os.rename(partial, path)
+
+
 def apply_retention(config, log):
     removed = []
     for old in retention_plan(list_backups(config), config["retention_count"], config["retention_days"], utcnow()):
@@ -759,6 +780,7 @@ def main(argv=None):
                 finally:
                     clean_partials(config, log)
                 result["retention_removed"] = apply_retention(config, log)
+                write_metrics(config, result)
             elif args.action == "drill":
                 result = drill(config, log, args, args.backup, args.keep)
             elif args.action == "job":
