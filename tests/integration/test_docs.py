@@ -21,3 +21,12 @@ def test_ansible_doc_renders(module):
     assert f"intowork.pgops.{module}" in result.stdout
     assert "EXAMPLES:" in result.stdout and "RETURN VALUES:" in result.stdout
     assert "login_password" in result.stdout, "the shared connection options are documented"
+
+
+def test_filter_documentation_renders():
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+    result = subprocess.run([str(Path(sys.executable).parent / "ansible-doc"), "-t", "filter",
+                             "intowork.pgops.health_trend"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert "days until" in result.stdout
