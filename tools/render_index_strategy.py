@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Render docs/index-strategy.md from examples/intowork/index_strategy.yml, so the document cannot drift.
 
     python tools/render_index_strategy.py            # write the document
