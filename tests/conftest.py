@@ -62,10 +62,23 @@ def database(server):
     conn.close()
 
 
+def connect_as(params, user=None, password=None, application_name=None):
+    """A connection to the test database, as the admin user unless told otherwise; in a transaction."""
+    return psycopg2.connect(host=params["login_host"], port=params["login_port"],
+                            user=user or params["login_user"], password=password or params["login_password"],
+                            dbname=params["login_db"], application_name=application_name or "pytest")
+
+
 def db_connect(params):
-    conn = psycopg2.connect(host=params["login_host"], port=params["login_port"], user=params["login_user"],
-                            password=params["login_password"], dbname=params["login_db"])
+    conn = connect_as(params)
     conn.autocommit = True
+    return conn
+
+
+def hold_lock(params, table, mode="ACCESS SHARE", application_name="lock-holder"):
+    """Another session holding `mode` on `table` in an open transaction, until the caller rolls it back."""
+    conn = connect_as(params, application_name=application_name)
+    conn.cursor().execute(f"LOCK TABLE {table} IN {mode} MODE")
     return conn
 
 

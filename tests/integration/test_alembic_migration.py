@@ -2,7 +2,8 @@
 
 import pytest
 
-from conftest import BASELINE, HEAD, INDEX_REVISION, PROJECT_DIR, alembic, load_reference_data, query, run_module
+from conftest import (BASELINE, HEAD, INDEX_REVISION, PROJECT_DIR, alembic, hold_lock, load_reference_data, query,
+                      run_module)
 
 
 def recorded(params):
@@ -92,11 +93,8 @@ def test_check_mode_returns_the_sql_it_would_run(database):
 
 
 def test_lock_timeout_is_retried_then_reported_and_resumes(database):
-    import psycopg2
     alembic(database, "upgrade", INDEX_REVISION)
-    holder = psycopg2.connect(host=database["login_host"], port=database["login_port"], user=database["login_user"],
-                              password=database["login_password"], dbname=database["login_db"])
-    holder.cursor().execute("LOCK TABLE jobs IN ACCESS SHARE MODE")  # an open transaction reading jobs
+    holder = hold_lock(database, "jobs")  # an open transaction reading jobs
     args = dict(database, project_dir=str(PROJECT_DIR), lock_timeout=300, lock_retries=1, lock_retry_backoff=0.1)
     try:
         blocked = run_module("alembic_migration", args)

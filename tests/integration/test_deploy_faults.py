@@ -7,7 +7,7 @@ import shutil
 import psycopg2
 import pytest
 
-from conftest import APP, BASELINE, HEAD, PASSWORD, PROJECT_DIR, query, run_module
+from conftest import APP, BASELINE, HEAD, PASSWORD, PROJECT_DIR, connect_as, hold_lock, query, run_module
 from test_deploy_playbook import playbook, revision
 
 
@@ -17,8 +17,7 @@ def guarded(server, params, tmp_path, *extra):
 
 
 def app_can_write(params):
-    conn = psycopg2.connect(host=params["login_host"], port=params["login_port"], user=APP, password=PASSWORD,
-                            dbname=params["login_db"])
+    conn = connect_as(params, APP, PASSWORD)
     try:
         with conn.cursor() as cur:
             cur.execute("INSERT INTO companies (name) VALUES ('after the deployment')")
@@ -64,10 +63,7 @@ def test_revision_failing_mid_chain_is_rolled_back_by_downgrade(server, deployab
 
 
 def test_lock_holder_on_a_migrated_table_stops_the_deploy_before_anything(server, deployable, tmp_path):
-    holder = psycopg2.connect(host=deployable["login_host"], port=deployable["login_port"],
-                              user=deployable["login_user"], password=deployable["login_password"],
-                              dbname=deployable["login_db"], application_name="report-job")
-    holder.cursor().execute("LOCK TABLE jobs IN ACCESS SHARE MODE")
+    holder = hold_lock(deployable, "jobs", application_name="report-job")
     try:
         result, recap = guarded(server, deployable, tmp_path, "-e",
                                 '{"pgops_migrated_tables": ["jobs"], "preflight_max_lock_seconds": 0}')

@@ -12,7 +12,7 @@ import psycopg2
 import pytest
 
 import sandbox
-from conftest import APP, BASELINE, PASSWORD, query, run_module, run_playbook, start_playbook
+from conftest import APP, BASELINE, PASSWORD, hold_lock, query, run_module, run_playbook, start_playbook
 from test_deploy_faults import app_can_write, counts
 from test_deploy_playbook import revision
 
@@ -21,13 +21,6 @@ SETTINGS = json.dumps({"pgops_app_roles": [APP], "pgops_app_probe_user": APP, "p
 # The lock lets the snapshot and the backup read the table, and the preflight is told to tolerate it.
 BLOCKED_TABLE = "employers"
 TOLERATE_BLOCKER = json.dumps({"preflight_max_lock_seconds": 86400, "preflight_max_transaction_seconds": 86400})
-
-
-def hold_lock(params, table):
-    conn = psycopg2.connect(host=params["login_host"], port=params["login_port"], user=params["login_user"],
-                            password=params["login_password"], dbname=params["login_db"], application_name="blocker")
-    conn.cursor().execute(f"LOCK TABLE {table} IN SHARE UPDATE EXCLUSIVE MODE")
-    return conn
 
 
 def let_go(conn):
@@ -80,7 +73,7 @@ def assert_back_where_it_was(params, before):
 
 def cut_off_deployment(server, params, tmp_path, interrupt):
     """Start deploy-migration.yml, and when its migration is half-way, call interrupt(process)."""
-    holder = hold_lock(params, BLOCKED_TABLE)
+    holder = hold_lock(params, BLOCKED_TABLE, "SHARE UPDATE EXCLUSIVE", application_name="blocker")
     deploy = start_playbook("deploy-migration.yml", server, params, tmp_path, "-e", SETTINGS,
                             "-e", TOLERATE_BLOCKER)
     try:

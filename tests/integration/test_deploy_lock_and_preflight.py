@@ -2,9 +2,7 @@
 
 import time
 
-import psycopg2
-
-from conftest import BASELINE, alembic, query, run_module
+from conftest import BASELINE, alembic, hold_lock, query, run_module
 
 
 def test_lock_check_mode_take_idempotent_refuse_release(database):
@@ -61,10 +59,7 @@ def test_preflight_passes_an_idle_server_and_reports_its_facts(database, tmp_pat
 
 def test_preflight_names_long_transactions_lock_holders_and_missing_space(database, tmp_path):
     alembic(database, "upgrade", BASELINE)
-    holder = psycopg2.connect(host=database["login_host"], port=database["login_port"], user=database["login_user"],
-                              password=database["login_password"], dbname=database["login_db"],
-                              application_name="nightly-report")
-    holder.cursor().execute("LOCK TABLE jobs IN ACCESS SHARE MODE")
+    holder = hold_lock(database, "jobs", application_name="nightly-report")
     time.sleep(1.1)
     try:
         result = run_module("preflight_check", dict(database, tables=["jobs"], max_transaction_seconds=1,

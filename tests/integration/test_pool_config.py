@@ -1,9 +1,8 @@
 """pool_config against real servers: the sizing arithmetic, live usage, and the roles' timeouts."""
 
-import psycopg2
 import pytest
 
-from conftest import APP, PASSWORD, query, run_module
+from conftest import APP, PASSWORD, connect_as, query, run_module
 
 
 @pytest.fixture
@@ -12,11 +11,6 @@ def app_role(database):
     query(database, f"CREATE ROLE {APP} LOGIN PASSWORD '{PASSWORD}'")
     yield database
     query(database, f"DROP ROLE {APP}")
-
-
-def connect_as(params, user, password, application_name):
-    return psycopg2.connect(host=params["login_host"], port=params["login_port"], user=user, password=password,
-                            dbname=params["login_db"], application_name=application_name)
 
 
 def test_fitting_pool_reports_its_arithmetic_and_live_usage(app_role):
