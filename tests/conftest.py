@@ -179,3 +179,62 @@ def deployable(database):
     yield database
     query(database, f"DROP OWNED BY {APP}")
     query(database, f"DROP ROLE {APP}")
+
+
+def failure_message(result):
+    """The message of the last task that failed the play (not of one whose failure was ignored)."""
+    messages = []
+    lines = result.stdout.splitlines()
+    for number, line in enumerate(lines):
+        if "FAILED! => " not in line:
+            continue
+        payload, end = line.split("FAILED! => ", 1)[1], number
+        while True:  # the result may span lines
+            try:
+                parsed = json.loads(payload)
+                break
+            except ValueError:
+                end += 1
+                if end >= len(lines):
+                    parsed = {"msg": payload}
+                    break
+                payload += "\n" + lines[end]
+        ignored = end + 1 < len(lines) and lines[end + 1].strip() == "...ignoring"
+        if not ignored:
+            messages.append(parsed.get("msg", payload) if isinstance(parsed, dict) else payload)
+    assert messages, result.stdout[-3000:]
+    return messages[-1]
+
+
+@pytest.fixture(scope="session")
+def head_template(server):
+    """A template database with the reference data migrated to head, copied cheaply by each test."""
+    name = "tmpl_head"
+    conn = admin_connect(server)
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    conn.close()
+    params = {"login_host": server["host"], "login_port": server["port"], "login_user": server["user"],
+              "login_password": server["password"], "login_db": name}
+    alembic(params, "upgrade", BASELINE)
+    load_reference_data(params, scale=0.01)
+    alembic(params, "upgrade", HEAD)
+    query(params, "VACUUM ANALYZE")
+    return name
+
+
+@pytest.fixture
+def migrated(server, head_template):
+    """A new database at head with the reference data, copied from the template."""
+    name = "t_" + uuid.uuid4().hex[:10]
+    conn = admin_connect(server)
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(head_template)))
+    conn.close()
+    yield {"login_host": server["host"], "login_port": server["port"], "login_user": server["user"],
+           "login_password": server["password"], "login_db": name}
+    conn = admin_connect(server)
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    conn.close()

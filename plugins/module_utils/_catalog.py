@@ -105,7 +105,27 @@ SELECT
      JOIN pg_class tc ON tc.oid = con.conrelid
      LEFT JOIN pg_class rc ON rc.oid = con.confrelid
      LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
-    WHERE con.contype IN ('f', 'c') AND tc.relnamespace = n.oid) AS constraints
+    WHERE con.contype IN ('f', 'c') AND tc.relnamespace = n.oid) AS constraints,
+  -- Sequences that feed a column (serial or identity): after a restore or a hand-made load they can lag
+  -- behind the column, and every insert then fails on the primary key.
+  (SELECT coalesce(json_agg(json_build_object('sequence', s.relname, 'table', tc.relname, 'column', a.attname)
+          ORDER BY s.relname), '[]'::json)
+     FROM pg_class s
+     JOIN pg_depend d ON d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = s.oid
+                     AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.deptype IN ('a', 'i')
+     JOIN pg_class tc ON tc.oid = d.refobjid
+     JOIN pg_attribute a ON a.attrelid = tc.oid AND a.attnum = d.refobjsubid
+     JOIN pg_sequence ps ON ps.seqrelid = s.oid
+    WHERE s.relkind = 'S' AND s.relnamespace = n.oid AND tc.relnamespace = n.oid AND ps.seqincrement > 0)
+    AS sequences,
+  -- Triggers switched off (ALTER TABLE ... DISABLE TRIGGER ALL before a bulk load, never switched back):
+  -- the foreign keys and the application's triggers silently stop being enforced.
+  (SELECT coalesce(json_agg(json_build_object('table', tc.relname, 'trigger', tg.tgname,
+                                              'internal', tg.tgisinternal)
+          ORDER BY tc.relname, tg.tgname), '[]'::json)
+     FROM pg_trigger tg
+     JOIN pg_class tc ON tc.oid = tg.tgrelid
+    WHERE tc.relnamespace = n.oid AND tg.tgenabled = 'D') AS disabled_triggers
 FROM pg_namespace n
 WHERE n.nspname = %(schema)s
 """

@@ -142,8 +142,17 @@ def _comparable(a, b):
             and _normalise_sql(a["predicate"]) == _normalise_sql(b["predicate"]))
 
 
-def overlaps(catalog):
-    """Duplicate indexes (same keys) and redundant ones (keys a leading prefix of another's)."""
+def _worth_keeping(index, expected_names):
+    """Rank for keeping one of two duplicates: what backs a constraint, then what the strategy names, then unique."""
+    return (bool(index["constraint"] or index.get("primary")), index["name"] in expected_names, bool(index["unique"]))
+
+
+def overlaps(catalog, expected_names=()):
+    """Duplicate indexes (same keys) and redundant ones (keys a leading prefix of another's).
+
+    Of two duplicates, the one reported (to drop) backs no constraint and is not in the strategy.
+    """
+    expected_names = set(expected_names)
     indexes = [index for index in catalog["indexes"] if index["valid"]]
     duplicate, redundant = [], []
     for position, a in enumerate(indexes):
@@ -152,8 +161,8 @@ def overlaps(catalog):
                 continue
             keys_a, keys_b = key_signature(a["keys"]), key_signature(b["keys"])
             if keys_a == keys_b and a["include"] == b["include"]:
-                # Keep the one that enforces something; the other is pure cost.
-                keep, drop = (a, b) if (a["unique"] or a["constraint"]) else (b, a)
+                # Keep the one that enforces something or that the strategy asks for; the other is pure cost.
+                keep, drop = (a, b) if _worth_keeping(a, expected_names) >= _worth_keeping(b, expected_names) else (b, a)
                 duplicate.append({"name": drop["name"], "duplicate_of": keep["name"], "table": a["table"],
                                   "size_bytes": drop["size_bytes"], "definition": drop["definition"]})
                 continue

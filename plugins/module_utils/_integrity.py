@@ -19,12 +19,14 @@ import time
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError, one_line, psycopg2, sql
 from ansible_collections.intowork.pgops.plugins.module_utils._spec_file import load_yaml_mapping
 
-KINDS = ["orphans", "duplicates", "not_valid", "check_violations", "row_counts", "timeouts"]
+KINDS = ["orphans", "duplicates", "not_valid", "check_violations", "row_counts", "timeouts",
+         "missing_foreign_keys", "disabled_triggers", "sequences_behind"]
 COMPARE_POLICIES = ["equal", "no_loss"]
 
 
-SPEC_KEYS = {"relations": list, "duplicates": list, "checks": list, "row_counts": list}
+SPEC_KEYS = {"relations": list, "duplicates": list, "checks": list, "row_counts": list, "expected_foreign_keys": list}
 ENTRY_KEYS = {
+    "expected_foreign_keys": (set(["name", "table", "columns", "references"]), set(["referenced_columns"])),
     "relations": (set(["name", "table", "columns", "references", "referenced_columns"]), set(["where"])),
     "duplicates": (set(["name", "table", "columns"]), set(["where"])),
     "checks": (set(["name", "table", "condition"]), set(["where"])),
@@ -168,6 +170,32 @@ def plan(catalog, schema, params):
                                                  "condition": check["condition"]},
                             _found_query(schema, check["table"], sample, condition)))
 
+    for expected in missing_foreign_keys(catalog, params):
+        # The constraint is gone, so nothing stops orphans any more: look for them as for a declared one.
+        parent_columns = expected.get("referenced_columns") or (tables.get(expected["references"], {}).get("primary_key")
+                                                                or [])
+        label = "expected foreign key %s" % expected["name"]
+        require_columns(tables, expected["table"], expected["columns"], label)
+        require_columns(tables, expected["references"], parent_columns, label)
+        if len(parent_columns) != len(expected["columns"]):
+            raise PgopsError("%s pairs %d column(s) with %d referenced column(s): give referenced_columns" % (
+                label, len(expected["columns"]), len(parent_columns)))
+        sample = _sample_columns(tables, expected["table"], expected["columns"])
+        condition = orphan_condition(schema, expected["columns"], schema, expected["references"], parent_columns)
+        checks.append(Check("orphans", {"name": expected["name"], "table": expected["table"],
+                                        "columns": expected["columns"], "references": expected["references"],
+                                        "declared": False}, _found_query(schema, expected["table"], sample, condition)))
+
+    if params.get("catalog_checks"):
+        for owned in catalog.get("sequences") or []:
+            checks.append(Check("sequences_behind", dict(owned, name=owned["sequence"]), sql.SQL(
+                "SELECT coalesce((m.v > s.v)::int, 0), json_build_array(json_build_object("
+                "'sequence', {seq_name}, 'column_max', m.v, 'sequence_last', s.v)) "
+                "FROM (SELECT max(t.{column}) AS v FROM {table} AS t) m, "
+                "(SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS v FROM {sequence}) s").format(
+                    seq_name=sql.Literal(owned["sequence"]), column=sql.Identifier(owned["column"]),
+                    table=sql.Identifier(schema, owned["table"]), sequence=sql.Identifier(schema, owned["sequence"]))))
+
     row_count_tables = params.get("row_counts") or []
     for table in row_count_tables:
         require_columns(tables, table, [], "row_counts")
@@ -179,26 +207,55 @@ def plan(catalog, schema, params):
     return checks
 
 
+def missing_foreign_keys(catalog, params):
+    """Foreign keys the spec expects that the catalog no longer has (same table, columns and parent)."""
+    declared = set((c["table"], tuple(c["columns"] or []), c["references"])
+                   for c in catalog["constraints"] if c["type"] == "foreign_key")
+    return [expected for expected in params.get("expected_foreign_keys") or []
+            if (expected["table"], tuple(expected["columns"]), expected["references"]) not in declared]
+
+
+def disabled_triggers(catalog, params):
+    """Triggers left disabled; internal ones are the foreign keys' own enforcement."""
+    if not params.get("catalog_checks"):
+        return []
+    return [dict(trigger, name="%s.%s" % (trigger["table"], trigger["trigger"]),
+                 enforces="a foreign key" if trigger["internal"] else "an application trigger")
+            for trigger in catalog.get("disabled_triggers") or []]
+
+
 def run(conn, checks, timeout_ms, sample_size):
     """Run the checks in one read-only snapshot; a check that times out is marked, never passed."""
     results = []
     with conn.cursor() as cur:
         cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        # Planning takes a share lock on each table: behind an exclusive lock it waits, so it has the
+        # same time limit as the check, and a check that cannot even be planned in time is timed out.
+        cur.execute("SET LOCAL statement_timeout = %s", (int(timeout_ms),))
+        unplanned = set()
         # Validate every query first (EXPLAIN plans without running): a bad condition fails the task
         # before any check has run.
         for number, check in enumerate(checks):
             cur.execute("SAVEPOINT pgops_check")
             try:
                 cur.execute(sql.SQL("EXPLAIN ") + check.query, {"sample_size": sample_size})
+            except psycopg2.extensions.QueryCanceledError:
+                cur.execute("ROLLBACK TO SAVEPOINT pgops_check")
+                unplanned.add(number)
+                continue
             except psycopg2.Error as error:
                 cur.execute("ROLLBACK")
                 raise PgopsError("%s check %s cannot run: %s (fix its condition or filter)" % (
                     check.kind, check.report["name"], one_line(error).split(" LINE ")[0]))
             cur.execute("RELEASE SAVEPOINT pgops_check")
-        for check in checks:
+        for number, check in enumerate(checks):
+            report = dict(check.report, kind=check.kind)
+            if number in unplanned:
+                report.update(status="timed_out", count=None, elapsed_ms=float(timeout_ms))
+                results.append(report)
+                continue
             cur.execute("SAVEPOINT pgops_check; SET LOCAL statement_timeout = %s", (int(timeout_ms),))
             started = time.time()
-            report = dict(check.report, kind=check.kind)
             try:
                 cur.execute(check.query, {"sample_size": sample_size})
                 row = cur.fetchone()

@@ -65,7 +65,7 @@ def read_catalog(cur, database, roles):
     return found, (json.loads(state) if state else None)
 
 
-def plan(database, roles, found, state, wanted, strategy):
+def plan(database, roles, found, state, wanted, strategy, owner=None):
     """(statements, new_state): what to run to reach `wanted`, and the state to record (None: clear it)."""
     statements = []
     if wanted == "read_only":
@@ -82,7 +82,7 @@ def plan(database, roles, found, state, wanted, strategy):
                     sql.Identifier(role), sql.Identifier(database)))
             else:
                 statements.append(sql.SQL("ALTER ROLE {} CONNECTION LIMIT 0").format(sql.Identifier(role)))
-        new_state = {"strategy": strategy, "roles": list(roles), "previous": previous,
+        new_state = {"strategy": strategy, "roles": list(roles), "previous": previous, "owner": owner,
                      "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         statements.append(sql.SQL("ALTER DATABASE {} SET {} = {}").format(
             sql.Identifier(database), sql.SQL(STATE_SETTING), sql.Literal(json.dumps(new_state, sort_keys=True))))

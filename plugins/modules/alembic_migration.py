@@ -105,6 +105,12 @@ options:
     type: list
     elements: str
     default: []
+  lease_owner:
+    description:
+      - The owner of the deployment lock (M(intowork.pgops.deploy_lock)) this migration runs under. Its lease is
+        kept alive while Alembic runs, so a long migration is never taken over as stale, and a migration whose
+        lease was taken over fails instead of reporting success.
+    type: str
 extends_documentation_fragment:
   - intowork.pgops._connection
   - intowork.pgops._connection.ATTRIBUTES
@@ -247,6 +253,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
     require_psycopg2,
     run_module,
 )
+from ansible_collections.intowork.pgops.plugins.module_utils._lease import LeaseKeeper
 
 
 def migrate(params, check_mode):
@@ -299,9 +306,13 @@ def migrate(params, check_mode):
         if interrupted:
             run_alembic(params, ini_path, "stamp", interrupted, params["timeout"])
         try:
-            result["alembic_output"], result["attempts"] = run_with_retries(
-                params, ini_path, direction, params["target"], params["timeout"], params["lock_retries"],
-                params["lock_retry_backoff"])
+            with LeaseKeeper(params, params["lease_owner"]) as keeper:
+                result["alembic_output"], result["attempts"] = run_with_retries(
+                    params, ini_path, direction, params["target"], params["timeout"], params["lock_retries"],
+                    params["lock_retry_backoff"])
+            if keeper.lost:
+                raise PgopsError("the deployment lock of %s was taken from %s while Alembic ran" % (
+                    conn.info.dbname, params["lease_owner"]))
         except PgopsError as error:
             now = current_revisions(conn, params["version_table"], params["version_table_schema"])
             if interrupted and now == (interrupted,):
@@ -340,6 +351,7 @@ def main():
         drop_invalid_indexes=dict(type="bool", default=True),
         offline_sql=dict(type="bool", default=True),
         interrupted_plan=dict(type="list", elements="str", default=[]),
+        lease_owner=dict(type="str"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     require_psycopg2(module)

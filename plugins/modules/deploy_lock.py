@@ -38,8 +38,16 @@ options:
       - Acquiring a lock already held with other details updates them.
       - Keep secrets out of it; any database user can read it.
     type: dict
+  merge:
+    description:
+      - With O(state=acquired) by the holder, add O(details) to the details already kept instead of replacing
+        them, so each step of a deployment can record itself.
+    type: bool
+    default: false
   stale_after:
-    description: Seconds after which someone else's lease counts as abandoned.
+    description:
+      - Seconds without a heartbeat after which someone else's lease counts as abandoned. Every acquired call
+        by the holder is a heartbeat, and long steps (the migration) keep the lease alive while they run.
     type: int
     default: 7200
   force:
@@ -88,7 +96,6 @@ previous_holder:
   type: dict
 """
 
-import json
 import socket
 import time
 
@@ -100,33 +107,18 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
     connection_spec,
     require_psycopg2,
     run_module,
-    sql,
 )
-
-SETTING = "pgops.deploy_lock"
-READ_LEASE = """
-SELECT substr(s.setting, length(%(prefix)s) + 1)
-  FROM pg_db_role_setting d
-  JOIN pg_database db ON db.oid = d.setdatabase AND db.datname = current_database()
- CROSS JOIN unnest(d.setconfig) AS s(setting)
- WHERE d.setrole = 0 AND s.setting LIKE %(like)s
-"""
-
+from ansible_collections.intowork.pgops.plugins.module_utils._lease import last_beat, lock_and_read, write_statement
 
 def lock(params, check_mode):
     conn = connect(params)
     try:
         cur = conn.cursor()
-        # Serialises every deploy_lock call on this database until the transaction ends.
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext('pgops.deploy_lock:' || current_database()))")
-        cur.execute(READ_LEASE, {"prefix": SETTING + "=", "like": SETTING + "=%"})
-        row = cur.fetchone()
-        lease = json.loads(row[0]) if row else None
+        lease = lock_and_read(cur)
         now = time.time()
         mine = lease is not None and lease["owner"] == params["owner"]
-        stale = lease is not None and now - lease["taken_at"] > params["stale_after"]
+        stale = lease is not None and now - last_beat(lease) > params["stale_after"]
         result = {"changed": False, "previous_holder": lease, "holder": lease}
-        database = sql.Identifier(conn.info.dbname)
         if params["state"] == "status":
             conn.rollback()
             return result
@@ -136,18 +128,22 @@ def lock(params, check_mode):
                                  "if that run is gone, release it with force=true" % (
                                      conn.info.dbname, lease["owner"], lease["since"], lease["host"]))
             details = params["details"] if params["details"] is not None else (lease or {}).get("details")
+            if mine and params["merge"] and params["details"] is not None:
+                details = dict(lease.get("details") or {}, **params["details"])
             if mine and lease.get("details") == details:
-                conn.rollback()
+                # Holding it already: only the heartbeat moves, which is bookkeeping, not a change.
+                if not check_mode:
+                    cur.execute(write_statement(conn.info.dbname, dict(lease, heartbeat_at=now)))
+                    conn.commit()
                 return result
             if mine:
-                new = dict(lease, details=details)
+                new = dict(lease, details=details, heartbeat_at=now)
             else:
-                new = {"owner": params["owner"], "host": socket.gethostname(), "taken_at": now,
+                new = {"owner": params["owner"], "host": socket.gethostname(), "taken_at": now, "heartbeat_at": now,
                        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))}
                 if params["details"] is not None:
                     new["details"] = params["details"]
-            statement = sql.SQL("ALTER DATABASE {} SET {} = {}").format(
-                database, sql.SQL(SETTING), sql.Literal(json.dumps(new, sort_keys=True)))
+            statement = write_statement(conn.info.dbname, new)
             result.update(changed=True, holder=new)
         else:
             if lease is None:
@@ -156,7 +152,7 @@ def lock(params, check_mode):
             if not mine and not params["force"]:
                 raise PgopsError("deployment lock of %s is held by %s, not %s: release it with force=true only if "
                                  "that run is gone" % (conn.info.dbname, lease["owner"], params["owner"]))
-            statement = sql.SQL("ALTER DATABASE {} RESET {}").format(database, sql.SQL(SETTING))
+            statement = write_statement(conn.info.dbname, None)
             result.update(changed=True, holder=None)
         result["diff"] = {"before": {"deploy_lock": lease}, "after": {"deploy_lock": result["holder"]}}
         if check_mode:
@@ -177,6 +173,7 @@ def main():
         details=dict(type="dict"),
         stale_after=dict(type="int", default=7200),
         force=dict(type="bool", default=False),
+        merge=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_if=[("state", "acquired", ["owner"]), ("state", "released", ["owner"])])

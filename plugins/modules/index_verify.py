@@ -205,6 +205,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
     PgopsError,
     connect,
     connection_spec,
+    psycopg2,
     require_psycopg2,
     run_module,
 )
@@ -219,6 +220,8 @@ from ansible_collections.intowork.pgops.plugins.module_utils._index_spec import 
 )
 
 DEFAULT_FAIL_ON = ["missing", "invalid", "different", "duplicate", "unindexed_fk"]
+CATALOG_LOCK_TIMEOUT_SECONDS = 10
+LOCK_NOT_AVAILABLE = "55P03"
 
 
 def verify(params, check_mode):
@@ -228,6 +231,7 @@ def verify(params, check_mode):
     else:
         raw_entries = params["indexes"] or []
     entries = validate_entries(raw_entries)
+    strategy_names = [entry["name"] for entry in entries]
     not_yet_expected = 0
     if params["revisions"] is not None:
         applied = set(params["revisions"])
@@ -246,7 +250,16 @@ def verify(params, check_mode):
     try:
         with conn.cursor() as cur:
             conn.set_session(readonly=True)
-            cur.execute(INDEX_CATALOG, {"schema": schema})
+            # Index sizes need a share lock on each table: behind an exclusive lock, fail clearly, never hang.
+            cur.execute("SET LOCAL lock_timeout = %s", ("%ds" % CATALOG_LOCK_TIMEOUT_SECONDS,))
+            try:
+                cur.execute(INDEX_CATALOG, {"schema": schema})
+            except psycopg2.OperationalError as error:
+                if error.pgcode != LOCK_NOT_AVAILABLE:
+                    raise
+                raise PgopsError("the index catalog of schema %s could not be read: a table is locked exclusively "
+                                 "for more than %d s (see pg_locks); run again when it is free" % (
+                                     schema, CATALOG_LOCK_TIMEOUT_SECONDS))
             row = cur.fetchone()
         conn.rollback()
     finally:
@@ -257,7 +270,7 @@ def verify(params, check_mode):
                "stats_reset": row[3].isoformat() if row[3] else None}
 
     findings = compare(entries, catalog)
-    findings["duplicate"], findings["redundant"] = overlaps(catalog)
+    findings["duplicate"], findings["redundant"] = overlaps(catalog, strategy_names)
     findings["unused"] = unused(catalog)
     findings["unindexed_fk"] = unindexed_foreign_keys(catalog)
     result = dict(findings, schema=schema, expected=len(entries), not_yet_expected=not_yet_expected,

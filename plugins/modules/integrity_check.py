@@ -25,7 +25,8 @@ description:
 options:
   spec_file:
     description:
-      - YAML file with any of the keys C(relations), C(duplicates), C(checks) and C(row_counts), shaped like
+      - YAML file with any of the keys C(relations), C(duplicates), C(checks), C(row_counts) and
+        C(expected_foreign_keys), shaped like
         the options of those names, read on the managed host. An option given inline, even an empty list,
         takes precedence over the file's key of the same name.
     type: path
@@ -117,6 +118,41 @@ options:
     description: Tables to count exactly; the counts are returned as RV(row_counts).
     type: list
     elements: str
+  expected_foreign_keys:
+    description:
+      - Foreign keys the application relies on. One the catalog no longer has (dropped by a hand fix, or
+        lost in a partial restore) is a finding, and its rows are checked for orphans as a relation.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: Name for the report.
+        type: str
+        required: true
+      table:
+        description: Referencing table.
+        type: str
+        required: true
+      columns:
+        description: Referencing columns.
+        type: list
+        elements: str
+        required: true
+      references:
+        description: Referenced table.
+        type: str
+        required: true
+      referenced_columns:
+        description: Referenced columns; the referenced table's primary key when left out.
+        type: list
+        elements: str
+  catalog_checks:
+    description:
+      - Also check what breaks an application while every name is in place, without reading the data
+        twice - triggers left disabled (foreign keys then go unenforced) and sequences behind the
+        column they feed (every insert then fails on the key).
+    type: bool
+    default: true
   compare_to:
     description:
       - Row counts from an earlier run (its RV(row_counts)), compared under O(compare_policy).
@@ -139,8 +175,10 @@ options:
     description: Finding kinds that make the task fail.
     type: list
     elements: str
-    choices: [orphans, duplicates, not_valid, check_violations, row_counts, timeouts]
-    default: [orphans, duplicates, not_valid, check_violations, row_counts, timeouts]
+    choices: [orphans, duplicates, not_valid, check_violations, row_counts, timeouts, missing_foreign_keys,
+              disabled_triggers, sequences_behind]
+    default: [orphans, duplicates, not_valid, check_violations, row_counts, timeouts, missing_foreign_keys,
+              disabled_triggers, sequences_behind]
 extends_documentation_fragment:
   - intowork.pgops._connection
   - intowork.pgops._connection.ATTRIBUTES
@@ -233,6 +271,21 @@ row_count_changes:
   returned: always
   type: list
   elements: dict
+missing_foreign_keys:
+  description: Entries of O(expected_foreign_keys) that the catalog does not have.
+  returned: always
+  type: list
+  elements: dict
+disabled_triggers:
+  description: Disabled triggers (C(table), C(trigger), C(internal)); internal ones enforce foreign keys.
+  returned: always
+  type: list
+  elements: dict
+sequences_behind:
+  description: One entry per sequence that feeds a column; V(found) when it lags behind the column's maximum.
+  returned: always
+  type: list
+  elements: dict
 timed_out:
   description: Names of the checks that hit O(statement_timeout).
   returned: always
@@ -259,6 +312,8 @@ from ansible_collections.intowork.pgops.plugins.module_utils._integrity import (
     COMPARE_POLICIES,
     KINDS,
     compare_counts,
+    disabled_triggers,
+    missing_foreign_keys,
     load_spec_file,
     plan,
     run,
@@ -279,13 +334,16 @@ def check_integrity(params, check_mode):
         conn.rollback()
         if row is None:
             raise PgopsError("schema %r does not exist in the database: check the schema option" % params["schema"])
-        checks = plan({"relations": row[0], "constraints": row[1]}, params["schema"], params)
+        catalog = {"relations": row[0], "constraints": row[1], "sequences": row[2], "disabled_triggers": row[3]}
+        checks = plan(catalog, params["schema"], params)
         results = run(conn, checks, params["statement_timeout"], params["sample_size"])
     finally:
         conn.close()
 
     result = dict((kind, [r for r in results if r["kind"] == kind])
-                  for kind in ("orphans", "duplicates", "not_valid", "check_violations"))
+                  for kind in ("orphans", "duplicates", "not_valid", "check_violations", "sequences_behind"))
+    result["missing_foreign_keys"] = missing_foreign_keys(catalog, params)
+    result["disabled_triggers"] = disabled_triggers(catalog, params)
     counted = [r for r in results if r["kind"] == "row_counts"]
     result["row_counts"] = counted[0]["counts"] if counted and counted[0]["status"] == "ok" else {}
     result["timed_out"] = [r["name"] for r in results if r["status"] == "timed_out"]
@@ -298,6 +356,9 @@ def check_integrity(params, check_mode):
         "check_violations": any(r["status"] == "found" for r in result["check_violations"]),
         "row_counts": bool(result["row_count_changes"]),
         "timeouts": bool(result["timed_out"]),
+        "missing_foreign_keys": bool(result["missing_foreign_keys"]),
+        "disabled_triggers": bool(result["disabled_triggers"]),
+        "sequences_behind": any(r["status"] == "found" for r in result["sequences_behind"]),
     }
     result["failed_checks"] = [kind for kind in params["fail_on"] if found[kind]]
     result["changed"] = False
@@ -315,6 +376,17 @@ def summary(result):
                 parts.append("%s is NOT VALID (%s violating rows)" % (entry["name"], entry["count"]))
             elif entry["status"] == "found":
                 parts.append("%s %s: %d" % (kind.replace("_", " "), entry["name"], entry["count"]))
+    for entry in result["missing_foreign_keys"]:
+        parts.append("foreign key %s (%s.%s -> %s) is gone from the catalog" % (
+            entry["name"], entry["table"], ",".join(entry["columns"]), entry["references"]))
+    for entry in result["disabled_triggers"]:
+        parts.append("trigger %s on %s is disabled, so %s is not enforced" % (
+            entry["trigger"], entry["table"], entry["enforces"]))
+    for entry in result["sequences_behind"]:
+        if entry["status"] == "found":
+            fact = entry["sample"][0]
+            parts.append("sequence %s is at %s, behind %s.%s (max %s): the next insert fails on a duplicate key" % (
+                entry["sequence"], fact["sequence_last"], entry["table"], entry["column"], fact["column_max"]))
     parts.extend("%s timed out" % name for name in result["timed_out"])
     parts.extend("%s %s" % (change["table"], change["reason"]) for change in result["row_count_changes"])
     return "; ".join(parts)
@@ -348,6 +420,14 @@ def main():
             where=dict(type="str"),
         )),
         row_counts=dict(type="list", elements="str"),
+        expected_foreign_keys=dict(type="list", elements="dict", options=dict(
+            name=dict(type="str", required=True),
+            table=dict(type="str", required=True),
+            columns=dict(type="list", elements="str", required=True),
+            references=dict(type="str", required=True),
+            referenced_columns=dict(type="list", elements="str"),
+        )),
+        catalog_checks=dict(type="bool", default=True),
         compare_to=dict(type="dict"),
         compare_policy=dict(type="str", choices=COMPARE_POLICIES, default="no_loss"),
         sample_size=dict(type="int", default=5),

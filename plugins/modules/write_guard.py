@@ -31,10 +31,18 @@ options:
     elements: str
     required: true
   state:
-    description: V(read_only) turns writes off; V(read_write) restores what was there before.
+    description:
+      - V(read_only) turns writes off; V(read_write) restores what was there before.
+      - V(status) only reads the recorded guard (RV(guard)), for example to find out, after a failure, whether
+        this run's guard is still on.
     type: str
-    choices: [read_only, read_write]
+    choices: [read_only, read_write, status]
     required: true
+  owner:
+    description:
+      - Who turns writes off, for example the deployment id; kept in the recorded guard, so that a clean-up
+        path can tell its own guard from someone else's.
+    type: str
   strategy:
     description: How writes are turned off (see the description).
     type: str
@@ -159,14 +167,18 @@ def guard(params, check_mode):
     database = params["login_db"]
     if not database:
         raise PgopsError("no database to guard: set login_db or PGDATABASE")
-    roles = sorted(set(params["roles"]))
-    if not roles:
+    roles = sorted(set(params["roles"] or []))
+    if not roles and params["state"] != "status":
         raise PgopsError("roles is empty: name the application's login roles")
     conn = connect(params, autocommit=True)
     try:
         cur = conn.cursor()
         found, state = read_catalog(cur, database, roles)
-        statements, new_state = plan(database, roles, found, state, params["state"], params["strategy"])
+        if params["state"] == "status":
+            return {"changed": False, "state": "read_only" if state else "read_write", "guard": state,
+                    "executed_queries": [], "terminated": [], "waited_seconds": 0.0, "probe": None}
+        statements, new_state = plan(database, roles, found, state, params["state"], params["strategy"],
+                                     params["owner"])
         result = {
             "changed": bool(statements), "state": params["state"], "guard": new_state,
             "executed_queries": [statement.as_string(conn) for statement in statements],
@@ -175,8 +187,12 @@ def guard(params, check_mode):
         }
         if check_mode:
             return result
+        # The role changes and the record of them commit together: a failure leaves nothing half-set.
+        conn.autocommit = False
         for statement in statements:
             cur.execute(statement)
+        conn.commit()
+        conn.autocommit = True
         if params["state"] == "read_only" and params["terminate_sessions"]:
             # Also on a re-run: a session that slipped in before the first run still writes.
             drained = drain_sessions(cur, database, roles, params["grace_period"])
@@ -197,15 +213,17 @@ def guard(params, check_mode):
 def main():
     argument_spec = connection_spec()
     argument_spec.update(
-        roles=dict(type="list", elements="str", required=True),
-        state=dict(type="str", required=True, choices=["read_only", "read_write"]),
+        roles=dict(type="list", elements="str"),
+        state=dict(type="str", required=True, choices=["read_only", "read_write", "status"]),
+        owner=dict(type="str"),
         strategy=dict(type="str", default="default_transaction_read_only", choices=STRATEGIES),
         grace_period=dict(type="int", default=10),
         terminate_sessions=dict(type="bool", default=True),
         probe_user=dict(type="str"),
         probe_password=dict(type="str", no_log=True),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           required_if=[("state", "read_only", ["roles"]), ("state", "read_write", ["roles"])])
     require_psycopg2(module)
     run_module(module, guard)
 

@@ -7,7 +7,7 @@ import shutil
 import psycopg2
 import pytest
 
-from conftest import APP, BASELINE, HEAD, PASSWORD, PROJECT_DIR, connect_as, hold_lock, query, run_module
+from conftest import APP, BASELINE, HEAD, PASSWORD, PROJECT_DIR, connect_as, failure_message, hold_lock, query, run_module
 from test_deploy_playbook import playbook, revision
 
 
@@ -57,7 +57,8 @@ def test_revision_failing_mid_chain_is_rolled_back_by_downgrade(server, deployab
     assert app_can_write(deployable), "writes are back on"
     assert query(deployable, "SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'ix\\_%'")[0][0] == 0
     (record,) = (tmp_path / "reports").glob("deploy-*.json")
-    assert json.loads(record.read_text())["outcome"] == "failed, rolled back"
+    assert json.loads(record.read_text())["outcome"] == "rolled_back"
+    assert "Rolled back by downgrade" in failure_message(result)
     lock = run_module("deploy_lock", dict(deployable, state="acquired", owner="next-deploy"))
     assert lock["changed"] is True, "the failed deployment released its lock"
 

@@ -1,0 +1,95 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, INTOWORK platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to intowork.pgops: not a public API, may change without notice.
+"""The deployment lease: one JSON value in the custom setting `pgops.deploy_lock` of the database.
+
+Read and written only under a transaction-level advisory lock, so two runs never both take it. The
+holder refreshes `heartbeat_at` while it works; a lease is stale when its heartbeat is older than
+stale_after, so a long step that keeps the lease alive is never taken over.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import threading
+import time
+
+from ansible_collections.intowork.pgops.plugins.module_utils._connection import connect, sql
+
+SETTING = "pgops.deploy_lock"
+READ_LEASE = """
+SELECT substr(s.setting, length(%(prefix)s) + 1)
+  FROM pg_catalog.pg_db_role_setting d
+  JOIN pg_catalog.pg_database db ON db.oid = d.setdatabase AND db.datname = pg_catalog.current_database()
+ CROSS JOIN pg_catalog.unnest(d.setconfig) AS s(setting)
+ WHERE d.setrole = 0 AND s.setting LIKE %(like)s
+"""
+
+
+def lock_and_read(cur):
+    """Serialise lease changes on this database until the transaction ends; the lease, or None."""
+    cur.execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgops.deploy_lock:' "
+                "|| pg_catalog.current_database()))")
+    cur.execute(READ_LEASE, {"prefix": SETTING + "=", "like": SETTING + "=%"})
+    row = cur.fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def last_beat(lease):
+    return lease.get("heartbeat_at", lease["taken_at"])
+
+
+def write_statement(database, lease):
+    if lease is None:
+        return sql.SQL("ALTER DATABASE {} RESET {}").format(sql.Identifier(database), sql.SQL(SETTING))
+    return sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+        sql.Identifier(database), sql.SQL(SETTING), sql.Literal(json.dumps(lease, sort_keys=True)))
+
+
+def heartbeat(params, owner):
+    """Refresh the lease's heartbeat if `owner` still holds it; False when it does not (lost or released)."""
+    conn = connect(params)
+    try:
+        cur = conn.cursor()
+        lease = lock_and_read(cur)
+        if lease is None or lease["owner"] != owner:
+            conn.rollback()
+            return False
+        cur.execute(write_statement(conn.info.dbname, dict(lease, heartbeat_at=time.time())))
+        conn.commit()
+        return True
+    finally:
+        conn.close()
+
+
+class LeaseKeeper(object):
+    """Keeps `owner`'s lease alive from a thread while a long step runs; notes when it was lost."""
+
+    def __init__(self, params, owner, interval=30.0):
+        self.params, self.owner, self.interval = params, owner, interval
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pgops-lease-keeper")
+        self._thread.daemon = True
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            try:
+                if not heartbeat(self.params, self.owner):
+                    self.lost = True
+                    return
+            except Exception:  # pylint: disable=broad-except
+                pass  # the server may be restarting; the next beat tries again, the step reports its own error
+
+    def __enter__(self):
+        if self.owner:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
