@@ -222,6 +222,27 @@ def offline_sql(params, ini_path, direction, current, target):
     return result.stdout
 
 
+def offline_plan_sql(params, ini_path, direction, current, target, pending):
+    """(sql, unrendered): the SQL of the whole span, or, when that cannot be rendered offline (a revision that
+    reads the database through op.get_bind()), of each revision that can, and the reason for each that cannot."""
+    try:
+        return offline_sql(params, ini_path, direction, current, target), []
+    except PgopsError:
+        if direction != "upgrade":
+            raise
+    parts, unrendered = [], []
+    for step in pending:
+        if isinstance(step["down_revision"], (list, tuple)):
+            unrendered.append({"revision": step["revision"], "reason": "a merge revision is rendered only with its span"})
+            continue
+        try:
+            parts.append(offline_sql(params, ini_path, direction, step["down_revision"], step["revision"]))
+        except PgopsError as error:
+            unrendered.append({"revision": step["revision"], "reason": str(error)})
+            parts.append("-- revision %s: no offline SQL (%s)\n" % (step["revision"], error))
+    return "".join(parts), unrendered
+
+
 def is_lock_timeout(message):
     return "lock timeout" in message or "could not obtain lock" in message
 

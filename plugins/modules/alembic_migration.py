@@ -224,6 +224,13 @@ sql:
   description: The SQL the pending revisions would run.
   returned: in check mode with pending revisions and O(offline_sql)
   type: str
+sql_unrendered:
+  description:
+    - Revisions whose SQL cannot be rendered offline (they read the database, for example through
+      C(op.get_bind())), each with the reason; RV(sql) holds the others.
+  returned: in check mode with pending revisions and O(offline_sql)
+  type: list
+  elements: dict
 diff:
   description: The recorded revision before and after.
   returned: when changed and diff mode is on
@@ -240,7 +247,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._alembic import (
     history,
     invalid_indexes,
     load_scripts,
-    offline_sql,
+    offline_plan_sql,
     plan,
     run_alembic,
     run_with_retries,
@@ -294,8 +301,8 @@ def migrate(params, check_mode):
         result["diff"] = {"before": {"revision": result["current"]}, "after": {"revision": result["revision"]}}
         if check_mode:
             if params["offline_sql"]:
-                result["sql"] = offline_sql(params, ini_path, direction, current[0] if current else None,
-                                            params["target"])
+                result["sql"], result["sql_unrendered"] = offline_plan_sql(
+                    params, ini_path, direction, current[0] if current else None, params["target"], pending)
             return result
         # No other migration can be running (the deployment lock): these belong to a run that was killed.
         result["terminated_sessions"] = terminate_leftover_sessions(conn)

@@ -51,7 +51,7 @@ def client_bin(tmp_path, server, pg_dump=None, pg_restore=None):
     """
     folder = tmp_path / "bin"
     folder.mkdir()
-    for name, body in (("pg_dump", pg_dump), ("pg_restore", pg_restore)):
+    for name, body in (("pg_dump", pg_dump), ("pg_restore", pg_restore), ("psql", None)):
         if body is None:
             (folder / name).symlink_to(Path(server["bindir"]) / name)
             continue

@@ -48,6 +48,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -583,8 +584,94 @@ def schema_access_statements(schema, access):
     return statements
 
 
+ARCHIVE_EXTENSION = re.compile(r"^\d+; \d+ \d+ EXTENSION - (\S+)")
+
+# Objects in other schemas that a schema replacement would take with it: views over its tables, and
+# foreign keys into them.
+OUTSIDE_DEPENDENTS = """
+SELECT DISTINCT format('view %%I.%%I', vn.nspname, v.relname)
+  FROM pg_catalog.pg_depend d
+  JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
+  JOIN pg_catalog.pg_class v ON v.oid = r.ev_class
+  JOIN pg_catalog.pg_namespace vn ON vn.oid = v.relnamespace
+  JOIN pg_catalog.pg_class t ON t.oid = d.refobjid
+  JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
+ WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.refclassid = 'pg_catalog.pg_class'::regclass
+   AND tn.nspname = %(schema)s AND vn.nspname <> %(schema)s
+UNION
+SELECT format('foreign key %%I on %%I.%%I', c.conname, cn.nspname, ct.relname)
+  FROM pg_catalog.pg_constraint c
+  JOIN pg_catalog.pg_class ct ON ct.oid = c.conrelid
+  JOIN pg_catalog.pg_namespace cn ON cn.oid = ct.relnamespace
+  JOIN pg_catalog.pg_class rt ON rt.oid = c.confrelid
+  JOIN pg_catalog.pg_namespace rn ON rn.oid = rt.relnamespace
+ WHERE c.contype = 'f' AND rn.nspname = %(schema)s AND cn.nspname <> %(schema)s
+ORDER BY 1
+"""
+
+
+def archive_extensions(config, path):
+    """Names of the extensions the archive creates, from its table of contents."""
+    listing = run([program(config, "pg_restore"), "--list", path], os.environ, "pg_restore --list")
+    return sorted(set(match.group(1) for match in map(ARCHIVE_EXTENSION.match, listing.splitlines()) if match))
+
+
+def first_error(handle, fallback):
+    """The first line of a program's error output that says something, or the fallback."""
+    handle.seek(0)
+    lines = [line.strip() for line in handle.read().decode(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower() or "fatal" in line.lower()]
+    return (errors or lines or [fallback])[0]
+
+
+def stream_restore(config, path, schema, before, after):
+    """pg_restore's SQL for `schema`, between `before` and `after`, into psql, in one explicit transaction that
+    commits only when pg_restore read the whole archive; returns nothing or raises with the reason.
+
+    Error output goes to files, never to pipes nobody reads; a psql that stopped on an error ends pg_restore
+    too, so neither waits for the other.
+    """
+    with tempfile.TemporaryFile() as dump_errors, tempfile.TemporaryFile() as load_errors:
+        dump = subprocess.Popen([program(config, "pg_restore"), "--file=-", "--schema=%s" % schema, path],
+                                stdout=subprocess.PIPE, stderr=dump_errors)
+        load = subprocess.Popen([program(config, "psql"), "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1",
+                                 "--output=/dev/null", "--no-password"],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=load_errors,
+                                env=libpq_env(config))
+        psql_stopped = False
+        try:
+            load.stdin.write(("BEGIN;\n" + "\n".join(before) + "\n").encode())
+            for block in iter(lambda: dump.stdout.read(1 << 20), b""):
+                load.stdin.write(block)
+        except BrokenPipeError:
+            psql_stopped = True  # it stopped at an error; its message says why
+        if psql_stopped:
+            dump.kill()
+        dump.stdout.close()
+        dump_status = dump.wait()
+        try:
+            if not psql_stopped:
+                # Only a complete archive commits; otherwise the transaction is rolled back, nothing changed.
+                finish = "\n".join(after) + "\nCOMMIT;\n" if dump_status == 0 else "ROLLBACK;\n"
+                load.stdin.write(finish.encode())
+            load.stdin.close()
+        except BrokenPipeError:
+            psql_stopped = True
+        load_status = load.wait()
+        if load_status != 0:
+            raise BackupError("restore rolled back, nothing changed: %s" % first_error(
+                load_errors, "psql exit status %d" % load_status))
+        if dump_status != 0:
+            raise BackupError("restore rolled back, nothing changed: pg_restore could not read %s: %s" % (
+                path, first_error(dump_errors, "exit status %d" % dump_status)))
+
+
 def restore_in_place(config, log, chosen, schema):
-    """Replace `schema` of the live database with the backup's, in one transaction; all or nothing."""
+    """Replace `schema` of the live database with the backup's, in one transaction; all or nothing.
+
+    Other schemas are left as they are; extensions that the archive does not have (created after the
+    backup) go with the replaced schema.
+    """
     if not chosen:
         raise BackupError("restore needs --backup: the file to put back")
     if not re.match(r"^[a-z_][a-z0-9_]*$", schema):
@@ -593,58 +680,54 @@ def restore_in_place(config, log, chosen, schema):
     digest = checksum(path)
     if digest != manifest.get("sha256"):
         raise BackupError("%s is corrupt: sha256 %s, manifest says %s" % (path, digest[:12], str(manifest.get("sha256"))[:12]))
+    in_archive = archive_extensions(config, path)
     aside = "pgops_replaced_%s" % utcnow().strftime("%Y%m%d%H%M%S")
     conn = connect(config)
     try:
         cur = conn.cursor()
-        cur.execute("SELECT e.extname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
-                    "WHERE n.nspname = %s ORDER BY 1", (schema,))
+        cur.execute(OUTSIDE_DEPENDENTS, {"schema": schema})
+        dependents = [row[0] for row in cur.fetchall()]
+        if dependents:
+            raise BackupError("restore refused, nothing changed: %s in other schemas depend(s) on schema %s and "
+                              "would be dropped with it; drop or move them first" % (", ".join(dependents), schema))
+        cur.execute("SELECT e.extname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n "
+                    "ON n.oid = e.extnamespace WHERE n.nspname = %s ORDER BY 1", (schema,))
         extensions = [row[0] for row in cur.fetchall()]
+        cur.execute("SELECT extname FROM pg_catalog.pg_extension")
+        installed = set(row[0] for row in cur.fetchall())
         # Who owns the schema and who may use it: a schema created anew has neither, and the dump records
         # them only where they differ from initdb's defaults (public's USAGE for everyone).
-        cur.execute("SELECT pg_get_userbyid(n.nspowner), CASE a.grantee WHEN 0 THEN 'PUBLIC' "
-                    "ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable "
-                    "FROM pg_namespace n LEFT JOIN LATERAL aclexplode(n.nspacl) a ON true "
+        cur.execute("SELECT pg_catalog.pg_get_userbyid(n.nspowner), CASE a.grantee WHEN 0 THEN 'PUBLIC' "
+                    "ELSE pg_catalog.pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable "
+                    "FROM pg_catalog.pg_namespace n LEFT JOIN LATERAL pg_catalog.aclexplode(n.nspacl) a ON true "
                     "WHERE n.nspname = %s", (schema,))
         access = cur.fetchall()
     finally:
         conn.close()
-    # Extensions in the schema move to the new one, so the archive's objects find their operators.
+    kept = [ext for ext in extensions if ext in in_archive]
+    dropped = [ext for ext in extensions if ext not in in_archive]
+    missing = [ext for ext in in_archive if ext not in installed]
+    # Extensions the archive has move to the new schema, so its objects find their operators; those it
+    # lacks stay behind and are dropped with the old schema; those it has but the database lost come back.
     before = ["SET lock_timeout = '30s';",
               "ALTER SCHEMA %s RENAME TO %s;" % (quote_ident(schema), quote_ident(aside)),
               "CREATE SCHEMA %s;" % quote_ident(schema)]
-    before += ["ALTER EXTENSION %s SET SCHEMA %s;" % (quote_ident(ext), quote_ident(schema)) for ext in extensions]
+    before += ["ALTER EXTENSION %s SET SCHEMA %s;" % (quote_ident(ext), quote_ident(schema)) for ext in kept]
+    before += ["CREATE EXTENSION IF NOT EXISTS %s WITH SCHEMA %s;" % (quote_ident(ext), quote_ident(schema))
+               for ext in missing]
     before += schema_access_statements(schema, access)
-    after = ["DROP SCHEMA %s CASCADE;" % quote_ident(aside)]
+    after = ["DROP EXTENSION IF EXISTS %s CASCADE;" % quote_ident(ext) for ext in dropped]
+    after += ["DROP SCHEMA %s CASCADE;" % quote_ident(aside)]
     log("restore: replacing schema %s of %s with %s" % (schema, config["database"], os.path.basename(path)))
     started = time.monotonic()
-    dump = subprocess.Popen([program(config, "pg_restore"), "--file=-", path], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    load = subprocess.Popen([program(config, "psql"), "--no-psqlrc", "--quiet", "--single-transaction",
-                             "--set=ON_ERROR_STOP=1", "--output=/dev/null", "--no-password"],
-                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=libpq_env(config))
-    try:
-        load.stdin.write(("\n".join(before) + "\n").encode())
-        for block in iter(lambda: dump.stdout.read(1 << 20), b""):
-            load.stdin.write(block)
-        load.stdin.write(("\n".join(after) + "\n").encode())
-        load.stdin.close()
-    except BrokenPipeError:
-        pass  # psql stopped at the first error; its message says why
-    dump_error = dump.stderr.read().decode(errors="replace")
-    load_error = load.stderr.read().decode(errors="replace")
-    if dump.wait() != 0:
-        load.kill()
-        load.wait()
-        raise BackupError("restore: pg_restore could not read %s: %s" % (path, dump_error.strip().splitlines()[-1:]))
-    if load.wait() != 0:
-        lines = [line for line in load_error.splitlines() if line.strip()]
-        raise BackupError("restore rolled back, nothing changed: %s" % (lines[0] if lines else "psql failed"))
+    stream_restore(config, path, schema, before, after)
     seconds = time.monotonic() - started
-    log("restore: %s restored into %s in %.1f s" % (os.path.basename(path), config["database"], seconds))
+    log("restore: %s restored into %s in %.1f s%s" % (
+        os.path.basename(path), config["database"], seconds,
+        "; removed extension(s) created after the backup: %s" % ", ".join(dropped) if dropped else ""))
     return {"restored": path, "database": config["database"], "schema": schema, "seconds": round(seconds, 3),
-            "alembic_revision": manifest.get("alembic_revision"), "row_counts": manifest.get("row_counts", {})}
+            "alembic_revision": manifest.get("alembic_revision"), "row_counts": manifest.get("row_counts", {}),
+            "extensions_removed": dropped, "extensions_recreated": missing}
 
 
 # ---------------------------------------------------------------- maintenance jobs

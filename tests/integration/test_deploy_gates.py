@@ -1,0 +1,204 @@
+"""Every decision deploy-migration.yml and rollback.yml take, driven down the branch an operator fears, through
+ansible-playbook: the play's exit status, its last line and the database afterwards."""
+
+import json
+import os
+import shutil
+import stat
+
+import pytest
+
+from conftest import (APP, HEAD, PASSWORD, PROJECT_DIR, failure_message, play_recap, query, run_playbook,
+                      start_playbook)
+from test_deploy_faults import app_can_write, counts
+from test_deploy_playbook import revision
+
+REVISION = '''"""{doc}
+
+Revision ID: {revision}
+Revises: {down}
+"""
+from alembic import op
+
+revision = "{revision}"
+down_revision = "{down}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+{upgrade}
+
+
+def downgrade():
+{downgrade}
+'''
+
+
+def project(tmp_path, *revisions):
+    """The reference project plus revisions after its head: (revision id, upgrade body, downgrade body)."""
+    folder = tmp_path / "app"
+    shutil.copytree(PROJECT_DIR, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    down = HEAD
+    for number, (rev, upgrade, downgrade) in enumerate(revisions):
+        (folder / "migrations" / "versions" / f"{rev}_step{number}.py").write_text(REVISION.format(
+            doc=f"test revision {number}", revision=rev, down=down, upgrade=upgrade, downgrade=downgrade))
+        down = rev
+    return json.dumps({"pgops_alembic_project_dir": str(folder)})
+
+
+@pytest.fixture
+def guarded_db(migrated):
+    """A database at head with the reference data, and the application's role writing to it."""
+    query(migrated, f"DROP ROLE IF EXISTS {APP}")
+    query(migrated, f"CREATE ROLE {APP} LOGIN PASSWORD '{PASSWORD}'")
+    query(migrated, f"GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO {APP}")
+    query(migrated, f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {APP}")
+    yield migrated
+    query(migrated, f"DROP OWNED BY {APP}")
+    query(migrated, f"DROP ROLE {APP}")
+
+
+GUARD = json.dumps({"pgops_app_roles": [APP], "pgops_app_probe_user": APP, "pgops_app_probe_password": PASSWORD})
+
+
+def deploy(server, params, tmp_path, *extra):
+    result = run_playbook("deploy-migration.yml", server, params, tmp_path, "-e", GUARD, *extra)
+    return result, play_recap(result)
+
+
+def record(tmp_path):
+    (path,) = (tmp_path / "reports").glob("deploy-*.json")
+    return json.loads(path.read_text())
+
+
+def guard_record(params):
+    return query(params, "SELECT count(*) FROM pg_db_role_setting d, unnest(d.setconfig) s "
+                         "WHERE s LIKE 'pgops.write_guard=%'")[0][0]
+
+
+UNDOABLE_TABLE = ("0b00000000a1", "    op.execute('CREATE TABLE audit_notes (id int)')",
+                  "    raise RuntimeError('audit_notes cannot be dropped by a downgrade')")
+FAILING = ("0b00000000a2", "    op.execute('SELECT 1 / 0')", "    pass")
+
+
+def test_failed_downgrade_falls_through_to_the_restore(server, guarded_db, tmp_path):
+    before = counts(guarded_db)
+    result, recap = deploy(server, guarded_db, tmp_path, "-e", project(tmp_path, UNDOABLE_TABLE, FAILING))
+    assert recap["failed"] == 1 and result.returncode != 0
+    message = failure_message(result)
+    assert "Rolled back by restore: the database is at revision f7a8b9c0d1e2" in message, message
+    assert "the downgrade had failed" in message and "audit_notes cannot be dropped" in message
+    assert revision(guarded_db) == HEAD and counts(guarded_db) == before
+    assert query(guarded_db, "SELECT to_regclass('audit_notes')")[0][0] is None
+    assert app_can_write(guarded_db) and guard_record(guarded_db) == 0
+    report = record(tmp_path)
+    assert report["outcome"] == "rolled_back" and report["revision_after"] == HEAD
+    assert report["backup_taken"] == "with writes off"
+
+
+@pytest.fixture
+def broken_restore(server, tmp_path):
+    """Client programs whose pg_restore verifies backups but cannot restore one in place."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for program in os.listdir(server["bindir"]):
+        (bindir / program).symlink_to(os.path.join(server["bindir"], program))
+    (bindir / "pg_restore").unlink()
+    wrapper = bindir / "pg_restore"
+    wrapper.write_text("#!/bin/sh\ncase \"$*\" in *--file=-*) "
+                       "echo 'pg_restore: error: simulated: the archive cannot be restored' >&2; exit 1;; esac\n"
+                       "exec %s \"$@\"\n" % os.path.join(server["bindir"], "pg_restore"))
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    return json.dumps({"pgops_pg_bin_dir": str(bindir)})
+
+
+@pytest.mark.parametrize("writes_on_after", [False, True], ids=["fail-closed", "writes-on-chosen"])
+def test_a_failed_rollback_keeps_writes_off_and_says_what_to_run(server, guarded_db, tmp_path, broken_restore,
+                                                                  writes_on_after):
+    extra = ["-e", json.dumps({"pgops_writes_on_after_failed_rollback": writes_on_after})]
+    result, recap = deploy(server, guarded_db, tmp_path, "-e", project(tmp_path, UNDOABLE_TABLE, FAILING),
+                           "-e", broken_restore, *extra)
+    assert recap["failed"] == 1
+    message = failure_message(result)
+    report = record(tmp_path)
+    assert "THE ROLLBACK FAILED TOO" in message and "The database is at revision 0b00000000a1" in message
+    assert f"ansible-playbook playbooks/rollback.yml -e method=restore -e backup={report['backup']['path']}" in message
+    assert report["outcome"] == "rollback_failed"
+    assert revision(guarded_db) == "0b00000000a1"
+    if writes_on_after:
+        assert "writes are back on" in message and app_can_write(guarded_db)
+    else:
+        assert "writes are kept OFF" in message and not app_can_write(guarded_db)
+        assert guard_record(guarded_db) == 1
+        assert report["writes"] == "kept off after the failed rollback"
+
+
+def test_verification_failing_after_migrating_rolls_back(server, guarded_db, tmp_path):
+    disables = ("0b00000000b1", "    op.execute('ALTER TABLE job_applications DISABLE TRIGGER ALL')",
+                "    op.execute('ALTER TABLE job_applications ENABLE TRIGGER ALL')")
+    result, recap = deploy(server, guarded_db, tmp_path, "-e", project(tmp_path, disables))
+    assert recap["failed"] == 1
+    message = failure_message(result)
+    assert "failed at Pass only if every check passed" in message
+    assert "on job_applications is disabled" in message
+    assert "Rolled back by downgrade: the database is at revision f7a8b9c0d1e2" in message
+    assert revision(guarded_db) == HEAD and app_can_write(guarded_db)
+    assert query(guarded_db, "SELECT count(*) FROM pg_trigger WHERE tgenabled = 'D'")[0][0] == 0
+    assert record(tmp_path)["outcome"] == "rolled_back"
+
+
+def test_check_mode_with_a_failing_revision_claims_nothing(server, guarded_db, tmp_path):
+    needs_db = ("0b00000000c1", "    op.get_bind().commit()", "    pass")
+    result, recap = deploy(server, guarded_db, tmp_path, "--check", "-e", project(tmp_path, needs_db, FAILING))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "Check mode: would deploy f7a8b9c0d1e2 -> 0b00000000a2" in result.stdout
+    assert "revision 0b00000000c1: no offline SQL" in result.stdout and "SELECT 1 / 0" in result.stdout
+    assert "Rolled back" not in result.stdout
+    assert "failed=0" in result.stdout.rstrip().splitlines()[-1]  # the recap: nothing failed
+    assert revision(guarded_db) == HEAD and app_can_write(guarded_db)
+    assert not (tmp_path / "reports").exists() and not (tmp_path / "backups").exists()
+
+
+def test_a_probe_that_fails_still_turns_writes_back_on(server, guarded_db, tmp_path):
+    query(guarded_db, "CREATE ROLE app_unguarded LOGIN PASSWORD 'unguarded-pw'")
+    try:
+        # The probe logs in as a role the guard does not cover: it can still write, so the guard fails its proof.
+        settings = json.dumps({"pgops_app_probe_user": "app_unguarded", "pgops_app_probe_password": "unguarded-pw"})
+        result, recap = deploy(server, guarded_db, tmp_path, "-e", project(tmp_path, FAILING), "-e", settings)
+    finally:
+        query(guarded_db, "DROP ROLE app_unguarded")
+    assert recap["failed"] == 1
+    message = failure_message(result)
+    assert "write guard set read_only but app_unguarded still writes" in message
+    assert "Nothing was migrated: the database is at revision f7a8b9c0d1e2" in message
+    assert app_can_write(guarded_db) and guard_record(guarded_db) == 0
+    assert record(tmp_path)["outcome"] == "failed"
+
+
+def test_five_simultaneous_deployments_one_deploys(server, guarded_db, tmp_path):
+    settings = project(tmp_path, ("0b00000000d1", "    op.execute('CREATE TABLE d1 (id int)')",
+                                  "    op.execute('DROP TABLE d1')"))
+    runs = [start_playbook("deploy-migration.yml", server, guarded_db, tmp_path, "-e", GUARD, "-e", settings)
+            for _ in range(5)]
+    outputs = [(run.communicate(timeout=600)[0], run.returncode) for run in runs]
+    winners = [out for out, rc in outputs if rc == 0]
+    losers = [out for out, rc in outputs if rc != 0]
+    assert len(winners) == 1, [out[-1500:] for out, _ in outputs]
+    for out in losers:
+        assert "deployment lock of" in out and "is held by deploy-" in out
+        assert "Nothing was migrated" in out
+    assert revision(guarded_db) == "0b00000000d1" and app_can_write(guarded_db)
+    assert len(list((tmp_path / "backups").glob("*.dump"))) == 1, "the refused runs took no backup"
+    assert query(guarded_db, "SELECT count(*) FROM pg_db_role_setting d, unnest(d.setconfig) s "
+                             "WHERE s LIKE 'pgops.deploy_lock=%'")[0][0] == 0, "the winner released its lock"
+
+
+def test_two_simultaneous_rollbacks_one_rolls_back(server, guarded_db, tmp_path):
+    runs = [start_playbook("rollback.yml", server, guarded_db, tmp_path, "-e", GUARD, "-e", "revision=e6f7a8b9c0d1",
+                           "-e", "confirm=yes") for _ in range(2)]
+    outputs = [(run.communicate(timeout=600)[0], run.returncode) for run in runs]
+    assert sorted(rc == 0 for _, rc in outputs) == [False, True], [out[-1500:] for out, _ in outputs]
+    (loser,) = [out for out, rc in outputs if rc != 0]
+    assert "holds the deployment lock" in loser or "is held by rollback-" in loser
+    assert revision(guarded_db) == "e6f7a8b9c0d1" and app_can_write(guarded_db)

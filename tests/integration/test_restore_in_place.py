@@ -1,0 +1,107 @@
+"""The backup program's in-place restore: it completes or changes nothing, never hangs, leaves other schemas
+alone and takes away what was created after the backup."""
+
+import json
+import time
+
+import pytest
+
+from conftest import query
+from test_backup_program import client_bin, run_program, write_config
+
+
+@pytest.fixture
+def backed_up(server, migrated, tmp_path):
+    """A database at head with data, a verified backup of it, and the program's config: (params, config, dump)."""
+    config, backups = write_config(server, migrated, tmp_path)
+    result = run_program("backup", config, migrated["login_password"])
+    assert result.returncode == 0, result.stderr
+    return migrated, config, json.loads(result.stdout)["path"]
+
+
+def restore(config, params, dump, timeout=300):
+    return run_program("restore", config, params["login_password"], f"--backup={dump}", "--replace-schema=public",
+                       timeout=timeout)
+
+
+def fingerprint(params):
+    """Row counts, tables and extensions: enough to see whether anything changed."""
+    return (query(params, "SELECT count(*) FROM jobs")[0][0], query(params, "SELECT count(*) FROM job_applications")[0][0],
+            query(params, "SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class c JOIN pg_namespace n "
+                          "ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r'")[0][0],
+            query(params, "SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension")[0][0])
+
+
+def test_a_restore_whose_archive_cannot_be_read_changes_nothing(server, backed_up, tmp_path):
+    params, config, dump = backed_up
+    query(params, "CREATE TABLE after_backup (id int)")
+    before = fingerprint(params)
+    broken = client_bin(tmp_path, server, pg_restore=(
+        'case "$*" in *--list*) exec "$REAL/pg_restore" "$@";; esac\n'
+        'echo "pg_restore: error: could not read input file: simulated" >&2\nexit 1\n'))
+    config.write_text(json.dumps(dict(json.loads(config.read_text()), bin_dir=broken)))
+    result = restore(config, params, dump)
+    assert result.returncode != 0
+    assert "restore rolled back, nothing changed: pg_restore could not read" in result.stderr
+    assert "could not read input file: simulated" in result.stderr
+    assert fingerprint(params) == before, "the schema was replaced by an empty one"
+
+
+def test_other_schemas_are_left_alone_and_nothing_hangs(server, backed_up):
+    params, config, _dump = backed_up
+    # A second schema in the archive: restoring all of it would stop at "schema reporting already exists"
+    # early in a large archive, which used to leave psql dead and pg_restore blocked on its pipe, forever.
+    query(params, "CREATE SCHEMA reporting")
+    query(params, "CREATE TABLE reporting.kept (id int)")
+    query(params, "INSERT INTO reporting.kept VALUES (1), (2)")
+    time.sleep(1.1)  # backups are named by the second
+    result = run_program("backup", config, params["login_password"])
+    assert result.returncode == 0, result.stderr
+    dump = json.loads(result.stdout)["path"]
+    query(params, "INSERT INTO reporting.kept VALUES (3)")
+    query(params, "DELETE FROM job_applications WHERE id % 2 = 0")
+    result = restore(config, params, dump, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert query(params, "SELECT count(*) FROM reporting.kept")[0][0] == 3, "the other schema was left as it is"
+    assert query(params, "SELECT count(*) FROM job_applications WHERE id % 2 = 0")[0][0] > 0
+
+
+def test_an_error_late_in_a_large_archive_fails_at_once_and_changes_nothing(server, backed_up):
+    params, config, dump = backed_up
+    # The archive grants to a role that is gone by the time of the restore: its ACL entries come last.
+    query(params, "CREATE ROLE pgops_gone_reader")
+    query(params, "GRANT SELECT ON jobs TO pgops_gone_reader")
+    time.sleep(1.1)  # backups are named by the second
+    result = run_program("backup", config, params["login_password"])
+    assert result.returncode == 0, result.stderr
+    late_dump = json.loads(result.stdout)["path"]
+    query(params, "DROP OWNED BY pgops_gone_reader")
+    query(params, "DROP ROLE pgops_gone_reader")
+    query(params, "CREATE TABLE after_backup (id int)")
+    before = fingerprint(params)
+    result = restore(config, params, late_dump, timeout=120)
+    assert result.returncode != 0
+    assert 'role "pgops_gone_reader" does not exist' in result.stderr
+    assert "restore rolled back, nothing changed" in result.stderr
+    assert fingerprint(params) == before
+
+
+def test_a_view_in_another_schema_over_the_restored_tables_refuses_the_restore(server, backed_up):
+    params, config, dump = backed_up
+    query(params, "CREATE SCHEMA reporting")
+    query(params, "CREATE VIEW reporting.open_jobs AS SELECT id FROM public.jobs")
+    result = restore(config, params, dump)
+    assert result.returncode != 0
+    assert "view reporting.open_jobs in other schemas depend(s) on schema public" in result.stderr
+    assert query(params, "SELECT count(*) FROM reporting.open_jobs")[0][0] > 0
+
+
+def test_extensions_created_after_the_backup_are_removed(server, backed_up):
+    params, config, dump = backed_up
+    query(params, "CREATE EXTENSION IF NOT EXISTS citext")
+    had = query(params, "SELECT extname FROM pg_extension WHERE extname = 'pg_trgm'")
+    result = restore(config, params, dump)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["extensions_removed"] == ["citext"]
+    assert query(params, "SELECT count(*) FROM pg_extension WHERE extname = 'citext'")[0][0] == 0
+    assert query(params, "SELECT extname FROM pg_extension WHERE extname = 'pg_trgm'") == had
