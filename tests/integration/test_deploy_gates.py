@@ -202,3 +202,16 @@ def test_two_simultaneous_rollbacks_one_rolls_back(server, guarded_db, tmp_path)
     (loser,) = [out for out, rc in outputs if rc != 0]
     assert "holds the deployment lock" in loser or "is held by rollback-" in loser
     assert revision(guarded_db) == "e6f7a8b9c0d1" and app_can_write(guarded_db)
+
+
+def test_every_bad_setting_is_named_in_one_message_before_anything_runs(server, guarded_db, tmp_path):
+    bad = json.dumps({"pgops_backup_dir": "backups", "pgops_index_spec_file": "", "pgops_deploy_mode": "fast"})
+    result, recap = deploy(server, guarded_db, tmp_path, "-e", bad)
+    assert recap["failed"] == 1
+    message = failure_message(result)
+    assert message.startswith("Bad settings, nothing was changed: ")
+    for fragment in ('pgops_backup_dir must be an absolute path on the database host (got "backups")',
+                     "pgops_index_spec_file is not set", "pgops_deploy_mode must be maintenance or online (got fast)"):
+        assert fragment in message
+    assert "TASK [intowork.pgops.preflight" not in result.stdout, "refused before the preflight"
+    assert revision(guarded_db) == HEAD and app_can_write(guarded_db)

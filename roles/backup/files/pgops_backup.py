@@ -246,8 +246,13 @@ def remove(path):
         os.unlink(path)
 
 
+def run_partial(path):
+    """This run's own temporary name for `path`: two runs never write the same half-done file."""
+    return "%s.%d.partial" % (path, os.getpid())
+
+
 def write_json_atomically(path, data):
-    partial = path + ".partial"
+    partial = run_partial(path)
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=2, sort_keys=True)
@@ -461,7 +466,7 @@ def write_metrics(config, manifest):
         lines += ["# HELP pgops_backup_%s %s" % (name, help_text), "# TYPE pgops_backup_%s gauge" % name,
                   "pgops_backup_%s%s %s" % (name, labels, value)]
     path = os.path.join(config["metrics_dir"], "pgops_backup_%s.prom" % config["database"])
-    partial = path + ".partial"
+    partial = run_partial(path)
     with open(partial, "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
     os.chmod(partial, 0o644)
