@@ -110,6 +110,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
 )
 from ansible_collections.intowork.pgops.plugins.module_utils._lease import last_beat, lock_and_read, write_statement
 
+
 def lock(params, check_mode):
     conn = connect(params)
     try:

@@ -420,7 +420,7 @@ def main():
             where=dict(type="str"),
         )),
         row_counts=dict(type="list", elements="str"),
-        expected_foreign_keys=dict(type="list", elements="dict", options=dict(
+        expected_foreign_keys=dict(type="list", elements="dict", no_log=False, options=dict(
             name=dict(type="str", required=True),
             table=dict(type="str", required=True),
             columns=dict(type="list", elements="str", required=True),

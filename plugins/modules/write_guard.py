@@ -26,10 +26,11 @@ description:
   - Roles that are not named, such as the migration role, keep working.
 options:
   roles:
-    description: The application's login roles. Superusers are refused, since no guard can stop them.
+    description:
+      - The application's login roles. Superusers are refused, since no guard can stop them.
+      - Required unless O(state=status).
     type: list
     elements: str
-    required: true
   state:
     description:
       - V(read_only) turns writes off; V(read_write) restores what was there before.

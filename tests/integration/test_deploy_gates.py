@@ -114,8 +114,8 @@ def broken_restore(server, tmp_path):
 
 
 @pytest.mark.parametrize("writes_on_after", [False, True], ids=["fail-closed", "writes-on-chosen"])
-def test_a_failed_rollback_keeps_writes_off_and_says_what_to_run(server, guarded_db, tmp_path, broken_restore,
-                                                                  writes_on_after):
+def test_a_failed_rollback_keeps_writes_off_and_says_what_to_run(
+        server, guarded_db, tmp_path, broken_restore, writes_on_after):
     extra = ["-e", json.dumps({"pgops_writes_on_after_failed_rollback": writes_on_after})]
     result, recap = deploy(server, guarded_db, tmp_path, "-e", project(tmp_path, UNDOABLE_TABLE, FAILING),
                            "-e", broken_restore, *extra)
@@ -180,11 +180,11 @@ def test_five_simultaneous_deployments_one_deploys(server, guarded_db, tmp_path)
     settings = project(tmp_path, ("0b00000000d1", "    op.execute('CREATE TABLE d1 (id int)')",
                                   "    op.execute('DROP TABLE d1')"))
     runs = [start_playbook("deploy-migration.yml", server, guarded_db, tmp_path, "-e", GUARD, "-e", settings)
-            for _ in range(5)]
+            for _run in range(5)]
     outputs = [(run.communicate(timeout=600)[0], run.returncode) for run in runs]
     winners = [out for out, rc in outputs if rc == 0]
     losers = [out for out, rc in outputs if rc != 0]
-    assert len(winners) == 1, [out[-1500:] for out, _ in outputs]
+    assert len(winners) == 1, [out[-1500:] for out, _rc in outputs]
     for out in losers:
         assert "deployment lock of" in out and "is held by deploy-" in out
         assert "Nothing was migrated" in out
@@ -196,9 +196,9 @@ def test_five_simultaneous_deployments_one_deploys(server, guarded_db, tmp_path)
 
 def test_two_simultaneous_rollbacks_one_rolls_back(server, guarded_db, tmp_path):
     runs = [start_playbook("rollback.yml", server, guarded_db, tmp_path, "-e", GUARD, "-e", "revision=e6f7a8b9c0d1",
-                           "-e", "confirm=yes") for _ in range(2)]
+                           "-e", "confirm=yes") for _run in range(2)]
     outputs = [(run.communicate(timeout=600)[0], run.returncode) for run in runs]
-    assert sorted(rc == 0 for _, rc in outputs) == [False, True], [out[-1500:] for out, _ in outputs]
+    assert sorted(rc == 0 for _out, rc in outputs) == [False, True], [out[-1500:] for out, _rc in outputs]
     (loser,) = [out for out, rc in outputs if rc != 0]
     assert "holds the deployment lock" in loser or "is held by rollback-" in loser
     assert revision(guarded_db) == "e6f7a8b9c0d1" and app_can_write(guarded_db)
