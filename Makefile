@@ -25,7 +25,7 @@ sanity:
 	./tools/sanity.sh
 
 pytest:
-	python -m pytest tests
+	python -m pytest -n 2 tests
 
 molecule:
 	molecule test --all

@@ -50,7 +50,8 @@ def new_indexes(params):
     return query(params, "SELECT count(*) FROM pg_indexes WHERE indexname ~ '^(ix|uq)_'")[0][0]
 
 
-def alembic_processes():
+def alembic_processes(deploy):
+    """The Alembic upgrades this deployment started (its session), not another test's running beside it."""
     pids = []
     for entry in Path("/proc").iterdir():
         try:
@@ -58,7 +59,11 @@ def alembic_processes():
         except OSError:
             continue
         if b"alembic" in argv and b"upgrade" in argv:
-            pids.append(int(entry.name))
+            try:
+                if os.getsid(int(entry.name)) == deploy.pid:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
     return pids
 
 
@@ -85,8 +90,8 @@ def cut_off_deployment(server, params, tmp_path, interrupt):
     return deploy.returncode, output
 
 
-def kill_alembic(_deploy):
-    killed = alembic_processes()
+def kill_alembic(deploy):
+    killed = alembic_processes(deploy)
     assert killed
     for pid in killed:
         os.kill(pid, signal.SIGKILL)

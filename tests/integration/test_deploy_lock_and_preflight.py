@@ -81,16 +81,16 @@ def test_a_lease_kept_alive_is_never_stale_and_merges_each_step(database):
     from ansible_collections.intowork.pgops.plugins.module_utils._lease import LeaseKeeper
 
     run_module("deploy_lock", dict(database, state="acquired", owner="deploy-long", details={"plan": ["r1"]}))
-    with LeaseKeeper(database, "deploy-long", interval=0.3) as keeper:
-        time.sleep(1.6)
-        refused = run_module("deploy_lock", dict(database, state="acquired", owner="deploy-next", stale_after=1))
+    with LeaseKeeper(database, "deploy-long", interval=0.5) as keeper:
+        time.sleep(4.5)
+        refused = run_module("deploy_lock", dict(database, state="acquired", owner="deploy-next", stale_after=3))
     assert refused["failed"] is True and "is held by deploy-long" in refused["msg"], "a live lease was taken over"
     assert keeper.lost is False
     step = run_module("deploy_lock", dict(database, state="acquired", owner="deploy-long", merge=True,
                                           details={"backup": "/b/x.dump"}))
     assert step["changed"] is True and step["holder"]["details"] == {"plan": ["r1"], "backup": "/b/x.dump"}
-    time.sleep(1.2)  # no heartbeat any more: now it is stale
-    takeover = run_module("deploy_lock", dict(database, state="acquired", owner="deploy-next", stale_after=1))
+    time.sleep(3.5)  # no heartbeat any more: now it is stale
+    takeover = run_module("deploy_lock", dict(database, state="acquired", owner="deploy-next", stale_after=3))
     assert takeover["changed"] is True and takeover["holder"]["owner"] == "deploy-next"
     with LeaseKeeper(database, "deploy-long", interval=0.2) as keeper:
         time.sleep(0.6)
