@@ -13,6 +13,8 @@ The superuser password lives only in the 0600 state and env files, never on a co
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import importlib.util
 import json
 import os
@@ -176,6 +178,18 @@ def write_private(path: Path, text: str) -> None:
         handle.write(text)
 
 
+@contextlib.contextmanager
+def sandboxes_locked():
+    """One process at a time creates or removes the shared parts (the account, the base folder, the copied
+    install): parallel test workers start and stop servers at the same moment."""
+    fd = os.open(str(BASE_DIR.parent / f".{BASE_DIR.name}.lock"), os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def up(name: str, version: str, database: str) -> dict:
     existing = load_state(name)
     if existing and is_running(existing):
@@ -188,11 +202,12 @@ def up(name: str, version: str, database: str) -> dict:
     if existing:
         down(name)
 
-    account = run_as_sandbox_user()
-    BASE_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
-    bindir = reachable_bindir(bindir_for(version), account)
-    root = state_dir(name)
-    root.mkdir(mode=0o700)
+    with sandboxes_locked():
+        account = run_as_sandbox_user()
+        BASE_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+        bindir = reachable_bindir(bindir_for(version), account)
+        root = state_dir(name)
+        root.mkdir(mode=0o700)
     datadir, sockdir = root / "data", root / "sock"
     sockdir.mkdir()
     password = secrets.token_urlsafe(18)
@@ -270,16 +285,17 @@ def down(name: str) -> bool:
     if state and is_running(state):
         account = run_as_sandbox_user()
         run([state["bindir"] + "/pg_ctl", "-D", state["datadir"], "-m", "immediate", "-w", "stop"], account)
-    shutil.rmtree(root)
-    remaining = [p for p in BASE_DIR.iterdir() if not p.name.startswith("pginstall")] if BASE_DIR.exists() else []
-    if BASE_DIR.exists() and not remaining:
-        shutil.rmtree(BASE_DIR)
-        if os.geteuid() == 0:
-            try:
-                pwd.getpwnam(SANDBOX_USER)
-                subprocess.run(["userdel", SANDBOX_USER], check=False, capture_output=True)
-            except KeyError:
-                pass
+    with sandboxes_locked():
+        shutil.rmtree(root)
+        remaining = [p for p in BASE_DIR.iterdir() if not p.name.startswith("pginstall")] if BASE_DIR.exists() else []
+        if BASE_DIR.exists() and not remaining:
+            shutil.rmtree(BASE_DIR)
+            if os.geteuid() == 0:
+                try:
+                    pwd.getpwnam(SANDBOX_USER)
+                    subprocess.run(["userdel", SANDBOX_USER], check=False, capture_output=True)
+                except KeyError:
+                    pass
     return True
 
 
