@@ -50,6 +50,19 @@ def new_indexes(params):
     return query(params, "SELECT count(*) FROM pg_indexes WHERE indexname ~ '^(ix|uq)_'")[0][0]
 
 
+def descends_from(pid, ancestor):
+    """Whether `ancestor` is among the parents of `pid` (Ansible starts modules in sessions of their own)."""
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+    return False
+
+
 def alembic_processes(deploy):
     """The Alembic upgrades this deployment started (its session), not another test's running beside it."""
     pids = []
@@ -59,11 +72,8 @@ def alembic_processes(deploy):
         except OSError:
             continue
         if b"alembic" in argv and b"upgrade" in argv:
-            try:
-                if os.getsid(int(entry.name)) == deploy.pid:
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
+            if descends_from(int(entry.name), deploy.pid):
+                pids.append(int(entry.name))
     return pids
 
 
