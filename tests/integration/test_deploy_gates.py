@@ -215,3 +215,14 @@ def test_every_bad_setting_is_named_in_one_message_before_anything_runs(server, 
         assert fragment in message
     assert "TASK [intowork.pgops.preflight" not in result.stdout, "refused before the preflight"
     assert revision(guarded_db) == HEAD and app_can_write(guarded_db)
+
+
+def test_without_application_roles_a_failed_downgrade_still_falls_through_to_the_restore(server, migrated, tmp_path):
+    before = counts(migrated)
+    result = run_playbook("deploy-migration.yml", server, migrated, tmp_path, "-e",
+                          project(tmp_path, UNDOABLE_TABLE, FAILING))
+    assert play_recap(result)["failed"] == 1
+    message = failure_message(result)
+    assert "Rolled back by restore: the database is at revision f7a8b9c0d1e2" in message, message
+    assert revision(migrated) == HEAD and counts(migrated) == before
+    assert record(tmp_path)["backup_taken"] == "with writes on (no application roles guarded)"
