@@ -42,6 +42,7 @@ def test_successful_deploy_turns_writes_off_and_back_on(server, deployable, tmp_
     (record,) = (tmp_path / "reports").glob("deploy-*.json")
     report = json.loads(record.read_text())
     assert report["outcome"] == "deployed" and float(report["write_off_seconds"]) > 0
+    assert report["backup_taken"] == "with writes off"
     assert [phase["phase"] for phase in report["phases"]] == ["preflight", "backup", "migration", "verification", "smoke"]
     assert PASSWORD not in result.stdout
 
