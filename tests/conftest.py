@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -45,21 +46,27 @@ def admin_connect(state, dbname="postgres"):
     return conn
 
 
+def admin_run(server, statement, *names):
+    """One statement on the server's maintenance database, identifiers quoted; a new connection each time
+    (a test may have restarted the server)."""
+    conn = admin_connect(server)
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL(statement).format(*map(sql.Identifier, names)))
+    conn.close()
+
+
+def database_params(server, name):
+    return {"login_host": server["host"], "login_port": server["port"], "login_user": server["user"],
+            "login_password": server["password"], "login_db": name}
+
+
 @pytest.fixture
 def database(server):
     """A new empty database on the server; yields the module connection parameters for it."""
     name = "t_" + uuid.uuid4().hex[:10]
-    conn = admin_connect(server)
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    conn.close()
-    params = {"login_host": server["host"], "login_port": server["port"], "login_user": server["user"],
-              "login_password": server["password"], "login_db": name}
-    yield params
-    conn = admin_connect(server)  # a new one: a test may have restarted the server
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-    conn.close()
+    admin_run(server, "CREATE DATABASE {}", name)
+    yield database_params(server, name)
+    admin_run(server, "DROP DATABASE {} WITH (FORCE)", name)
 
 
 def connect_as(params, user=None, password=None, application_name=None):
@@ -167,18 +174,27 @@ def play_recap(result):
 APP, PASSWORD = "app_web", "app-secret-2"
 
 
+@contextlib.contextmanager
+def application_role(params):
+    """The application's login role, reading and inserting in every table of the database, for the block."""
+    query(params, f"DROP ROLE IF EXISTS {APP}")
+    query(params, f"CREATE ROLE {APP} LOGIN PASSWORD '{PASSWORD}'")
+    query(params, f"GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO {APP}")
+    query(params, f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {APP}")
+    try:
+        yield params
+    finally:
+        query(params, f"DROP OWNED BY {APP}")
+        query(params, f"DROP ROLE {APP}")
+
+
 @pytest.fixture
 def deployable(database):
     """Reference data at the baseline revision, and an application role that writes to it."""
     alembic(database, "upgrade", BASELINE)
     load_reference_data(database, scale=0.01)
-    query(database, f"DROP ROLE IF EXISTS {APP}")
-    query(database, f"CREATE ROLE {APP} LOGIN PASSWORD '{PASSWORD}'")
-    query(database, f"GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO {APP}")
-    query(database, f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {APP}")
-    yield database
-    query(database, f"DROP OWNED BY {APP}")
-    query(database, f"DROP ROLE {APP}")
+    with application_role(database):
+        yield database
 
 
 def failure_message(result):
@@ -210,13 +226,9 @@ def failure_message(result):
 def head_template(server):
     """A template database with the reference data migrated to head, copied cheaply by each test."""
     name = "tmpl_head"
-    conn = admin_connect(server)
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    conn.close()
-    params = {"login_host": server["host"], "login_port": server["port"], "login_user": server["user"],
-              "login_password": server["password"], "login_db": name}
+    admin_run(server, "DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
+    admin_run(server, "CREATE DATABASE {}", name)
+    params = database_params(server, name)
     alembic(params, "upgrade", BASELINE)
     load_reference_data(params, scale=0.01)
     alembic(params, "upgrade", HEAD)
@@ -228,13 +240,6 @@ def head_template(server):
 def migrated(server, head_template):
     """A new database at head with the reference data, copied from the template."""
     name = "t_" + uuid.uuid4().hex[:10]
-    conn = admin_connect(server)
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(head_template)))
-    conn.close()
-    yield {"login_host": server["host"], "login_port": server["port"], "login_user": server["user"],
-           "login_password": server["password"], "login_db": name}
-    conn = admin_connect(server)
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-    conn.close()
+    admin_run(server, "CREATE DATABASE {} TEMPLATE {}", name, head_template)
+    yield database_params(server, name)
+    admin_run(server, "DROP DATABASE {} WITH (FORCE)", name)

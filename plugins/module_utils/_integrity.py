@@ -120,8 +120,12 @@ def plan(catalog, schema, params):
                                             "references": fk["references"], "declared": True},
                                 _found_query(schema, fk["table"], sample, condition)))
 
-    for relation in params.get("relations") or []:
-        label = "relation %s" % relation["name"]
+    # A foreign key the spec expects but the catalog lost no longer stops orphans: check it as a relation.
+    lost = [dict(fk, referenced_columns=fk.get("referenced_columns")
+                 or tables.get(fk["references"], {}).get("primary_key") or [])
+            for fk in missing_foreign_keys(catalog, params)]
+    for label, relation in ([("relation %s" % r["name"], r) for r in params.get("relations") or []]
+                            + [("expected foreign key %s" % fk["name"], fk) for fk in lost]):
         require_columns(tables, relation["table"], relation["columns"], label)
         require_columns(tables, relation["references"], relation["referenced_columns"], label)
         if len(relation["columns"]) != len(relation["referenced_columns"]):
@@ -169,22 +173,6 @@ def plan(catalog, schema, params):
         checks.append(Check("check_violations", {"name": check["name"], "table": check["table"],
                                                  "condition": check["condition"]},
                             _found_query(schema, check["table"], sample, condition)))
-
-    for expected in missing_foreign_keys(catalog, params):
-        # The constraint is gone, so nothing stops orphans any more: look for them as for a declared one.
-        parent_columns = expected.get("referenced_columns") or (tables.get(expected["references"], {}).get("primary_key")
-                                                                or [])
-        label = "expected foreign key %s" % expected["name"]
-        require_columns(tables, expected["table"], expected["columns"], label)
-        require_columns(tables, expected["references"], parent_columns, label)
-        if len(parent_columns) != len(expected["columns"]):
-            raise PgopsError("%s pairs %d column(s) with %d referenced column(s): give referenced_columns" % (
-                label, len(expected["columns"]), len(parent_columns)))
-        sample = _sample_columns(tables, expected["table"], expected["columns"])
-        condition = orphan_condition(schema, expected["columns"], schema, expected["references"], parent_columns)
-        checks.append(Check("orphans", {"name": expected["name"], "table": expected["table"],
-                                        "columns": expected["columns"], "references": expected["references"],
-                                        "declared": False}, _found_query(schema, expected["table"], sample, condition)))
 
     if params.get("catalog_checks"):
         for owned in catalog.get("sequences") or []:

@@ -8,8 +8,8 @@ import stat
 
 import pytest
 
-from conftest import (APP, HEAD, PASSWORD, PROJECT_DIR, failure_message, play_recap, query, run_playbook,
-                      start_playbook)
+from conftest import (APP, HEAD, PASSWORD, PROJECT_DIR, application_role, failure_message, play_recap, query,
+                      run_playbook, start_playbook)
 from test_deploy_faults import app_can_write, counts
 from test_deploy_playbook import revision
 
@@ -50,13 +50,8 @@ def project(tmp_path, *revisions):
 @pytest.fixture
 def guarded_db(migrated):
     """A database at head with the reference data, and the application's role writing to it."""
-    query(migrated, f"DROP ROLE IF EXISTS {APP}")
-    query(migrated, f"CREATE ROLE {APP} LOGIN PASSWORD '{PASSWORD}'")
-    query(migrated, f"GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO {APP}")
-    query(migrated, f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {APP}")
-    yield migrated
-    query(migrated, f"DROP OWNED BY {APP}")
-    query(migrated, f"DROP ROLE {APP}")
+    with application_role(migrated):
+        yield migrated
 
 
 GUARD = json.dumps({"pgops_app_roles": [APP], "pgops_app_probe_user": APP, "pgops_app_probe_password": PASSWORD})

@@ -13,10 +13,15 @@ from test_backup_program import client_bin, run_program, write_config
 @pytest.fixture
 def backed_up(server, migrated, tmp_path):
     """A database at head with data, a verified backup of it, and the program's config: (params, config, dump)."""
-    config, backups = write_config(server, migrated, tmp_path)
-    result = run_program("backup", config, migrated["login_password"])
+    config, _backups = write_config(server, migrated, tmp_path)
+    return migrated, config, back_up(config, migrated)
+
+
+def back_up(config, params):
+    """A new verified backup; its path."""
+    result = run_program("backup", config, params["login_password"])
     assert result.returncode == 0, result.stderr
-    return migrated, config, json.loads(result.stdout)["path"]
+    return json.loads(result.stdout)["path"]
 
 
 def restore(config, params, dump, timeout=300):
@@ -55,9 +60,7 @@ def test_other_schemas_are_left_alone_and_nothing_hangs(server, backed_up):
     query(params, "CREATE TABLE reporting.kept (id int)")
     query(params, "INSERT INTO reporting.kept VALUES (1), (2)")
     time.sleep(1.1)  # backups are named by the second
-    result = run_program("backup", config, params["login_password"])
-    assert result.returncode == 0, result.stderr
-    dump = json.loads(result.stdout)["path"]
+    dump = back_up(config, params)
     query(params, "INSERT INTO reporting.kept VALUES (3)")
     query(params, "DELETE FROM job_applications WHERE id % 2 = 0")
     result = restore(config, params, dump, timeout=120)
@@ -72,9 +75,7 @@ def test_an_error_late_in_a_large_archive_fails_at_once_and_changes_nothing(serv
     query(params, "CREATE ROLE pgops_gone_reader")
     query(params, "GRANT SELECT ON jobs TO pgops_gone_reader")
     time.sleep(1.1)  # backups are named by the second
-    result = run_program("backup", config, params["login_password"])
-    assert result.returncode == 0, result.stderr
-    late_dump = json.loads(result.stdout)["path"]
+    late_dump = back_up(config, params)
     query(params, "DROP OWNED BY pgops_gone_reader")
     query(params, "DROP ROLE pgops_gone_reader")
     query(params, "CREATE TABLE after_backup (id int)")
