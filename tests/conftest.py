@@ -243,3 +243,10 @@ def migrated(server, head_template):
     admin_run(server, "CREATE DATABASE {} TEMPLATE {}", name, head_template)
     yield database_params(server, name)
     admin_run(server, "DROP DATABASE {} WITH (FORCE)", name)
+
+
+@pytest.fixture
+def guarded_db(migrated):
+    """A database at head with the reference data, and the application's role writing to it."""
+    with application_role(migrated):
+        yield migrated

@@ -111,6 +111,10 @@ options:
         kept alive while Alembic runs, so a long migration is never taken over as stale, and a migration whose
         lease was taken over fails instead of reporting success.
     type: str
+  lease_heartbeat_interval:
+    description: Seconds between two heartbeats of that lease while Alembic runs.
+    type: float
+    default: 30
 extends_documentation_fragment:
   - intowork.pgops._connection
   - intowork.pgops._connection.ATTRIBUTES
@@ -313,7 +317,7 @@ def migrate(params, check_mode):
         if interrupted:
             run_alembic(params, ini_path, "stamp", interrupted, params["timeout"])
         try:
-            with LeaseKeeper(params, params["lease_owner"]) as keeper:
+            with LeaseKeeper(params, params["lease_owner"], params["lease_heartbeat_interval"]) as keeper:
                 result["alembic_output"], result["attempts"] = run_with_retries(
                     params, ini_path, direction, params["target"], params["timeout"], params["lock_retries"],
                     params["lock_retry_backoff"])
@@ -359,6 +363,7 @@ def main():
         offline_sql=dict(type="bool", default=True),
         interrupted_plan=dict(type="list", elements="str", default=[]),
         lease_owner=dict(type="str"),
+        lease_heartbeat_interval=dict(type="float", default=30.0),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     require_psycopg2(module)

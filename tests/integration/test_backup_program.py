@@ -288,3 +288,22 @@ def test_bad_config_is_one_clear_line(tmp_path, content, fragment):
     result = run_program("backup", path, None)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and fragment in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_module_runs_the_program_with_the_password_in_no_argument(server, loaded, tmp_path):
+    from conftest import run_module
+    config, backups = write_config(server, loaded, tmp_path)
+    args = dict(loaded, program=str(PROGRAM), config=str(config), command="backup")
+    planned = run_module("backup_program", args, check_mode=True)
+    assert planned["changed"] is True and finals(backups) == [], "check mode runs nothing"
+    assert loaded["login_password"] not in json.dumps(planned["cmd"])
+    clean = dict((key, value) for key, value in os.environ.items() if key != "PGPASSWORD")
+    done = run_module("backup_program", args, env=clean)
+    assert done["changed"] is True and done["result"]["path"].endswith(finals(backups)[0])
+    assert done["result"]["row_counts"]["jobs"] == query(loaded, "SELECT count(*) FROM jobs")[0][0]
+    wrong = run_module("backup_program", dict(args, login_password="not-the-password"), env=clean)
+    assert wrong["failed"] is True and wrong["msg"].startswith(
+        f"Backup of {loaded['login_db']} failed, nothing was published: ") and "password" in wrong["msg"]
+    assert "not-the-password" not in json.dumps(wrong)
+    missing = run_module("backup_program", dict(args, program=str(tmp_path / "nowhere.py")))
+    assert missing["failed"] is True and "is not installed" in missing["msg"]

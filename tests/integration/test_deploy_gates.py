@@ -1,14 +1,17 @@
 """Every decision deploy-migration.yml and rollback.yml take, driven down the branch an operator fears, through
 ansible-playbook: the play's exit status, its last line and the database afterwards."""
 
+import fcntl
 import json
 import os
+import pathlib
 import shutil
 import stat
+import time
 
 import pytest
 
-from conftest import (APP, HEAD, PASSWORD, PROJECT_DIR, application_role, failure_message, play_recap, query,
+from conftest import (APP, HEAD, PASSWORD, PROJECT_DIR, failure_message, play_recap, query,
                       run_playbook, start_playbook)
 from test_deploy_faults import app_can_write, counts
 from test_deploy_playbook import revision
@@ -45,13 +48,6 @@ def project(tmp_path, *revisions):
             doc=f"test revision {number}", revision=rev, down=down, upgrade=upgrade, downgrade=downgrade))
         down = rev
     return json.dumps({"pgops_alembic_project_dir": str(folder)})
-
-
-@pytest.fixture
-def guarded_db(migrated):
-    """A database at head with the reference data, and the application's role writing to it."""
-    with application_role(migrated):
-        yield migrated
 
 
 GUARD = json.dumps({"pgops_app_roles": [APP], "pgops_app_probe_user": APP, "pgops_app_probe_password": PASSWORD})
@@ -221,3 +217,43 @@ def test_without_application_roles_a_failed_downgrade_still_falls_through_to_the
     assert "Rolled back by restore: the database is at revision f7a8b9c0d1e2" in message, message
     assert revision(migrated) == HEAD and counts(migrated) == before
     assert record(tmp_path)["backup_taken"] == "with writes on (no application roles guarded)"
+
+
+def backup_program_waiting(database):
+    """True once the backup program runs for `database` (here: waiting for the backup lock)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = (pathlib.Path("/proc", pid, "cmdline").read_bytes().split(b"\0"))
+        except OSError:
+            continue
+        if any(arg.endswith(b"pgops_backup.py") for arg in argv) and b"backup" in argv and any(
+                arg.endswith(f"backup-{database}.json".encode()) for arg in argv):
+            return True
+    return False
+
+
+def test_a_deployment_in_a_long_backup_keeps_its_lease_and_is_never_taken_over(server, guarded_db, tmp_path):
+    settings = project(tmp_path, ("0b00000000e1", "    op.execute('CREATE TABLE e1 (id int)')",
+                                  "    op.execute('DROP TABLE e1')"))
+    stale_after = 3
+    quick_leases = ["-e", f"preflight_lock_stale_after={stale_after}", "-e", "pgops_lease_heartbeat_seconds=0.5"]
+    backups = tmp_path / "backups"
+    backups.mkdir(mode=0o700)
+    with open(backups / ".pgops-backup.lock", "w", encoding="utf-8") as other_backup:
+        # Another backup of this database holds the lock: the deployment's backup waits for it, a long step.
+        fcntl.flock(other_backup, fcntl.LOCK_EX)
+        first = start_playbook("deploy-migration.yml", server, guarded_db, tmp_path, "-e", GUARD, "-e", settings,
+                               *quick_leases, "-e", "backup_lock_wait_seconds=300")
+        deadline = time.monotonic() + 240
+        while not backup_program_waiting(guarded_db["login_db"]):
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()[0][-3000:]
+            time.sleep(0.2)
+        time.sleep(3 * stale_after)
+        second, second_recap = deploy(server, guarded_db, tmp_path, "-e", settings, *quick_leases)
+        assert first.poll() is None, "the first deployment is still waiting for its backup"
+    out = first.communicate(timeout=600)[0]
+    assert second.returncode != 0 and second_recap["failed"] >= 1
+    assert "is held by deploy-" in second.stdout, second.stdout[-3000:]
+    assert first.returncode == 0, out[-3000:]
+    assert revision(guarded_db) == "0b00000000e1" and app_can_write(guarded_db)
+    assert len(list(backups.glob("*.dump"))) == 1, "the refused run took no backup"

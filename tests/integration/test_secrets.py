@@ -1,0 +1,83 @@
+"""No secret on a command line, in the output or in a file: the database password is looked for in every
+process's argv (sampled while the runbooks that start programs run), in their -vvv output, and in every file
+they write. Only the 0600 password file may hold it."""
+
+import json
+import os
+import pathlib
+import stat
+import threading
+import time
+
+from conftest import ROOT, run_playbook
+from test_deploy_gates import GUARD, project, record
+
+
+class CommandLines(object):
+    """Samples every process's argv until stopped; keeps those that contain `secret`."""
+
+    def __init__(self, secret):
+        self.secret = secret.encode()
+        self.samples, self.leaks = 0, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            for cmdline in pathlib.Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    argv = cmdline.read_bytes()
+                except OSError:
+                    continue
+                if self.secret in argv:
+                    self.leaks.append(argv.replace(self.secret, b"<password>").replace(b"\0", b" ").decode()[:300])
+            self.samples += 1
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def files_holding(secret, folder, since=0.0):
+    """Files under `folder` changed since `since` that contain `secret`."""
+    return [path for path in pathlib.Path(folder).rglob("*")
+            if path.is_file() and not path.is_symlink() and path.stat().st_mtime >= since
+            and secret.encode() in path.read_bytes()]
+
+
+def test_no_password_on_a_command_line_in_output_or_in_files(server, guarded_db, tmp_path):
+    secret = guarded_db["login_password"]
+    program = {"pgops_program_dir": str(tmp_path / "lib"), "pgops_config_dir": str(tmp_path / "etc"),
+               "pgops_cron_dir": str(tmp_path / "cron.d")}
+    jobs = {"pgops_maintenance_jobs": [{"name": "expire_sessions", "kind": "delete", "table": "sessions",
+                                        "where": "expires < now() - interval '30 days'", "schedule": "20 3 * * *"}],
+            "maintenance_jobs_run_now": ["all"]}
+    settings = project(tmp_path, ("0b00000000f1", "    op.execute('CREATE TABLE f1 (id int)')",
+                                  "    op.execute('DROP TABLE f1')"))
+    runs = [("deploy-migration.yml", ["-e", GUARD, "-e", settings]),
+            ("backup.yml", []),
+            ("restore-drill.yml", []),
+            ("maintenance-cron.yml", ["-e", json.dumps(jobs)]),
+            ("rollback.yml", ["-e", GUARD, "-e", settings, "-e", "method=restore", "-e", "confirm=yes"]),
+            ("verify.yml", [])]
+    started = time.time()
+    with CommandLines(secret) as watch:
+        for name, extra in runs:
+            if name == "rollback.yml":
+                extra += ["-e", f"record={next((tmp_path / 'reports').glob('deploy-*.json'))}"]
+            result = run_playbook(name, server, guarded_db, tmp_path, "-e", json.dumps(program), *extra, "-vvv")
+            assert result.returncode == 0, f"{name}: {result.stdout[-3000:]}"
+            assert secret not in result.stdout + result.stderr, f"{name} printed the password at -vvv"
+    assert record(tmp_path)["outcome"] == "deployed"
+    assert watch.samples > 100, "the sampler ran throughout"
+    assert watch.leaks == [], watch.leaks[:3]
+    # Tests running beside this one leave their own databases' password files in build/.
+    others = [path for path in files_holding(secret, ROOT / "build", started) if not path.name.startswith("pgpass-t_")]
+    assert others == [], "the runbooks wrote the password into the checkout"
+    (passfile,) = files_holding(secret, tmp_path)
+    assert passfile.name == f"pgpass-{guarded_db['login_db']}" and passfile.parent == tmp_path / "etc"
+    assert stat.S_IMODE(passfile.stat().st_mode) == 0o600 and passfile.stat().st_uid == os.getuid()
