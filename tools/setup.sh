@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 # prometheus for promtool (the monitoring rules are checked by it), chromium-headless-shell for the
-# test that opens the health report in a browser.
-APT_PACKAGES=(postgresql-15 postgresql-client-15 shellcheck prometheus chromium-headless-shell)
+# test that opens the health report in a browser; sudo and the distribution's psycopg2 for the tests that
+# run the backup program as an unprivileged account with the host's own Python, as production does.
+APT_PACKAGES=(postgresql-15 postgresql-client-15 shellcheck prometheus chromium-headless-shell sudo python3-psycopg2)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -32,8 +33,13 @@ stamp=.venv/.requirements.sha256
 wanted=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     echo "setup: installing Python requirements"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+    # pip's own notices (an index location of the machine's pip config it skips) go to a log, shown on failure.
+    if ! { .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip &&
+           .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt; } \
+           > .venv/pip.log 2>&1; then
+        cat .venv/pip.log >&2
+        exit 1
+    fi
     echo "$wanted" > "$stamp"
 fi
 
@@ -50,4 +56,5 @@ fi
 mkdir -p .collections/ansible_collections/intowork
 ln -sfn ../../.. .collections/ansible_collections/intowork/pgops
 .venv/bin/ansible-galaxy collection install -r requirements.yml >/dev/null
-echo "setup: ready ($(.venv/bin/ansible --version | head -1))"
+# sed reads all of its input: head would close the pipe early and ansible would print a BrokenPipeError.
+echo "setup: ready ($(.venv/bin/ansible --version | sed -n 1p))"

@@ -42,6 +42,7 @@ import fcntl
 import hashlib
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -269,15 +270,28 @@ class Log(object):
         self.path = os.path.join(config["backup_dir"], "pgops-backup.log")
         self.prefix = "%s %s[%d]" % (config["database"], action, os.getpid())
 
+    def append(self, line):
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as handle:
+            handle.write(line)
+
+    def check(self):
+        """Fail before any work when the log cannot be written (another user's file, a read-only folder)."""
+        self.append("")
+
     def __call__(self, message):
         line = "%s %s %s" % (utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"), self.prefix, message)
         print(line, file=sys.stderr)
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            with os.fdopen(fd, "a", encoding="utf-8") as handle:
-                handle.write(line + "\n")
-        except OSError:
-            pass  # a full disk must not hide the original failure
+            self.append(line + "\n")
+        except OSError as error:
+            # Said on stderr (cron mails it) rather than raised: a full disk must not hide the original failure.
+            print("%s %s could not write the log %s: %s" % (
+                utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"), self.prefix, self.path, error.strerror), file=sys.stderr)
+
+
+def run_as():
+    return pwd.getpwuid(os.geteuid()).pw_name
 
 
 class Lock(object):
@@ -290,7 +304,11 @@ class Lock(object):
         self.handle = None
 
     def __enter__(self):
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as error:
+            raise BackupError("cannot open the lock file %s: %s; the backup folder and its files must belong to "
+                              "the user that runs the program (here %s)" % (self.path, error.strerror, run_as()))
         self.handle = os.fdopen(fd, "r+")
         deadline = time.monotonic() + self.wait
         while True:
@@ -859,6 +877,12 @@ def main(argv=None):
     else:
         action, lock_name = args.action, "pgops-backup"
     log = Log(config, action)
+    try:
+        log.check()
+    except OSError as error:
+        print("pgops-backup: cannot write the log %s: %s; the backup folder and its files must belong to the user "
+              "that runs the program (here %s), as cron runs it" % (log.path, error.strerror, run_as()), file=sys.stderr)
+        return EXIT_FAILED
     try:
         with Lock(config, lock_name):
             if args.action == "backup":

@@ -1,0 +1,75 @@
+"""Backups belong to the account that runs them next: a playbook run as root and the cron line run as the
+unprivileged backup account write the same lock, log and backups, and neither locks the other out."""
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import run_playbook
+from sandbox import SANDBOX_USER
+
+# The account that runs the server is the one production backs up as (postgres); here, the sandbox's.
+ACCOUNT = SANDBOX_USER
+
+
+@pytest.fixture
+def host_dirs():
+    """Folders the backup account can reach (a test's own tmp_path is private to root)."""
+    if os.geteuid() != 0:
+        pytest.skip("becoming the backup account needs root, as the production inventory's become does")
+    base = Path(tempfile.mkdtemp(prefix="pgops-account-"))
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base)
+
+
+def cron_command(cron_file):
+    """The backup line's command, exactly as cron would run it, and the account it runs as."""
+    (line,) = [line for line in cron_file.read_text().splitlines() if " backup --config=" in line]
+    fields = line.split(None, 6)
+    return fields[5], fields[6]
+
+
+def run_as_cron(account, command):
+    return subprocess.run(["sudo", "-u", account, "env", "-i", "SHELL=/bin/sh", "PATH=/usr/local/bin:/usr/bin:/bin",
+                           "/bin/sh", "-c", command], capture_output=True, text=True, check=False)
+
+
+def owners(folder):
+    return {path.name: pwd.getpwuid(path.stat().st_uid).pw_name for path in folder.iterdir()}
+
+
+def test_playbook_and_cron_backups_belong_to_the_backup_account(server, migrated, host_dirs, tmp_path):
+    backups = host_dirs / "backups"
+    settings = json.dumps({
+        "pgops_backup_os_user": ACCOUNT, "backup_python": "/usr/bin/python3", "pgops_backup_dir": str(backups),
+        "pgops_program_dir": str(host_dirs / "lib"), "pgops_config_dir": str(host_dirs / "etc"),
+        "pgops_cron_dir": str(host_dirs / "cron.d"), "pgops_backup_retention_count": 1,
+        "pgops_backup_retention_days": 0})
+    first = run_playbook("backup.yml", server, migrated, tmp_path, "-e", settings)
+    assert first.returncode == 0, first.stdout[-3000:]
+    (first_dump,) = backups.glob("*.dump")
+    assert set(owners(backups).values()) == {ACCOUNT}, owners(backups)
+
+    schedule = run_playbook("backup-cron.yml", server, migrated, tmp_path, "-e", settings)
+    assert schedule.returncode == 0, schedule.stdout[-3000:]
+    account, command = cron_command(host_dirs / "cron.d" / f"pgops-backup-{migrated['login_db']}")
+    assert account == ACCOUNT
+    scheduled = run_as_cron(account, command)
+    assert scheduled.returncode == 0, scheduled.stderr
+    (second_dump,) = backups.glob("*.dump")
+    assert second_dump != first_dump, "the scheduled run's retention removed the playbook's backup"
+    assert set(owners(backups).values()) == {ACCOUNT}, owners(backups)
+    assert "backup[" in (backups / "pgops-backup.log").read_text()
+
+    (backups / "pgops-backup.log").chmod(0o400)
+    unlogged = run_as_cron(account, command)
+    assert unlogged.returncode == 1
+    assert f"pgops-backup: cannot write the log {backups / 'pgops-backup.log'}: Permission denied" in unlogged.stderr
+    assert list(backups.glob("*.dump")) == [second_dump], "nothing ran without its log"
