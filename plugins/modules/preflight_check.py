@@ -108,6 +108,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import (
+    PgopsError,
     connect,
     connection_spec,
     require_psycopg2,
@@ -140,6 +141,9 @@ SELECT pg_is_in_recovery(),
 
 
 def check(params, check_mode):
+    if params["backup_dir"] and not os.path.isabs(params["backup_dir"]):
+        raise PgopsError("backup_dir %r must be an absolute path on the database host, for example "
+                         "/var/backups/pgops/<db>; nothing was checked" % params["backup_dir"])
     conn = connect(params)
     try:
         with conn.cursor() as cur:

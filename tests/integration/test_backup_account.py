@@ -31,7 +31,7 @@ def host_dirs():
 
 def cron_command(cron_file):
     """The backup line's command, exactly as cron would run it, and the account it runs as."""
-    (line,) = [line for line in cron_file.read_text().splitlines() if " backup --config=" in line]
+    (line,) = [line for line in cron_file.read_text().splitlines() if " backup '--config=" in line]
     fields = line.split(None, 6)
     return fields[5], fields[6]
 
@@ -46,10 +46,10 @@ def owners(folder):
 
 
 def test_playbook_and_cron_backups_belong_to_the_backup_account(server, migrated, host_dirs, tmp_path):
-    backups = host_dirs / "backups"
+    backups = host_dirs / "backups"  # the other folders have spaces: the cron line quotes every path
     settings = json.dumps({
         "pgops_backup_os_user": ACCOUNT, "backup_python": "/usr/bin/python3", "pgops_backup_dir": str(backups),
-        "pgops_program_dir": str(host_dirs / "lib"), "pgops_config_dir": str(host_dirs / "etc"),
+        "pgops_program_dir": str(host_dirs / "pgops lib"), "pgops_config_dir": str(host_dirs / "pgops etc"),
         "pgops_cron_dir": str(host_dirs / "cron.d"), "pgops_backup_retention_count": 1,
         "pgops_backup_retention_days": 0})
     first = run_playbook("backup.yml", server, migrated, tmp_path, "-e", settings)

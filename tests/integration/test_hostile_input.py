@@ -1,0 +1,72 @@
+"""Values that reach a cron file, a path or a file name are checked before anything is written: a hostile or
+mistaken inventory gets one line naming the value, and the host is left as it was. No server is needed: every
+refusal here comes before the first connection."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, failure_message, playbook_command
+
+NOWHERE = {"login_host": "127.0.0.1", "login_port": 1, "login_user": "nobody", "login_password": "x",
+           "login_db": "appdb"}
+INJECTED = "\n* * * * * root touch /tmp/pgops-pwned"
+
+
+def run(name, tmp_path, settings):
+    folders = {"pgops_program_dir": str(tmp_path / "lib"), "pgops_config_dir": str(tmp_path / "etc"),
+               "pgops_cron_dir": str(tmp_path / "cron.d")}
+    cmd, env = playbook_command(name, {"bindir": ""}, NOWHERE, tmp_path, "-e", json.dumps(dict(folders, **settings)))
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False,
+                          stdin=subprocess.DEVNULL)
+
+
+def written(tmp_path):
+    return sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file())
+
+
+@pytest.mark.parametrize("playbook, settings, expected", [
+    ("backup-cron.yml", {"backup_schedule_mailto": "ops@example.com" + INJECTED},
+     "Bad schedule, nothing was written"),
+    ("backup-cron.yml", {"backup_schedule_drill_hour": "4" + INJECTED}, "Bad schedule, nothing was written"),
+    ("backup-cron.yml", {"backup_schedule_drill_rto_target_seconds": "900 --x"},
+     "backup_schedule_drill_rto_target_seconds' is of type str and we were unable to convert to int"),
+    ("maintenance-cron.yml", {"maintenance_jobs_mailto": "ops@example.com" + INJECTED,
+                              "pgops_maintenance_jobs": []}, "mailto \"ops@example.com\\n* * * * * root"),
+    ("backup.yml", {"pgops_db_name": "../../etc/appdb"},
+     'backup_db_name "../../etc/appdb" cannot name a file safely'),
+    ("backup.yml", {"pgops_program_dir": "lib"}, 'backup_program_dir "lib" must be an absolute path'),
+    ("backup.yml", {"backup_python": "/usr/bin/python3" + INJECTED}, "backup_python \"/usr/bin/python3\\n"),
+    ("backup.yml", {"pgops_backup_os_user": "root\nx"}, 'backup_os_user "root\\nx" is not an account name'),
+], ids=["cron-mailto", "cron-drill-hour", "cron-rto", "jobs-mailto", "db-name-path", "relative-program-dir",
+        "python-newline", "account-newline"])
+def test_a_bad_value_is_named_and_nothing_is_written(tmp_path, playbook, settings, expected):
+    result = run(playbook, tmp_path, settings)
+    assert result.returncode == 2, result.stdout[-2000:]
+    assert expected in failure_message(result)
+    assert written(tmp_path) == [], "nothing was written"
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_symlinked_backup_dir_is_refused_and_its_target_left_alone(tmp_path):
+    target = tmp_path / "elsewhere"
+    target.mkdir(mode=0o755)
+    (tmp_path / "backups").symlink_to(target)
+    result = run("backup.yml", tmp_path, {"pgops_backup_dir": str(tmp_path / "backups")})
+    assert result.returncode == 2
+    assert "is a symlink" in failure_message(result) and "backup_allow_symlinked_dir=true" in failure_message(result)
+    assert oct(target.stat().st_mode & 0o777) == oct(0o755) and written(tmp_path) == []
+
+
+def test_preflight_refuses_a_relative_backup_dir_at_once(tmp_path):
+    # It used to climb dirname('') forever, holding the deployment lock.
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "plugins" / "modules" / "preflight_check.py")],
+        input=json.dumps({"ANSIBLE_MODULE_ARGS": dict(NOWHERE, backup_dir="backups")}),
+        capture_output=True, text=True, check=False, timeout=60,
+        env={"PYTHONPATH": str(ROOT / ".collections"), "PATH": "/usr/bin:/bin"})
+    failed = json.loads(result.stdout)
+    assert failed["failed"] is True
+    assert failed["msg"].startswith("backup_dir 'backups' must be an absolute path on the database host")
