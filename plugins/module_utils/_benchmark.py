@@ -13,7 +13,7 @@ import math
 import time
 
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError, one_line, psycopg2
-from ansible_collections.intowork.pgops.plugins.module_utils._spec_file import load_yaml_mapping
+from ansible_collections.intowork.pgops.plugins.module_utils._spec_file import load_yaml_mapping, one_sql_piece
 
 QUERY_KEYS = frozenset(["name", "sql", "params", "max_ms", "expect_index", "purpose"])
 FINDINGS = ["threshold", "seq_scan", "index_not_used"]
@@ -37,7 +37,8 @@ def validate_queries(queries, only=None):
         if unknown:
             raise PgopsError("query %s has unknown key(s) %s: use %s" % (
                 query["name"], ", ".join(unknown), ", ".join(sorted(QUERY_KEYS))))
-        checked.append(dict(query, params=query.get("params") or {}))
+        statement = one_sql_piece(query["sql"], "query %s sql" % query["name"], "statement")
+        checked.append(dict(query, sql=statement, params=query.get("params") or {}))
     if only:
         names = [q["name"] for q in checked]
         unknown = [name for name in only if name not in names]

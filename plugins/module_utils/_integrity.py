@@ -17,7 +17,7 @@ __metaclass__ = type
 import time
 
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError, one_line, psycopg2, sql
-from ansible_collections.intowork.pgops.plugins.module_utils._spec_file import load_yaml_mapping
+from ansible_collections.intowork.pgops.plugins.module_utils._spec_file import load_yaml_mapping, one_sql_piece
 
 KINDS = ["orphans", "duplicates", "not_valid", "check_violations", "row_counts", "timeouts",
          "missing_foreign_keys", "disabled_triggers", "sequences_behind"]
@@ -50,6 +50,15 @@ def load_spec_file(path):
                 raise PgopsError("spec_file %s: %s entry %d needs exactly %s (optional: %s)" % (
                     path, key, position, ", ".join(sorted(required)), ", ".join(sorted(optional))))
     return data
+
+
+def require_single_expressions(params):
+    """Every operator-given condition and filter is one SQL expression (see one_sql_piece); PgopsError names it."""
+    for key in ("relations", "duplicates", "checks"):
+        for position, entry in enumerate(params.get(key) or [], start=1):
+            for field in ("condition", "where"):
+                if entry.get(field) is not None:
+                    one_sql_piece(entry[field], "%s entry %d (%s) %s" % (key, position, entry.get("name"), field))
 
 
 class Check(object):

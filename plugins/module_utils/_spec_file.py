@@ -31,3 +31,22 @@ def load_yaml_mapping(path, option):
     if not isinstance(data, dict):
         raise PgopsError("%s %s must hold a YAML mapping" % (option, path))
     return data
+
+
+def one_sql_piece(text, label, what="expression"):
+    """`text` as one SQL expression (or one statement, with at most a trailing ';'), else PgopsError.
+
+    Spec files put SQL inside the read-only transaction the checks run in: a ';' would end that statement
+    and let the rest run as statements of their own (COMMIT, then writes), and a comment could hide what
+    follows it. Both are refused wherever they appear, string literals included.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise PgopsError("%s must be a non-empty SQL %s" % (label, what))
+    body = text.strip()
+    if what == "statement":
+        body = body.rstrip(";").rstrip()
+    for token, name in ((";", "';'"), ("--", "a '--' comment"), ("/*", "a '/*' comment")):
+        if token in body:
+            raise PgopsError("%s holds %s: it must be one SQL %s, with no ';' or comment anywhere (not even in "
+                             "a string literal); got %r" % (label, name, what, text if len(text) < 120 else text[:117] + "..."))
+    return body

@@ -316,6 +316,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._integrity import (
     missing_foreign_keys,
     load_spec_file,
     plan,
+    require_single_expressions,
     run,
 )
 
@@ -326,6 +327,7 @@ def check_integrity(params, check_mode):
         for key, value in load_spec_file(params["spec_file"]).items():
             if params[key] is None:
                 params[key] = value
+    require_single_expressions(params)
     conn = connect(params)
     try:
         with conn.cursor() as cur:

@@ -126,3 +126,30 @@ def test_row_count_loss_is_caught(clean):
     assert after["failed_checks"] == ["row_counts"]
     assert after["row_count_changes"] == [{"table": "job_applications", "before": APPLICATIONS,
                                            "after": APPLICATIONS - 2, "reason": "2 row(s) lost"}]
+
+
+ESCAPE = "true) IS FALSE; COMMIT; CREATE TABLE pwned (id int); SELECT (true"
+
+
+@pytest.mark.parametrize("module, args, named", [
+    ("integrity_check", {"checks": [{"name": "escape", "table": "jobs", "condition": ESCAPE}]},
+     "checks entry 1 (escape) condition holds ';'"),
+    ("integrity_check", {"relations": [{"name": "r", "table": "jobs", "columns": ["company_id"],
+                                        "references": "companies", "referenced_columns": ["id"],
+                                        "where": "true; COMMIT; CREATE TABLE pwned (id int)"}]},
+     "relations entry 1 (r) where holds ';'"),
+    ("integrity_check", {"checks": [{"name": "hidden", "table": "jobs", "condition": "true --"}]},
+     "checks entry 1 (hidden) condition holds a '--' comment"),
+    ("query_benchmark", {"queries": [{"name": "escape", "sql": "SELECT 1; COMMIT; SET default_transaction_read_only"
+                                                              " = off; CREATE TABLE pwned (id int)"}]},
+     "query escape sql holds ';'"),
+], ids=["check-condition", "relation-filter", "comment", "benchmark-sql"])
+def test_spec_sql_cannot_leave_the_read_only_transaction(migrated, module, args, named):
+    result = run_module(module, dict(migrated, **args))
+    assert result["failed"] is True and named in result["msg"], result["msg"]
+    assert query(migrated, "SELECT to_regclass('pwned') IS NULL")[0][0], "nothing was created"
+
+
+def test_a_query_may_end_with_one_semicolon(migrated):
+    ok = run_module("query_benchmark", dict(migrated, queries=[{"name": "one", "sql": "SELECT 1;"}], iterations=1))
+    assert ok.get("failed") is not True and ok["queries"][0]["name"] == "one"
