@@ -140,8 +140,8 @@ ESCAPE = "true) IS FALSE; COMMIT; CREATE TABLE pwned (id int); SELECT (true"
      "relations entry 1 (r) where holds ';'"),
     ("integrity_check", {"checks": [{"name": "hidden", "table": "jobs", "condition": "true --"}]},
      "checks entry 1 (hidden) condition holds a '--' comment"),
-    ("query_benchmark", {"queries": [{"name": "escape", "sql": "SELECT 1; COMMIT; SET default_transaction_read_only"
-                                                              " = off; CREATE TABLE pwned (id int)"}]},
+    ("query_benchmark", {"queries": [{
+        "name": "escape", "sql": "SELECT 1; COMMIT; SET default_transaction_read_only = off; CREATE TABLE pwned (id int)"}]},
      "query escape sql holds ';'"),
 ], ids=["check-condition", "relation-filter", "comment", "benchmark-sql"])
 def test_spec_sql_cannot_leave_the_read_only_transaction(migrated, module, args, named):
