@@ -190,6 +190,23 @@ def test_drill_restores_and_matches_the_manifest(server, loaded, tmp_path):
     assert leftover[0][0] == 0
 
 
+@pytest.mark.parametrize("failure", ["rto", "row_counts"])
+def test_a_failed_drill_leaves_no_scratch_copy_even_when_asked_to_keep_it(server, loaded, tmp_path, failure):
+    config, _backups = write_config(server, loaded, tmp_path)
+    manifest = json.loads(run_program("backup", config, loaded["login_password"]).stdout)
+    options = ["--keep"]
+    if failure == "rto":
+        options.append("--rto-target-seconds=0")
+    else:
+        described = Path(manifest["path"] + ".manifest.json")
+        described.write_text(json.dumps(dict(json.loads(described.read_text()), row_counts={"jobs": 999})))
+    result = run_program("drill", config, loaded["login_password"], *options)
+    assert result.returncode == 1
+    assert ("is over the 0 s target" if failure == "rto" else "row counts differ from the manifest") in result.stderr
+    left = query(loaded, "SELECT count(*) FROM pg_database WHERE datname LIKE %s", (f"{loaded['login_db']}_drill_%",))
+    assert left[0][0] == 0, "the failed drill's copy was dropped"
+
+
 def old_backup(backups, database, stamp, verified=True):
     path = backups / f"{database}-{stamp}.dump"
     path.write_text("old")

@@ -527,6 +527,7 @@ def drill(config, log, options, chosen=None, keep=False):
     scratch = "%s_drill_%s" % (config["database"][:40], utcnow().strftime("%Y%m%d%H%M%S"))
     admin = connect(config, database="postgres")
     admin.autocommit = True
+    report = None
     try:
         admin.cursor().execute("CREATE DATABASE %s" % quote_ident(scratch))
         env = libpq_env(config, scratch)
@@ -555,11 +556,13 @@ def drill(config, log, options, chosen=None, keep=False):
             "scratch_database": scratch, "restore_seconds": round(restore_seconds, 3),
             "rto_seconds": round(rto, 3), "rto_target_seconds": options.rto_target_seconds,
             "within_target": rto <= options.rto_target_seconds, "row_counts": counts,
-            "row_count_mismatches": mismatched, "kept": keep,
+            "row_count_mismatches": mismatched,
             "passed": not mismatched and rto <= options.rto_target_seconds,
         }
+        # --keep is for checking a good copy further; a failed drill's copy is only a full-size leftover.
+        report["kept"] = keep and report["passed"]
     finally:
-        if not keep:
+        if report is None or not report["kept"]:
             admin.cursor().execute("DROP DATABASE IF EXISTS %s WITH (FORCE)" % quote_ident(scratch))
         admin.close()
     if mismatched:
