@@ -173,10 +173,13 @@ def drop_invalid_indexes(conn, indexes):
 # Alembic's own sessions carry this name, so a later run can find the ones a killed run left behind.
 MIGRATION_APPLICATION_NAME = "pgops_migration"
 
+# Any client can call itself pgops_migration: only sessions of the deploy role itself (the session user this
+# run logs in as, which the application cannot) count as migration sessions.
 LEFTOVER_SESSIONS = """
-SELECT pid, terminate
-  FROM pg_stat_activity, LATERAL (SELECT pg_terminate_backend(pid) AS terminate) t
- WHERE datname = current_database() AND application_name = %(name)s AND pid <> pg_backend_pid()
+SELECT a.pid, t.terminate
+  FROM pg_catalog.pg_stat_activity a, LATERAL (SELECT pg_catalog.pg_terminate_backend(a.pid) AS terminate) t
+ WHERE a.datname = pg_catalog.current_database() AND a.application_name = %(name)s
+   AND a.usename = session_user AND a.pid <> pg_catalog.pg_backend_pid()
 """
 
 
@@ -187,7 +190,7 @@ def terminate_leftover_sessions(conn, wait_seconds=30):
         pids = [row[0] for row in cur.fetchall()]
         deadline = time.monotonic() + wait_seconds
         while pids and time.monotonic() < deadline:
-            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,))
+            cur.execute("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE pid = ANY(%s)", (pids,))
             if cur.fetchone()[0] == 0:
                 break
             time.sleep(0.2)

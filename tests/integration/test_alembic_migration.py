@@ -2,8 +2,8 @@
 
 import pytest
 
-from conftest import (BASELINE, HEAD, INDEX_REVISION, PROJECT_DIR, alembic, hold_lock, load_reference_data, query,
-                      run_module)
+from conftest import (APP, BASELINE, HEAD, INDEX_REVISION, PASSWORD, PROJECT_DIR, alembic, application_role,
+                      connect_as, hold_lock, load_reference_data, query, run_module)
 
 
 def recorded(params):
@@ -142,3 +142,20 @@ def test_revision_that_failed_halfway_completes_on_rerun(database):
     assert fixed.get("failed") is not True, fixed.get("msg")
     assert recorded(database) == HEAD
     assert query(database, "SELECT count(*) FROM pg_constraint WHERE conname LIKE 'ck_jobs_%' AND convalidated")[0][0] == 3
+
+
+def test_a_session_that_only_calls_itself_a_migration_is_left_alone(database):
+    alembic(database, "upgrade", BASELINE)
+    with application_role(database):
+        impostor = connect_as(database, APP, PASSWORD, application_name="pgops_migration")
+        impostor.autocommit = True
+        try:
+            result = run_module("alembic_migration", dict(database, project_dir=str(PROJECT_DIR),
+                                                          target=INDEX_REVISION))
+            assert result.get("failed") is not True, result.get("msg")
+            assert result["terminated_sessions"] == [], "the application's session is not the deploy role's"
+            with impostor.cursor() as cur:
+                cur.execute("SELECT 1")
+                assert cur.fetchone() == (1,), "the application's session still works"
+        finally:
+            impostor.close()

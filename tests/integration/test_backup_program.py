@@ -324,3 +324,13 @@ def test_the_module_runs_the_program_with_the_password_in_no_argument(server, lo
     assert "not-the-password" not in json.dumps(wrong)
     missing = run_module("backup_program", dict(args, program=str(tmp_path / "nowhere.py")))
     assert missing["failed"] is True and "is not installed" in missing["msg"]
+
+
+def test_row_counts_are_of_the_named_table_not_one_earlier_in_the_search_path(server, loaded, tmp_path):
+    # "$user" comes first in the default search_path: a schema named after the backup's login shadows public.
+    query(loaded, f'CREATE SCHEMA "{loaded["login_user"]}"')
+    query(loaded, f'CREATE TABLE "{loaded["login_user"]}".jobs (id int)')
+    config, _backups = write_config(server, loaded, tmp_path)
+    result = run_program("backup", config, loaded["login_password"])
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["row_counts"]["jobs"] == query(loaded, "SELECT count(*) FROM public.jobs")[0][0]

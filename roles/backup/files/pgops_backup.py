@@ -397,12 +397,17 @@ def snapshot_facts(cur, tables):
         revision = cur.fetchone()[0]
     counts = {}
     for table in tables:
-        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
+        cur.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (qualified(table),))
         if not cur.fetchone()[0]:
-            raise BackupError("row_count_tables names %s, which the database does not have" % table)
-        cur.execute("SELECT count(*) FROM %s" % quote_ident(table))
+            raise BackupError("row_count_tables names %s, which the database does not have" % qualified(table))
+        cur.execute("SELECT count(*) FROM %s" % quote_ident(qualified(table)))
         counts[table] = cur.fetchone()[0]
     return version, version_num, revision, counts
+
+
+def qualified(table):
+    """schema.table; a bare name means public, whatever the session's search_path would find first."""
+    return table if "." in table else "public." + table
 
 
 def quote_ident(name):
@@ -542,7 +547,7 @@ def drill(config, log, options, chosen=None, keep=False):
             cur = conn.cursor()
             counts = dict((table, None) for table in manifest.get("row_counts", {}))
             for table in counts:
-                cur.execute("SELECT count(*) FROM %s" % quote_ident(table))
+                cur.execute("SELECT count(*) FROM %s" % quote_ident(qualified(table)))
                 counts[table] = cur.fetchone()[0]
         except DatabaseError as error:
             raise BackupError("cannot count rows in %s: %s" % (scratch, " ".join(str(error).split())))
