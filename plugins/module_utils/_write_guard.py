@@ -19,7 +19,52 @@ import time
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError, sql
 
 STATE_SETTING = "pgops.write_guard"
-STRATEGIES = ["default_transaction_read_only", "connection_limit"]
+STRATEGIES = ["revoke_writes", "default_transaction_read_only", "connection_limit"]
+# What revoke_writes takes away: on tables, views and foreign tables, and on sequences (nextval).
+TABLE_WRITES = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
+SEQUENCE_WRITES = ("USAGE", "UPDATE")
+APPLICATION_RELATIONS = """
+       c.relkind IN ('r', 'p', 'v', 'f', 'S')
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'
+"""
+
+# The write privileges granted to the roles themselves, relation by relation: what revoke_writes takes
+# away, and gives back exactly.
+WRITE_GRANTS = """
+SELECT n.nspname, c.relname, CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, g.rolname,
+       a.privilege_type, a.is_grantable
+  FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a
+  JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
+ WHERE g.rolname = ANY(%(roles)s) AND""" + APPLICATION_RELATIONS + """
+   AND a.privilege_type = ANY(CASE WHEN c.relkind = 'S' THEN %(sequence_writes)s ELSE %(table_writes)s END)
+ ORDER BY 1, 2, 4, 5
+"""
+
+# An owner (or a member of the owner role) keeps every privilege whatever is revoked.
+OWNED = """
+SELECT r.rolname, pg_catalog.count(*), pg_catalog.min(pg_catalog.format('%%I.%%I', n.nspname, c.relname))
+  FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_catalog.pg_roles r ON r.rolname = ANY(%(roles)s) AND pg_catalog.pg_has_role(r.oid, c.relowner, 'MEMBER')
+ WHERE""" + APPLICATION_RELATIONS + """
+ GROUP BY r.rolname ORDER BY 1
+"""
+
+# After the revokes, in the same transaction: anything a role can still write, through PUBLIC, a role it
+# belongs to, a grant by another grantor or a column grant.
+STILL_WRITABLE = """
+SELECT r.rolname, pg_catalog.format('%%I.%%I', n.nspname, c.relname)
+  FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ CROSS JOIN pg_catalog.pg_roles r
+ WHERE r.rolname = ANY(%(roles)s) AND""" + APPLICATION_RELATIONS + """
+   AND CASE WHEN c.relkind = 'S' THEN pg_catalog.has_sequence_privilege(r.oid, c.oid, 'USAGE, UPDATE')
+            ELSE pg_catalog.has_table_privilege(r.oid, c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')
+                 OR pg_catalog.has_any_column_privilege(r.oid, c.oid, 'INSERT, UPDATE') END
+ ORDER BY 1, 2
+"""
 
 # One round trip: the roles, their per-database settings and connection limits, and the guard's state.
 GUARD_CATALOG = """
@@ -65,8 +110,12 @@ def read_catalog(cur, database, roles):
     return found, (json.loads(state) if state else None)
 
 
-def plan(database, roles, found, state, wanted, strategy, owner=None):
-    """(statements, new_state): what to run to reach `wanted`, and the state to record (None: clear it)."""
+def plan(database, roles, found, state, wanted, strategy, owner=None, grants=None):
+    """(statements, new_state): what to run to reach `wanted`, and the state to record (None: clear it).
+
+    For revoke_writes, `grants` are the roles' write grants (read_only), or the (schema, relation) pairs that
+    exist now (read_write).
+    """
     statements = []
     if wanted == "read_only":
         if state is not None:
@@ -76,7 +125,10 @@ def plan(database, roles, found, state, wanted, strategy, owner=None):
             return [], state
         previous = dict((role, {"read_only": found[role]["read_only"], "connlimit": found[role]["connlimit"]})
                         for role in roles)
-        for role in roles:
+        if strategy == "revoke_writes":
+            statements.extend(grant_statement("REVOKE", grant) for grant in grants)
+            previous = {"grants": grants}
+        for role in roles if strategy != "revoke_writes" else []:
             if strategy == "default_transaction_read_only":
                 statements.append(sql.SQL("ALTER ROLE {} IN DATABASE {} SET default_transaction_read_only = on").format(
                     sql.Identifier(role), sql.Identifier(database)))
@@ -89,7 +141,11 @@ def plan(database, roles, found, state, wanted, strategy, owner=None):
         return statements, new_state
     if state is None:
         return [], None
-    for role, before in sorted(state["previous"].items()):
+    if state["strategy"] == "revoke_writes":
+        # Exactly the recorded grants, on the relations that still exist (a migration may have dropped some).
+        statements.extend(grant_statement("GRANT", grant) for grant in state["previous"]["grants"]
+                          if (grant[0], grant[1]) in (grants or ()))
+    for role, before in sorted(state["previous"].items() if state["strategy"] != "revoke_writes" else []):
         if state["strategy"] == "default_transaction_read_only":
             if before["read_only"] is None:
                 statements.append(sql.SQL("ALTER ROLE {} IN DATABASE {} RESET default_transaction_read_only").format(
@@ -124,3 +180,39 @@ def drain_sessions(cur, database, roles, grace_seconds, poll=0.2):
         if cur.fetchone()[0]:
             terminated.append(pid)
     return round(time.time() - started, 3), terminated
+
+
+def grant_statement(verb, grant):
+    """GRANT or REVOKE of one recorded privilege: [schema, relation, TABLE|SEQUENCE, role, privilege, grantable]."""
+    schema, relation, kind, role, privilege, grantable = grant
+    template = "GRANT {} ON {} {} TO {}" + (" WITH GRANT OPTION" if grantable else "") if verb == "GRANT" else \
+        "REVOKE {} ON {} {} FROM {}"
+    return sql.SQL(template).format(sql.SQL(privilege), sql.SQL(kind), sql.Identifier(schema, relation),
+                                    sql.Identifier(role))
+
+
+def write_grants(cur, roles):
+    """The roles' own write grants, refusing roles that own application relations."""
+    cur.execute(OWNED, {"roles": list(roles)})
+    owners = cur.fetchall()
+    if owners:
+        raise PgopsError("role(s) %s own application relations (%s): an owner keeps every privilege whatever is "
+                         "revoked, so strategy revoke_writes cannot guard them; give the tables to the deploy role "
+                         "(ALTER TABLE ... OWNER TO), or use strategy connection_limit, which keeps the role out" % (
+                             ", ".join(row[0] for row in owners),
+                             ", ".join("%s: %d, e.g. %s" % row for row in owners)))
+    cur.execute(WRITE_GRANTS, {"roles": list(roles), "table_writes": list(TABLE_WRITES),
+                               "sequence_writes": list(SEQUENCE_WRITES)})
+    return [list(row) for row in cur.fetchall()]
+
+
+def existing_relations(cur, grants):
+    cur.execute("SELECT pg_catalog.to_regclass(pg_catalog.format('%%I.%%I', g.s, g.r)) IS NOT NULL, g.s, g.r "
+                "FROM unnest(%s::text[], %s::text[]) AS g(s, r)", ([g[0] for g in grants], [g[1] for g in grants]))
+    return set((schema, relation) for exists, schema, relation in cur.fetchall() if exists)
+
+
+def still_writable(cur, roles):
+    """(role, relation) pairs the roles can still write; run after the revokes, before they commit."""
+    cur.execute(STILL_WRITABLE, {"roles": list(roles)})
+    return cur.fetchall()

@@ -14,9 +14,20 @@ version_added: 0.1.0
 description:
   - Maintenance mode for a deployment. With O(state=read_only) the application roles can no longer write
     to O(login_db), the database the module connects to; with O(state=read_write) they get back exactly the settings they had before.
+  - Strategy V(revoke_writes) revokes the roles' own INSERT, UPDATE, DELETE and TRUNCATE grants on every table,
+    view and foreign table, and USAGE and UPDATE on every sequence, of O(login_db) outside the system schemas,
+    records them, and grants exactly those back afterwards. Before committing it proves from the catalog
+    (C(has_table_privilege), column and sequence privileges) that no write privilege is left through any path
+    (PUBLIC, a role they belong to, another grantor, a column grant), and otherwise changes nothing and says
+    which. The application cannot undo it from its own sessions. Roles that own (or belong to the owner of) an
+    application relation are refused, since an owner keeps every privilege. It does not stop C(SECURITY DEFINER)
+    functions owned by others, temporary tables or large objects. The role running the module must be able to
+    grant and revoke them (the tables' owner).
   - Strategy V(default_transaction_read_only) sets C(ALTER ROLE ... IN DATABASE ... SET default_transaction_read_only = on)
-    for each role, so the application can still read; strategy V(connection_limit) sets C(CONNECTION LIMIT 0)
-    on each role (cluster-wide), so it cannot even connect.
+    for each role, so the application can still read. It only changes a default, and a session of the role can
+    turn it off again (C(SET default_transaction_read_only = off), C(BEGIN READ WRITE), C(PGOPTIONS)), and even
+    C(ALTER ROLE) its own setting away. Strategy V(connection_limit) sets C(CONNECTION LIMIT 0) on each role
+    (cluster-wide, so in every database), so it cannot even connect.
   - Sessions opened before the change keep their old settings, so after letting open transactions finish for
     up to O(grace_period) seconds the module ends every session of those roles in O(login_db).
   - The previous settings are kept in the database itself (the custom setting C(pgops.write_guard) of
@@ -47,7 +58,7 @@ options:
   strategy:
     description: How writes are turned off (see the description).
     type: str
-    choices: [default_transaction_read_only, connection_limit]
+    choices: [revoke_writes, default_transaction_read_only, connection_limit]
     default: default_transaction_read_only
   grace_period:
     description: Seconds to let open transactions of the roles finish before their sessions are ended.
@@ -140,8 +151,11 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
 from ansible_collections.intowork.pgops.plugins.module_utils._write_guard import (
     STRATEGIES,
     drain_sessions,
+    existing_relations,
     plan,
     read_catalog,
+    still_writable,
+    write_grants,
 )
 
 
@@ -178,8 +192,13 @@ def guard(params, check_mode):
         if params["state"] == "status":
             return {"changed": False, "state": "read_only" if state else "read_write", "guard": state,
                     "executed_queries": [], "terminated": [], "waited_seconds": 0.0, "probe": None}
+        strategy_in_force = state["strategy"] if state else params["strategy"]
+        grants = None
+        if strategy_in_force == "revoke_writes":
+            grants = (write_grants(cur, roles) if params["state"] == "read_only" and state is None else
+                      existing_relations(cur, state["previous"]["grants"]) if state else None)
         statements, new_state = plan(database, roles, found, state, params["state"], params["strategy"],
-                                     params["owner"])
+                                     params["owner"], grants)
         result = {
             "changed": bool(statements), "state": params["state"], "guard": new_state,
             "executed_queries": [statement.as_string(conn) for statement in statements],
@@ -192,6 +211,17 @@ def guard(params, check_mode):
         conn.autocommit = False
         for statement in statements:
             cur.execute(statement)
+        if params["state"] == "read_only" and strategy_in_force == "revoke_writes":
+            # Proof from the catalog, before anything commits: no write privilege left by any path.
+            left = still_writable(cur, roles)
+            if left:
+                conn.rollback()
+                named = ", ".join("%s on %s" % row for row in left[:5]) + (
+                    " and %d more" % (len(left) - 5) if len(left) > 5 else "")
+                raise PgopsError("nothing was changed: after revoking their own grants the roles can still write "
+                                 "(%s), through PUBLIC, a role they belong to, another grantor's grant or a column "
+                                 "grant; revoke those, or use strategy connection_limit" % named)
+            result["probe"] = {"write_allowed": False, "detail": "no write privilege left on any relation (catalog)"}
         conn.commit()
         conn.autocommit = True
         if params["state"] == "read_only" and params["terminate_sessions"]:
@@ -201,7 +231,9 @@ def guard(params, check_mode):
             result["changed"] = result["changed"] or bool(result["terminated"])
     finally:
         conn.close()
-    if params["probe_user"]:
+    # A temporary table is no write to the application's data, and revoke_writes leaves TEMP alone: its
+    # proof is the catalog check above.
+    if params["probe_user"] and strategy_in_force != "revoke_writes":
         result["probe"] = probe_writes(params, database)
         expected = params["state"] == "read_write"
         if result["probe"]["write_allowed"] != expected:

@@ -257,3 +257,21 @@ def test_a_deployment_in_a_long_backup_keeps_its_lease_and_is_never_taken_over(s
     assert first.returncode == 0, out[-3000:]
     assert revision(guarded_db) == "0b00000000e1" and app_can_write(guarded_db)
     assert len(list(backups.glob("*.dump"))) == 1, "the refused run took no backup"
+
+
+def application_grants(params):
+    return query(params, "SELECT table_name, privilege_type FROM information_schema.role_table_grants "
+                         "WHERE grantee = %s ORDER BY 1, 2", (APP,))
+
+
+def test_a_deployment_guarded_by_revoking_writes_gives_back_exactly_the_grants(server, guarded_db, tmp_path):
+    before = application_grants(guarded_db)
+    settings = project(tmp_path, ("0b00000000g1", "    op.execute('CREATE TABLE g1 (id int)')",
+                                  "    op.execute('DROP TABLE g1')"))
+    result, recap = deploy(server, guarded_db, tmp_path, "-e", settings,
+                           "-e", json.dumps({"pgops_write_guard_strategy": "revoke_writes"}))
+    assert result.returncode == 0 and recap["failed"] == 0, result.stdout[-3000:]
+    assert revision(guarded_db) == "0b00000000g1"
+    assert application_grants(guarded_db) == before and app_can_write(guarded_db) and guard_record(guarded_db) == 0
+    kept = record(tmp_path)
+    assert kept["outcome"] == "deployed" and kept["backup_taken"] == "with writes off"

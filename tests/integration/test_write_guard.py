@@ -118,3 +118,96 @@ def test_a_different_guard_must_be_lifted_first(app):
     other = guard(app, "read_only", strategy="connection_limit")
     assert other["failed"] is True and "set state=read_write first" in other["msg"]
     guard(app, "read_write")
+
+
+def bypass_write(params, bypass):
+    """The application tries to write anyway, the way each bypass does; the error text, or None if it wrote."""
+    options = "-c default_transaction_read_only=off" if bypass == "pgoptions" else None
+    try:
+        conn = psycopg2.connect(host=params["login_host"], port=params["login_port"], user=APP, password=PASSWORD,
+                                dbname=params["login_db"], options=options)
+    except psycopg2.OperationalError as error:
+        return str(error)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            if bypass == "alter_role":
+                # For good: its next sessions start read-write whatever the guard set.
+                cur.execute("SET default_transaction_read_only = off")
+                cur.execute(f"ALTER ROLE {APP} IN DATABASE {params['login_db']} SET default_transaction_read_only = off")
+                conn.close()
+                return bypass_write(params, "none")
+            first = {"set_default_off": "SET default_transaction_read_only = off",
+                     "begin_read_write": "BEGIN READ WRITE",
+                     "session_characteristics": "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE"}.get(bypass)
+            if first:
+                cur.execute(first)
+            cur.execute("INSERT INTO companies (name) VALUES ('bypass')")
+            if bypass == "begin_read_write":
+                cur.execute("COMMIT")
+        return None
+    except psycopg2.Error as error:
+        return str(error)
+    finally:
+        conn.close()
+
+
+BYPASSES = ["none", "set_default_off", "begin_read_write", "session_characteristics", "pgoptions", "alter_role"]
+# What each strategy stops, as docs/security.md says: only a default is changed by default_transaction_read_only.
+STOPPED = {"revoke_writes": set(BYPASSES), "connection_limit": set(BYPASSES), "default_transaction_read_only": {"none"}}
+
+
+def relation_acls(params):
+    """Every relation's privileges, a missing ACL spelled out as the owner's defaults, items in order."""
+    return query(params, "SELECT c.oid::regclass::text, (SELECT array_agg(a::text ORDER BY a::text) FROM unnest("
+                         "coalesce(c.relacl, acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::\"char\", c.relowner)))"
+                         " a) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                         "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'S') ORDER BY 1")
+
+
+@pytest.mark.parametrize("strategy", sorted(STOPPED))
+def test_what_each_strategy_stops(app, strategy):
+    acls = relation_acls(app)
+    off = run_module("write_guard", dict(app, roles=[APP, WORKER], state="read_only", strategy=strategy,
+                                         grace_period=0))
+    assert off.get("failed") is not True, off.get("msg")
+    outcomes = dict((bypass, bypass_write(app, bypass)) for bypass in BYPASSES)
+    wrote = set(bypass for bypass, error in outcomes.items() if error is None)
+    assert set(BYPASSES) - wrote == STOPPED[strategy], outcomes
+    query(app, f"ALTER ROLE {APP} IN DATABASE {app['login_db']} RESET default_transaction_read_only") \
+        if strategy != "default_transaction_read_only" else None
+    on = run_module("write_guard", dict(app, roles=[APP, WORKER], state="read_write"))
+    assert on.get("failed") is not True, on.get("msg")
+    assert relation_acls(app) == acls, "exactly the privileges of before"
+    assert app_write(app) is None and app_write(app, WORKER) is None
+
+
+def test_revoke_writes_refuses_what_it_cannot_take_away_and_changes_nothing(app):
+    acls = relation_acls(app)
+    query(app, "GRANT UPDATE ON jobs TO PUBLIC")
+    public = run_module("write_guard", dict(app, roles=[APP], state="read_only", strategy="revoke_writes"))
+    assert public["failed"] is True and public["msg"].startswith("nothing was changed: after revoking their own "
+                                                                 "grants the roles can still write (app_web on public.jobs)")
+    assert app_write(app) is None, "writes still on: nothing was changed"
+    query(app, "REVOKE UPDATE ON jobs FROM PUBLIC")
+    assert relation_acls(app) == acls
+    query(app, f"ALTER TABLE jobs OWNER TO {WORKER}")
+    owner = run_module("write_guard", dict(app, roles=[APP, WORKER], state="read_only", strategy="revoke_writes"))
+    query(app, f"ALTER TABLE jobs OWNER TO {app['login_user']}")
+    # jobs and the sequence of its id
+    assert owner["failed"] is True and "app_worker own application relations (app_worker: 2, e.g. public.jobs)" in \
+        owner["msg"] and "connection_limit" in owner["msg"]
+    assert app_write(app) is None
+
+
+def test_revoke_writes_gives_back_only_what_still_exists(app):
+    query(app, "CREATE TABLE scratch_notes (id int)")
+    query(app, f"GRANT INSERT ON scratch_notes TO {APP}")
+    off = run_module("write_guard", dict(app, roles=[APP], state="read_only", strategy="revoke_writes",
+                                         grace_period=0))
+    assert ["public", "scratch_notes", "TABLE", APP, "INSERT", False] in off["guard"]["previous"]["grants"]
+    query(app, "DROP TABLE scratch_notes")  # a migration dropped it meanwhile
+    on = run_module("write_guard", dict(app, roles=[APP], state="read_write"))
+    assert on.get("failed") is not True, on.get("msg")
+    assert not any("scratch_notes" in statement for statement in on["executed_queries"][:-1])
+    assert app_write(app) is None
