@@ -20,6 +20,13 @@ def revision(params):
     return query(params, "SELECT version_num FROM alembic_version")[0][0]
 
 
+def assert_quiet(result):
+    """An operator reads no warning and no traceback as a fault."""
+    output = result.stdout + result.stderr
+    assert "[WARNING]" not in output and "Traceback" not in output, [
+        line for line in output.splitlines() if "WARNING" in line or "Traceback" in line]
+
+
 def test_deploy_check_then_real_then_nothing(server, database, tmp_path):
     alembic(database, "upgrade", BASELINE)
     load_reference_data(database, scale=0.01)
@@ -27,11 +34,13 @@ def test_deploy_check_then_real_then_nothing(server, database, tmp_path):
 
     result, recap = playbook(server, database, tmp_path, "--check")
     assert recap["failed"] == 0, result.stdout
+    assert_quiet(result)
     assert revision(database) == BASELINE
     assert not (tmp_path / "backups").exists() or not any((tmp_path / "backups").iterdir())
 
     result, recap = playbook(server, database, tmp_path)
     assert recap["failed"] == 0 and recap["changed"] > 0, result.stdout
+    assert_quiet(result)
     assert revision(database) == HEAD
     assert query(database, "SELECT count(*) FROM job_applications")[0][0] == rows_before
 

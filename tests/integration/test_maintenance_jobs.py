@@ -10,6 +10,7 @@ import pytest
 
 from conftest import HEAD, alembic, load_reference_data, query, run_playbook
 from test_backup_program import Hook, run_program, write_config
+from test_deploy_playbook import assert_quiet
 
 JOBS = {
     "expire_sessions": {"kind": "delete", "table": "sessions",
@@ -129,6 +130,7 @@ def test_playbook_installs_runs_and_reports_a_failing_job(server, setup, tmp_pat
     result = run_playbook("maintenance-cron.yml", server, database, tmp_path, "-e", extra)
     assert result.returncode != 0
     assert 'Maintenance job broken failed: ' in result.stdout and "no_such_column" in result.stdout
+    assert_quiet(result)
     cron = (tmp_path / "cron.d" / f"pgops-maintenance-{database['login_db']}").read_text()
     assert "--job=expire_sessions" in cron and "--job=broken" in cron
     assert query(database, "SELECT count(*) FROM sessions WHERE expires < now() - interval '30 days'")[0][0] == 0
