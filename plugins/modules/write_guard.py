@@ -59,7 +59,7 @@ options:
     description: How writes are turned off (see the description).
     type: str
     choices: [revoke_writes, default_transaction_read_only, connection_limit]
-    default: default_transaction_read_only
+    default: revoke_writes
   grace_period:
     description: Seconds to let open transactions of the roles finish before their sessions are ended.
     type: int
@@ -69,10 +69,14 @@ options:
     type: bool
     default: true
   probe_user:
-    description: An application role to prove the effect with; no probe without it.
+    description:
+      - An application role to prove the effect with; no probe without it (V(revoke_writes) proves it from the
+        catalog for the guarded roles anyway).
+      - With V(revoke_writes), the catalog must show that this role too has no write privilege left; no password
+        is needed. With the other strategies it logs in with O(probe_password) and tries a write.
     type: str
   probe_password:
-    description: Password of O(probe_user).
+    description: Password of O(probe_user), for the strategies that probe by logging in.
     type: str
 extends_documentation_fragment:
   - intowork.pgops._connection
@@ -212,12 +216,17 @@ def guard(params, check_mode):
         for statement in statements:
             cur.execute(statement)
         if params["state"] == "read_only" and strategy_in_force == "revoke_writes":
-            # Proof from the catalog, before anything commits: no write privilege left by any path.
-            left = still_writable(cur, roles)
+            # Proof from the catalog, before anything commits: no write privilege left by any path, for the
+            # guarded roles and for the probe role (which proves the same thing without its password).
+            probe = params["probe_user"]
+            left = still_writable(cur, roles + ([probe] if probe and probe not in roles else []))
             if left:
                 conn.rollback()
                 named = ", ".join("%s on %s" % row for row in left[:5]) + (
                     " and %d more" % (len(left) - 5) if len(left) > 5 else "")
+                if probe and probe not in roles and any(role == probe for role, _relation in left):
+                    raise PgopsError("write guard set read_only but %s still writes: %s (it is not one of the guarded "
+                                     "roles %s); nothing was changed" % (probe, named, ", ".join(roles)))
                 raise PgopsError("nothing was changed: after revoking their own grants the roles can still write "
                                  "(%s), through PUBLIC, a role they belong to, another grantor's grant or a column "
                                  "grant; revoke those, or use strategy connection_limit" % named)
@@ -232,7 +241,7 @@ def guard(params, check_mode):
     finally:
         conn.close()
     # A temporary table is no write to the application's data, and revoke_writes leaves TEMP alone: its
-    # proof is the catalog check above.
+    # proof, for the probe role too, is the catalog check above.
     if params["probe_user"] and strategy_in_force != "revoke_writes":
         result["probe"] = probe_writes(params, database)
         expected = params["state"] == "read_write"
@@ -249,7 +258,7 @@ def main():
         roles=dict(type="list", elements="str"),
         state=dict(type="str", required=True, choices=["read_only", "read_write", "status"]),
         owner=dict(type="str"),
-        strategy=dict(type="str", default="default_transaction_read_only", choices=STRATEGIES),
+        strategy=dict(type="str", default="revoke_writes", choices=STRATEGIES),
         grace_period=dict(type="int", default=10),
         terminate_sessions=dict(type="bool", default=True),
         probe_user=dict(type="str"),

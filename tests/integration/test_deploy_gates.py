@@ -151,13 +151,19 @@ def test_check_mode_with_a_failing_revision_claims_nothing(server, guarded_db, t
     assert not (tmp_path / "reports").exists() and not (tmp_path / "backups").exists()
 
 
-def test_a_probe_that_fails_still_turns_writes_back_on(server, guarded_db, tmp_path):
+@pytest.mark.parametrize("strategy", ["revoke_writes", "default_transaction_read_only"])
+def test_a_probe_that_fails_still_turns_writes_back_on(server, guarded_db, tmp_path, strategy):
+    # revoke_writes finds it in the catalog before committing anything; default_transaction_read_only by a
+    # login after its changes committed, which the always section then undoes.
     query(guarded_db, "CREATE ROLE app_unguarded LOGIN PASSWORD 'unguarded-pw'")
+    query(guarded_db, "GRANT INSERT ON companies TO app_unguarded")
     try:
         # The probe logs in as a role the guard does not cover: it can still write, so the guard fails its proof.
-        settings = json.dumps({"pgops_app_probe_user": "app_unguarded", "pgops_app_probe_password": "unguarded-pw"})
+        settings = json.dumps({"pgops_app_probe_user": "app_unguarded", "pgops_app_probe_password": "unguarded-pw",
+                               "pgops_write_guard_strategy": strategy})
         result, recap = deploy(server, guarded_db, tmp_path, "-e", project(tmp_path, FAILING), "-e", settings)
     finally:
+        query(guarded_db, "DROP OWNED BY app_unguarded")
         query(guarded_db, "DROP ROLE app_unguarded")
     assert recap["failed"] == 1
     message = failure_message(result)
