@@ -30,6 +30,15 @@ HEAD = "f7a8b9c0d1e2"
 VERSIONS = ["15", "18"]
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked one_server_version run against the newest server only (deselected, not skipped, on the others)."""
+    dropped = [item for item in items if item.get_closest_marker("one_server_version")
+               and getattr(item, "callspec", None) and item.callspec.params.get("server", VERSIONS[-1]) != VERSIONS[-1]]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in dropped]
+
+
 @pytest.fixture(scope="session", params=VERSIONS, ids=lambda v: f"pg{v}")
 def server(request):
     """A sandbox server per PostgreSQL version, shared by the session."""

@@ -45,6 +45,7 @@ def owners(folder):
     return {path.name: pwd.getpwuid(path.stat().st_uid).pw_name for path in folder.iterdir()}
 
 
+@pytest.mark.one_server_version
 def test_playbook_and_cron_backups_belong_to_the_backup_account(server, migrated, host_dirs, tmp_path):
     backups = host_dirs / "backups"  # the other folders have spaces: the cron line quotes every path
     settings = json.dumps({

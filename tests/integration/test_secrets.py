@@ -10,6 +10,8 @@ import stat
 import threading
 import time
 
+import pytest
+
 from conftest import APP, ROOT, run_playbook
 from test_deploy_gates import GUARD, project, record
 
@@ -50,6 +52,7 @@ def files_holding(secret, folder, since=0.0):
             and secret.encode() in path.read_bytes()]
 
 
+@pytest.mark.one_server_version
 def test_no_password_on_a_command_line_in_output_or_in_files(server, guarded_db, tmp_path):
     secret = guarded_db["login_password"]
     program = {"pgops_program_dir": str(tmp_path / "lib"), "pgops_config_dir": str(tmp_path / "etc"),
