@@ -27,9 +27,9 @@ class CommandLines(object):
 
     def _run(self):
         while not self._stop.is_set():
-            for cmdline in pathlib.Path("/proc").glob("[0-9]*/cmdline"):
-                try:
-                    argv = cmdline.read_bytes()
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:  # processes come and go while the folder is read
+                    argv = pathlib.Path("/proc", pid, "cmdline").read_bytes()
                 except OSError:
                     continue
                 if self.secret in argv:
@@ -41,6 +41,7 @@ class CommandLines(object):
         return self
 
     def __exit__(self, *exc):
+        assert self._thread.is_alive(), "the sampler stopped before the runbooks did"
         self._stop.set()
         self._thread.join()
 
