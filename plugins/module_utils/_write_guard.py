@@ -123,17 +123,18 @@ def plan(database, roles, found, state, wanted, strategy, owner=None, grants=Non
                 raise PgopsError("writes are already off with strategy %s for roles %s: set state=read_write first"
                                  % (state["strategy"], ", ".join(sorted(state["roles"]))))
             return [], state
-        previous = dict((role, {"read_only": found[role]["read_only"], "connlimit": found[role]["connlimit"]})
-                        for role in roles)
         if strategy == "revoke_writes":
             statements.extend(grant_statement("REVOKE", grant) for grant in grants)
             previous = {"grants": grants}
-        for role in roles if strategy != "revoke_writes" else []:
-            if strategy == "default_transaction_read_only":
-                statements.append(sql.SQL("ALTER ROLE {} IN DATABASE {} SET default_transaction_read_only = on").format(
-                    sql.Identifier(role), sql.Identifier(database)))
-            else:
-                statements.append(sql.SQL("ALTER ROLE {} CONNECTION LIMIT 0").format(sql.Identifier(role)))
+        else:
+            previous = dict((role, {"read_only": found[role]["read_only"], "connlimit": found[role]["connlimit"]})
+                            for role in roles)
+            for role in roles:
+                if strategy == "default_transaction_read_only":
+                    statements.append(sql.SQL("ALTER ROLE {} IN DATABASE {} SET default_transaction_read_only = on")
+                                      .format(sql.Identifier(role), sql.Identifier(database)))
+                else:
+                    statements.append(sql.SQL("ALTER ROLE {} CONNECTION LIMIT 0").format(sql.Identifier(role)))
         new_state = {"strategy": strategy, "roles": list(roles), "previous": previous, "owner": owner,
                      "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         statements.append(sql.SQL("ALTER DATABASE {} SET {} = {}").format(
@@ -144,18 +145,20 @@ def plan(database, roles, found, state, wanted, strategy, owner=None, grants=Non
     if state["strategy"] == "revoke_writes":
         # Exactly the recorded grants, on the relations that still exist (a migration may have dropped some).
         statements.extend(grant_statement("GRANT", grant) for grant in state["previous"]["grants"]
-                          if (grant[0], grant[1]) in (grants or ()))
-    for role, before in sorted(state["previous"].items() if state["strategy"] != "revoke_writes" else []):
-        if state["strategy"] == "default_transaction_read_only":
-            if before["read_only"] is None:
-                statements.append(sql.SQL("ALTER ROLE {} IN DATABASE {} RESET default_transaction_read_only").format(
-                    sql.Identifier(role), sql.Identifier(database)))
+                          if (grant[0], grant[1]) in grants)
+    else:
+        for role, before in sorted(state["previous"].items()):
+            if state["strategy"] == "default_transaction_read_only":
+                if before["read_only"] is None:
+                    statements.append(sql.SQL("ALTER ROLE {} IN DATABASE {} RESET default_transaction_read_only")
+                                      .format(sql.Identifier(role), sql.Identifier(database)))
+                else:
+                    statements.append(sql.SQL("ALTER ROLE {} IN DATABASE {} SET default_transaction_read_only = {}")
+                                      .format(sql.Identifier(role), sql.Identifier(database),
+                                              sql.Literal(before["read_only"])))
             else:
-                statements.append(sql.SQL("ALTER ROLE {} IN DATABASE {} SET default_transaction_read_only = {}").format(
-                    sql.Identifier(role), sql.Identifier(database), sql.Literal(before["read_only"])))
-        else:
-            statements.append(sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(
-                sql.Identifier(role), sql.Literal(int(before["connlimit"]))))
+                statements.append(sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(
+                    sql.Identifier(role), sql.Literal(int(before["connlimit"]))))
     statements.append(sql.SQL("ALTER DATABASE {} RESET {}").format(sql.Identifier(database), sql.SQL(STATE_SETTING)))
     return statements, None
 
@@ -185,8 +188,10 @@ def drain_sessions(cur, database, roles, grace_seconds, poll=0.2):
 def grant_statement(verb, grant):
     """GRANT or REVOKE of one recorded privilege: [schema, relation, TABLE|SEQUENCE, role, privilege, grantable]."""
     schema, relation, kind, role, privilege, grantable = grant
-    template = "GRANT {} ON {} {} TO {}" + (" WITH GRANT OPTION" if grantable else "") if verb == "GRANT" else \
-        "REVOKE {} ON {} {} FROM {}"
+    if verb == "REVOKE":
+        template = "REVOKE {} ON {} {} FROM {}"
+    else:
+        template = "GRANT {} ON {} {} TO {}" + (" WITH GRANT OPTION" if grantable else "")
     return sql.SQL(template).format(sql.SQL(privilege), sql.SQL(kind), sql.Identifier(schema, relation),
                                     sql.Identifier(role))
 

@@ -4,14 +4,13 @@ ansible-playbook: the play's exit status, its last line and the database afterwa
 import fcntl
 import json
 import os
-import pathlib
 import shutil
 import stat
 import time
 
 import pytest
 
-from conftest import (APP, HEAD, PASSWORD, PROJECT_DIR, failure_message, play_recap, query,
+from conftest import (APP, HEAD, PASSWORD, PROJECT_DIR, failure_message, play_recap, process_argvs, query,
                       run_playbook, start_playbook)
 from test_deploy_faults import app_can_write, counts
 from test_deploy_playbook import revision
@@ -229,11 +228,7 @@ def test_without_application_roles_a_failed_downgrade_still_falls_through_to_the
 
 def backup_program_waiting(database):
     """True once the backup program runs for `database` (here: waiting for the backup lock)."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = (pathlib.Path("/proc", pid, "cmdline").read_bytes().split(b"\0"))
-        except OSError:
-            continue
+    for _pid, argv in process_argvs():
         if any(arg.endswith(b"pgops_backup.py") for arg in argv) and b"backup" in argv and any(
                 arg.endswith(f"backup-{database}.json".encode()) for arg in argv):
             return True

@@ -12,7 +12,8 @@ import psycopg2
 import pytest
 
 import sandbox
-from conftest import APP, BASELINE, PASSWORD, hold_lock, query, run_module, run_playbook, start_playbook
+from conftest import (APP, BASELINE, PASSWORD, hold_lock, process_argvs, query, run_module, run_playbook,
+                      start_playbook)
 from test_deploy_faults import app_can_write, counts
 from test_deploy_playbook import revision
 
@@ -66,14 +67,9 @@ def descends_from(pid, ancestor):
 def alembic_processes(deploy):
     """The Alembic upgrades this deployment started (its session), not another test's running beside it."""
     pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
-        except OSError:
-            continue
-        if b"alembic" in argv and b"upgrade" in argv:
-            if descends_from(int(entry.name), deploy.pid):
-                pids.append(int(entry.name))
+    for pid, argv in process_argvs():
+        if b"alembic" in argv and b"upgrade" in argv and descends_from(pid, deploy.pid):
+            pids.append(pid)
     return pids
 
 

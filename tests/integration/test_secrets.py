@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import APP, ROOT, run_playbook
+from conftest import APP, ROOT, process_argvs, run_playbook
 from test_deploy_gates import GUARD, project, record
 
 
@@ -27,13 +27,10 @@ class CommandLines(object):
 
     def _run(self):
         while not self._stop.is_set():
-            for pid in filter(str.isdigit, os.listdir("/proc")):
-                try:  # processes come and go while the folder is read
-                    argv = pathlib.Path("/proc", pid, "cmdline").read_bytes()
-                except OSError:
-                    continue
-                if self.secret in argv:
-                    self.leaks.append(argv.replace(self.secret, b"<password>").replace(b"\0", b" ").decode()[:300])
+            for _pid, argv in process_argvs():
+                command = b" ".join(argv)
+                if self.secret in command:
+                    self.leaks.append(command.replace(self.secret, b"<password>").decode()[:300])
             self.samples += 1
 
     def __enter__(self):
