@@ -318,7 +318,10 @@ def test_the_module_runs_the_program_with_the_password_in_no_argument(server, lo
     done = run_module("backup_program", args, env=clean)
     assert done["changed"] is True and done["result"]["path"].endswith(finals(backups)[0])
     assert done["result"]["row_counts"]["jobs"] == query(loaded, "SELECT count(*) FROM jobs")[0][0]
-    wrong = run_module("backup_program", dict(args, login_password="not-the-password"), env=clean)
+    # Its own folder: a second backup in the same second would stop at the name, before connecting.
+    (tmp_path / "other").mkdir()
+    other, _ = write_config(server, loaded, tmp_path / "other")
+    wrong = run_module("backup_program", dict(args, config=str(other), login_password="not-the-password"), env=clean)
     assert wrong["failed"] is True and wrong["msg"].startswith(
         f"Backup of {loaded['login_db']} failed, nothing was published: ") and "password" in wrong["msg"]
     assert "not-the-password" not in json.dumps(wrong)
