@@ -39,13 +39,52 @@ def pytest_collection_modifyitems(config, items):
         items[:] = [item for item in items if item not in dropped]
 
 
+LEAST_PRIVILEGE_SQL = ROOT / "docs" / "sql" / "least-privilege.sql"
+DEPLOY_ROLE, BACKUP_ROLE = "pgops_deploy", "pgops_backup"
+ACCOUNTS_DB = "pgops_accounts"
+SERVERS = {}  # port -> server state, for helpers given only a database's parameters
+
+
 @pytest.fixture(scope="session", params=VERSIONS, ids=lambda v: f"pg{v}")
 def server(request):
-    """A sandbox server per PostgreSQL version, shared by the session."""
+    """A sandbox server per PostgreSQL version, shared by the session, with the documented least-privilege
+    deploy and backup accounts (docs/sql/least-privilege.sql, run as a DBA would: psql, as the superuser)."""
     name = f"pytest-{request.param}-{os.getpid()}"
     state = sandbox.up(name, request.param, "postgres")
+    create_accounts(state, ACCOUNTS_DB)
+    state.update(deploy_user=DEPLOY_ROLE, deploy_password="deploy-" + uuid.uuid4().hex[:12],
+                 backup_user=BACKUP_ROLE, backup_password="backup-" + uuid.uuid4().hex[:12])
+    conn = admin_connect(state)
+    with conn.cursor() as cur:
+        for role in ("deploy", "backup"):
+            cur.execute(sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(state[role + "_user"])),
+                        (state[role + "_password"],))
+    conn.close()
+    SERVERS[state["port"]] = state
     yield state
     sandbox.down(name)
+
+
+def create_accounts(state, database):
+    """docs/sql/least-privilege.sql for `database` (created owned by the deploy role if it is new)."""
+    env = dict(os.environ, PGHOST=state["host"], PGPORT=str(state["port"]), PGUSER=state["user"],
+               PGPASSWORD=state["password"], PGDATABASE="postgres")
+    result = subprocess.run([str(Path(state["bindir"]) / "psql"), "-X", "-q", "-v", f"database={database}",
+                             "-v", f"deploy_role={DEPLOY_ROLE}", "-v", f"backup_role={BACKUP_ROLE}",
+                             "-f", str(LEAST_PRIVILEGE_SQL)], env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and not result.stderr, result.stderr
+
+
+def owner_params(server, params):
+    """`params` logged in as the database's owner when that is the deploy role (the runbooks' account),
+    else unchanged (the server's superuser, or the login a test chose)."""
+    if params["login_user"] != server["user"]:
+        return params
+    owner = query(params, "SELECT pg_catalog.pg_get_userbyid(datdba) FROM pg_catalog.pg_database"
+                          " WHERE datname = pg_catalog.current_database()")[0][0]
+    if owner != server["deploy_user"]:
+        return params
+    return dict(params, login_user=server["deploy_user"], login_password=server["deploy_password"])
 
 
 def admin_connect(state, dbname="postgres"):
@@ -116,8 +155,8 @@ def libpq_env(params):
 
 
 def alembic(params, *args):
-    """The Alembic CLI against the reference project, credentials in the environment."""
-    env = libpq_env(params)
+    """The Alembic CLI against the reference project, as the database's owner (see owner_params)."""
+    env = libpq_env(owner_params(SERVERS[params["login_port"]], params))
     env["DATABASE_URL"] = "postgresql+psycopg2://"
     result = subprocess.run([sys.executable, "-m", "alembic", "-c", str(PROJECT_DIR / "alembic.ini"), *args],
                             env=env, capture_output=True, text=True, check=False)
@@ -126,7 +165,7 @@ def alembic(params, *args):
 
 
 def load_reference_data(params, scale=0.01, defects=0):
-    env = libpq_env(params)
+    env = libpq_env(owner_params(SERVERS[params["login_port"]], params))
     cmd = [sys.executable, str(PROJECT_DIR / "generate_data.py"), "--scale", str(scale)]
     if defects:
         cmd += ["--plant-defects", str(defects)]
@@ -150,8 +189,9 @@ def run_module(name, args, check_mode=False, diff=False, env=None):
 
 
 def playbook_command(name, server, params, tmp_path, *extra):
-    """(argv, environment) of ansible-playbook playbooks/<name> on the local inventory, against `params`."""
-    env = libpq_env(params)
+    """(argv, environment) of ansible-playbook playbooks/<name> on the local inventory, against `params`,
+    as the deploy role when it owns the database (the runbooks' least-privilege account)."""
+    env = libpq_env(owner_params(server, params))
     env.update(PGOPS_SANDBOX_BINDIR=server["bindir"], ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")
     cmd = [str(Path(sys.executable).parent / "ansible-playbook"), str(ROOT / "playbooks" / name),
@@ -198,8 +238,10 @@ def application_role(params):
 
 
 @pytest.fixture
-def deployable(database):
-    """Reference data at the baseline revision, and an application role that writes to it."""
+def deployable(server, database):
+    """Reference data at the baseline revision, owned by the deploy role, and an application role that writes
+    to it."""
+    admin_run(server, "ALTER DATABASE {} OWNER TO {}", database["login_db"], server["deploy_user"])
     alembic(database, "upgrade", BASELINE)
     load_reference_data(database, scale=0.01)
     with application_role(database):
@@ -233,10 +275,11 @@ def failure_message(result):
 
 @pytest.fixture(scope="session")
 def head_template(server):
-    """A template database with the reference data migrated to head, copied cheaply by each test."""
+    """A template database with the reference data migrated to head, owned by the deploy role, copied cheaply
+    by each test."""
     name = "tmpl_head"
     admin_run(server, "DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
-    admin_run(server, "CREATE DATABASE {}", name)
+    create_accounts(server, name)
     params = database_params(server, name)
     alembic(params, "upgrade", BASELINE)
     load_reference_data(params, scale=0.01)
@@ -249,7 +292,7 @@ def head_template(server):
 def migrated(server, head_template):
     """A new database at head with the reference data, copied from the template."""
     name = "t_" + uuid.uuid4().hex[:10]
-    admin_run(server, "CREATE DATABASE {} TEMPLATE {}", name, head_template)
+    admin_run(server, "CREATE DATABASE {} TEMPLATE {} OWNER {}", name, head_template, server["deploy_user"])
     yield database_params(server, name)
     admin_run(server, "DROP DATABASE {} WITH (FORCE)", name)
 

@@ -48,6 +48,8 @@ def owners(folder):
 @pytest.mark.one_server_version
 def test_playbook_and_cron_backups_belong_to_the_backup_account(server, migrated, host_dirs, tmp_path):
     backups = host_dirs / "backups"  # the other folders have spaces: the cron line quotes every path
+    # As the read-only backup role (docs/sql/least-privilege.sql): the pgpass file and the cron line use it too.
+    migrated = dict(migrated, login_user=server["backup_user"], login_password=server["backup_password"])
     settings = json.dumps({
         "pgops_backup_os_user": ACCOUNT, "backup_python": "/usr/bin/python3", "pgops_backup_dir": str(backups),
         "pgops_program_dir": str(host_dirs / "pgops lib"), "pgops_config_dir": str(host_dirs / "pgops etc"),

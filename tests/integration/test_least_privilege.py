@@ -1,0 +1,76 @@
+"""The runbooks run with the documented least-privilege accounts (docs/sql/least-privilege.sql), not a superuser:
+the deploy role deploys, guards and ends the application's sessions; the backup role backs up and drills, and
+writes nothing."""
+
+import json
+
+import psycopg2
+import pytest
+
+from conftest import (APP, BACKUP_ROLE, DEPLOY_ROLE, HEAD, PASSWORD, connect_as, create_accounts, database_params,
+                      query, run_playbook)
+from test_deploy_playbook import assert_quiet, playbook, revision
+
+
+def role_facts(params, role):
+    return query(params, """
+        SELECT r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolreplication, r.rolbypassrls,
+               ARRAY(SELECT g.rolname::text FROM pg_catalog.pg_auth_members m
+                       JOIN pg_catalog.pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid ORDER BY 1)
+          FROM pg_catalog.pg_roles r WHERE r.rolname = %s""", (role,))[0]
+
+
+def as_role(server, params, role):
+    return dict(params, login_user=server[role + "_user"], login_password=server[role + "_password"])
+
+
+def test_the_accounts_file_is_idempotent_and_grants_only_what_is_documented(server, migrated):
+    create_accounts(server, migrated["login_db"])  # a second run: no error, no notice
+    assert role_facts(migrated, DEPLOY_ROLE) == (False, False, True, False, False,
+                                                 ["pg_read_all_stats", "pg_signal_backend"])
+    assert role_facts(migrated, BACKUP_ROLE) == (False, False, True, False, False, ["pg_read_all_data"])
+    assert query(migrated, "SELECT pg_catalog.pg_get_userbyid(datdba) FROM pg_catalog.pg_database "
+                           "WHERE datname = current_database()")[0][0] == DEPLOY_ROLE
+    backup = connect_as(as_role(server, migrated, "backup"))
+    try:
+        with backup.cursor() as cur:
+            cur.execute("SELECT count(*) FROM public.job_applications")
+            assert cur.fetchone()[0] > 0
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cur.execute("DELETE FROM public.job_applications")
+    finally:
+        backup.close()
+
+
+def test_a_deployment_as_the_deploy_role_ends_the_application_sessions_and_owns_what_it_creates(
+        server, deployable, tmp_path):
+    early = connect_as(deployable, APP, PASSWORD, application_name="app-before-the-guard")
+    early.autocommit = True
+    early.cursor().execute("SELECT 1")
+    settings = {"pgops_app_roles": [APP], "write_guard_grace_period": 1}
+    result, recap = playbook(server, deployable, tmp_path, "-e", json.dumps(settings))
+    assert recap["failed"] == 0, result.stdout[-3000:]
+    assert_quiet(result)
+    assert revision(deployable) == HEAD
+    with pytest.raises(psycopg2.OperationalError):
+        early.cursor().execute("SELECT 1")  # ended by the deploy role, which is no superuser
+    owners = query(deployable, """
+        SELECT DISTINCT pg_catalog.pg_get_userbyid(c.relowner) FROM pg_catalog.pg_class c
+         WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'i', 'S', 'v', 'm')""")
+    assert owners == [(DEPLOY_ROLE,)], owners
+    (record,) = (tmp_path / "reports").glob("deploy-*.json")
+    assert json.loads(record.read_text())["outcome"] == "deployed"
+
+
+def test_backups_and_the_restore_drill_run_as_the_read_only_backup_role(server, migrated, tmp_path):
+    backup_login = as_role(server, migrated, "backup")
+    backed_up = run_playbook("backup.yml", server, backup_login, tmp_path)
+    assert backed_up.returncode == 0, backed_up.stdout[-3000:]
+    assert_quiet(backed_up)
+    drill = run_playbook("restore-drill.yml", server, backup_login, tmp_path)
+    assert drill.returncode == 0, drill.stdout[-3000:]
+    assert "row counts match the manifest" in drill.stdout
+    scratch = query(database_params(server, "postgres"),
+                    "SELECT datname FROM pg_catalog.pg_database WHERE datname LIKE %s",
+                    (migrated["login_db"] + "%",))
+    assert scratch == [(migrated["login_db"],)], "the drill's scratch copy is gone"
