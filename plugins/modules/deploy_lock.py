@@ -50,6 +50,13 @@ options:
         by the holder is a heartbeat, and long steps (the migration) keep the lease alive while they run.
     type: int
     default: 7200
+  identity:
+    description:
+      - Who runs the holder, kept in the lease as C(by) when the lock is taken and named to anyone refused,
+        for example the controller's host name, the operator's OS user and the job id (deploy-migration.yml and
+        rollback.yml pass C(controller), C(user) and C(run_id)).
+      - The lease's C(host) is where the module ran, which is the database host over SSH, not the operator's.
+    type: dict
   force:
     description: Release or take over the lock whoever holds it. For an operator who knows the holder is gone.
     type: bool
@@ -73,6 +80,9 @@ EXAMPLES = r"""
   intowork.pgops.deploy_lock:
     state: acquired
     owner: "deploy-{{ deployment_id }}"
+    identity:
+      controller: "{{ lookup('ansible.builtin.pipe', 'uname -n') }}"
+      user: "{{ lookup('ansible.builtin.pipe', 'id -un') }}"
 
 - name: Read the lease of a deployment that may have died, and its plan
   intowork.pgops.deploy_lock:
@@ -87,9 +97,14 @@ EXAMPLES = r"""
 
 RETURN = r"""
 holder:
-  description: The lease after the task (owner, since, host, details); null when free.
+  description: The lease after the task (owner, since, host, by, details); null when free.
   returned: always
   type: dict
+holder_text:
+  description: The lease's holder in words, as the lock's refusals name it; null when free.
+  returned: always
+  type: str
+  sample: "run by alice on laptop-7, job 42, lease taken on db1"
 previous_holder:
   description: The lease before the task; null when it was free.
   returned: always
@@ -111,6 +126,18 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
 from ansible_collections.intowork.pgops.plugins.module_utils._lease import last_beat, lock_and_read, write_statement
 
 
+def describe_holder(lease):
+    """'run by alice on laptop-7, job 42, lease taken on db1', as much as the lease knows."""
+    by = lease.get("by") or {}
+    words = []
+    if by.get("user") or by.get("controller"):
+        words.append("run by %s on %s" % (by.get("user") or "?", by.get("controller") or "?"))
+    if by.get("run_id"):
+        words.append("job %s" % by["run_id"])
+    words.append("lease taken on %s" % lease.get("host", "?"))
+    return ", ".join(words)
+
+
 def lock(params, check_mode):
     conn = connect(params)
     try:
@@ -119,15 +146,16 @@ def lock(params, check_mode):
         now = time.time()
         mine = lease is not None and lease["owner"] == params["owner"]
         stale = lease is not None and now - last_beat(lease) > params["stale_after"]
-        result = {"changed": False, "previous_holder": lease, "holder": lease}
+        result = {"changed": False, "previous_holder": lease, "holder": lease,
+                  "holder_text": describe_holder(lease) if lease else None}
         if params["state"] == "status":
             conn.rollback()
             return result
         if params["state"] == "acquired":
             if lease is not None and not mine and not stale and not params["force"]:
-                raise PgopsError("deployment lock of %s is held by %s since %s (on %s): wait for it to finish, or "
+                raise PgopsError("deployment lock of %s is held by %s since %s (%s): wait for it to finish, or "
                                  "if that run is gone, release it with force=true" % (
-                                     conn.info.dbname, lease["owner"], lease["since"], lease["host"]))
+                                     conn.info.dbname, lease["owner"], lease["since"], describe_holder(lease)))
             details = params["details"] if params["details"] is not None else (lease or {}).get("details")
             if mine and params["merge"] and params["details"] is not None:
                 details = dict(lease.get("details") or {}, **params["details"])
@@ -144,6 +172,8 @@ def lock(params, check_mode):
                        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))}
                 if params["details"] is not None:
                     new["details"] = params["details"]
+                if params["identity"]:
+                    new["by"] = params["identity"]
             statement = write_statement(conn.info.dbname, new)
             result.update(changed=True, holder=new)
         else:
@@ -173,6 +203,7 @@ def main():
         owner=dict(type="str"),
         details=dict(type="dict"),
         stale_after=dict(type="int", default=7200),
+        identity=dict(type="dict"),
         force=dict(type="bool", default=False),
         merge=dict(type="bool", default=False),
     )

@@ -2,9 +2,11 @@
 ansible-playbook: the play's exit status, its last line and the database afterwards."""
 
 import fcntl
+import getpass
 import json
 import os
 import shutil
+import socket
 import stat
 import time
 
@@ -183,9 +185,15 @@ def test_five_simultaneous_deployments_one_deploys(server, guarded_db, tmp_path)
     winners = [out for out, rc in outputs if rc == 0]
     losers = [out for out, rc in outputs if rc != 0]
     assert len(winners) == 1, [out[-1500:] for out, _rc in outputs]
+    # Named as the operator knows it: who ran the holder, from which machine (not the database host).
+    by = f"run by {getpass.getuser()} on {socket.gethostname()}"
     for out in losers:
-        assert "deployment lock of" in out and "is held by deploy-" in out
+        assert "deployment lock of" in out and "is held by deploy-" in out and by in out
         assert "Nothing was migrated" in out
+    (record,) = [json.loads(path.read_text()) for path in (tmp_path / "reports").glob("deploy-*.json")
+                 if json.loads(path.read_text())["outcome"] == "deployed"]
+    assert record["run_by"] == {"controller": socket.gethostname(), "user": getpass.getuser(), "run_id": ""}
+    assert {phase["host"] for phase in record["phases"]} == {"intowork-local"}
     assert revision(guarded_db) == "0b00000000d1" and app_can_write(guarded_db)
     assert len(list((tmp_path / "backups").glob("*.dump"))) == 1, "the refused runs took no backup"
     assert query(guarded_db, "SELECT count(*) FROM pg_db_role_setting d, unnest(d.setconfig) s "
@@ -199,6 +207,7 @@ def test_two_simultaneous_rollbacks_one_rolls_back(server, guarded_db, tmp_path)
     assert sorted(rc == 0 for _out, rc in outputs) == [False, True], [out[-1500:] for out, _rc in outputs]
     (loser,) = [out for out, rc in outputs if rc != 0]
     assert "holds the deployment lock" in loser or "is held by rollback-" in loser
+    assert f"run by {getpass.getuser()} on {socket.gethostname()}" in loser
     assert revision(guarded_db) == "e6f7a8b9c0d1" and app_can_write(guarded_db)
 
 

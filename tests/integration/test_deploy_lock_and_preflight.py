@@ -1,5 +1,6 @@
 """deploy_lock and preflight_check against real servers."""
 
+import socket
 import time
 
 from conftest import BASELINE, alembic, hold_lock, query, run_module
@@ -22,6 +23,19 @@ def test_lock_check_mode_take_idempotent_refuse_release(database):
     released = run_module("deploy_lock", dict(database, state="released", owner="deploy-a"))
     assert released["changed"] is True and released["holder"] is None
     assert run_module("deploy_lock", dict(database, state="released", owner="deploy-a"))["changed"] is False
+
+
+def test_the_lock_names_who_holds_it_not_only_the_host_the_module_ran_on(database):
+    who = {"controller": "laptop-7", "user": "alice", "run_id": "42"}
+    taken = run_module("deploy_lock", dict(database, state="acquired", owner="deploy-a", identity=who))
+    assert taken["holder"]["by"] == who
+    status = run_module("deploy_lock", dict(database, state="status"))
+    assert status["holder_text"] == f"run by alice on laptop-7, job 42, lease taken on {socket.gethostname()}"
+    other = run_module("deploy_lock", dict(database, state="acquired", owner="deploy-b"))
+    assert other["failed"] is True and "held by deploy-a since" in other["msg"]
+    assert "(run by alice on laptop-7, job 42, lease taken on " in other["msg"]
+    run_module("deploy_lock", dict(database, state="released", owner="deploy-a"))
+    assert run_module("deploy_lock", dict(database, state="status"))["holder_text"] is None
 
 
 def test_abandoned_lock_can_be_taken_over_and_forced(database):
