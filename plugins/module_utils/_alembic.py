@@ -283,14 +283,17 @@ def failure_reason(lines):
     return meaningful[-1] if meaningful else ""
 
 
-def run_with_retries(params, ini_path, direction, target, timeout, retries, backoff):
+def run_with_retries(params, ini_path, direction, target, timeout, retries, backoff, fence=None):
     """run_alembic, again after a lock timeout: each revision commits, so a retry resumes where it stopped.
 
-    Returns (output, attempts).
+    `fence(what)` runs before every attempt and raises when this run may no longer write (its deployment lock
+    was taken over while it waited): an old run never migrates after a takeover. Returns (output, attempts).
     """
     attempt = 0
     while True:
         attempt += 1
+        if fence:
+            fence("attempt %d of alembic %s to %s" % (attempt, direction, target))
         try:
             return run_alembic(params, ini_path, direction, target, timeout), attempt
         except PgopsError as error:

@@ -17,7 +17,7 @@ import json
 import threading
 import time
 
-from ansible_collections.intowork.pgops.plugins.module_utils._connection import connect, sql
+from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError, connect, sql
 
 SETTING = "pgops.deploy_lock"
 READ_LEASE = """
@@ -27,6 +27,10 @@ SELECT substr(s.setting, length(%(prefix)s) + 1)
  CROSS JOIN pg_catalog.unnest(d.setconfig) AS s(setting)
  WHERE d.setrole = 0 AND s.setting LIKE %(like)s
 """
+
+
+class LeaseLost(PgopsError):
+    """This run's deployment lock was taken over or released: it must not write again."""
 
 
 def lock_and_read(cur):
@@ -62,6 +66,26 @@ def heartbeat(params, owner):
         conn.commit()
         return True
     finally:
+        conn.close()
+
+
+def assert_holder(cur, database, owner, consequence):
+    """Under the lease's lock (until the transaction ends): LeaseLost unless `owner` holds it."""
+    lease = lock_and_read(cur)
+    if lease is None or lease["owner"] != owner:
+        raise LeaseLost("the deployment lock of %s is no longer held by %s (%s): %s" % (
+            database, owner, "now held by %s" % lease["owner"] if lease else "released", consequence))
+
+
+def require_lease(params, owner, what):
+    """Refresh `owner`'s lease, or stop before `what`, naming who holds the lock now (a fence for old runs)."""
+    if heartbeat(params, owner):
+        return
+    conn = connect(params)
+    try:
+        assert_holder(conn.cursor(), conn.info.dbname, owner, "this run stopped before %s" % what)
+    finally:
+        conn.rollback()
         conn.close()
 
 

@@ -110,6 +110,9 @@ options:
       - The owner of the deployment lock (M(intowork.pgops.deploy_lock)) this migration runs under. Its lease is
         kept alive while Alembic runs, so a long migration is never taken over as stale, and a migration whose
         lease was taken over fails instead of reporting success.
+      - It is also a fence. Before it ends leftover sessions and before every attempt (each retry after a lock
+        timeout too) the lease must still be this owner's; a run whose lock was taken over (C(force_unlock)) or
+        released stops there, before its next statement, and changes nothing more.
     type: str
   lease_heartbeat_interval:
     description: Seconds between two heartbeats of that lease while Alembic runs.
@@ -264,7 +267,17 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
     require_psycopg2,
     run_module,
 )
-from ansible_collections.intowork.pgops.plugins.module_utils._lease import LeaseKeeper
+from ansible_collections.intowork.pgops.plugins.module_utils._lease import LeaseKeeper, LeaseLost, require_lease
+
+
+def lease_fence(params):
+    """The check every write of this run passes first, when it runs under a deployment lock; else None."""
+    if not params["lease_owner"]:
+        return None
+
+    def fence(what):
+        require_lease(params, params["lease_owner"], what)
+    return fence
 
 
 def migrate(params, check_mode):
@@ -308,6 +321,9 @@ def migrate(params, check_mode):
                 result["sql"], result["sql_unrendered"] = offline_plan_sql(
                     params, ini_path, direction, current[0] if current else None, params["target"], pending)
             return result
+        fence = lease_fence(params)
+        if fence:
+            fence("ending leftover migration sessions")
         # No other migration can be running (the deployment lock): these belong to a run that was killed.
         result["terminated_sessions"] = terminate_leftover_sessions(conn)
         if result["terminated_sessions"] and params["drop_invalid_indexes"]:
@@ -320,13 +336,13 @@ def migrate(params, check_mode):
             with LeaseKeeper(params, params["lease_owner"], params["lease_heartbeat_interval"]) as keeper:
                 result["alembic_output"], result["attempts"] = run_with_retries(
                     params, ini_path, direction, params["target"], params["timeout"], params["lock_retries"],
-                    params["lock_retry_backoff"])
+                    params["lock_retry_backoff"], fence)
             if keeper.lost:
                 raise PgopsError("the deployment lock of %s was taken from %s while Alembic ran" % (
                     conn.info.dbname, params["lease_owner"]))
         except PgopsError as error:
             now = current_revisions(conn, params["version_table"], params["version_table_schema"])
-            if interrupted and now == (interrupted,):
+            if interrupted and now == (interrupted,) and not isinstance(error, LeaseLost):
                 # Its downgrade could not undo the half-applied revision: record what is really applied again,
                 # so the database is no worse off than before this task.
                 run_alembic(params, ini_path, "stamp", recorded_before or "base", params["timeout"])

@@ -55,6 +55,12 @@ options:
       - Who turns writes off, for example the deployment id; kept in the recorded guard, so that a clean-up
         path can tell its own guard from someone else's.
     type: str
+  lease_owner:
+    description:
+      - Change the guard only while this owner holds the deployment lock (M(intowork.pgops.deploy_lock)). The
+        lease is checked under its lock in the same transaction as the guard's statements, so a run whose lock
+        was taken over changes nothing, and a takeover cannot slip in between the check and the change.
+    type: str
   strategy:
     description: How writes are turned off (see the description).
     type: str
@@ -152,6 +158,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
     require_psycopg2,
     run_module,
 )
+from ansible_collections.intowork.pgops.plugins.module_utils._lease import LeaseLost, assert_holder
 from ansible_collections.intowork.pgops.plugins.module_utils._write_guard import (
     STRATEGIES,
     drain_sessions,
@@ -213,6 +220,12 @@ def guard(params, check_mode):
             return result
         # The role changes and the record of them commit together: a failure leaves nothing half-set.
         conn.autocommit = False
+        if params["lease_owner"]:
+            try:
+                assert_holder(cur, database, params["lease_owner"], "the write guard was left as it is")
+            except LeaseLost:
+                conn.rollback()
+                raise
         for statement in statements:
             cur.execute(statement)
         if params["state"] == "read_only" and strategy_in_force == "revoke_writes":
@@ -258,6 +271,7 @@ def main():
         roles=dict(type="list", elements="str"),
         state=dict(type="str", required=True, choices=["read_only", "read_write", "status"]),
         owner=dict(type="str"),
+        lease_owner=dict(type="str"),
         strategy=dict(type="str", default="revoke_writes", choices=STRATEGIES),
         grace_period=dict(type="int", default=10),
         terminate_sessions=dict(type="bool", default=True),

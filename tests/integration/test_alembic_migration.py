@@ -159,3 +159,16 @@ def test_a_session_that_only_calls_itself_a_migration_is_left_alone(database):
                 assert cur.fetchone() == (1,), "the application's session still works"
         finally:
             impostor.close()
+
+
+def test_a_migration_whose_lock_was_taken_over_runs_nothing(database):
+    alembic(database, "upgrade", BASELINE)
+    run_module("deploy_lock", dict(database, state="acquired", owner="deploy-new"))
+    args = dict(database, project_dir=str(PROJECT_DIR), target=INDEX_REVISION, lease_owner="deploy-old")
+    fenced = run_module("alembic_migration", args)
+    assert fenced["failed"] is True and fenced["msg"] == (
+        f"the deployment lock of {database['login_db']} is no longer held by deploy-old (now held by deploy-new): "
+        "this run stopped before ending leftover migration sessions")
+    assert recorded(database) == BASELINE
+    assert run_module("alembic_migration", dict(args, lease_owner="deploy-new"))["changed"] is True
+    assert recorded(database) == INDEX_REVISION

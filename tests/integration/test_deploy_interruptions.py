@@ -6,14 +6,15 @@ import json
 import os
 import signal
 import time
+import types
 from pathlib import Path
 
 import psycopg2
 import pytest
 
 import sandbox
-from conftest import (APP, BASELINE, PASSWORD, hold_lock, process_argvs, query, run_module, run_playbook,
-                      start_playbook)
+from conftest import (APP, BASELINE, PASSWORD, failure_message, hold_lock, process_argvs, query, run_module,
+                      run_playbook, start_playbook)
 from test_deploy_faults import app_can_write, counts
 from test_deploy_playbook import revision
 
@@ -138,4 +139,49 @@ def test_server_restarted_mid_migration_is_rolled_back(server, deployable, tmp_p
                                             lambda _deploy: sandbox.restart(server["name"]))
     assert returncode != 0, output[-3000:]
     assert "Rolled back by downgrade: the database is at revision a7f3b2c1d9e8" in output
+    assert_back_where_it_was(deployable, before)
+
+
+def wait_until_migration_backs_off(params, process, timeout=180):
+    """Until the migration's first attempt has timed out on its lock and the module sleeps before the retry."""
+    wait_until_migration_waits(params, process, timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not query(params, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgops_migration'")[0][0]:
+            return
+        time.sleep(0.1)
+    pytest.fail("the migration's first attempt never gave up its lock wait")
+
+
+@pytest.mark.one_server_version
+def test_a_cut_off_deployment_taken_over_by_force_never_migrates_again(server, deployable, tmp_path):
+    """The network to the controller is cut while the migration waits to retry; another operator rolls back with
+    force_unlock. The old run's module, still alive on the host, must not run its retry, and the old controller,
+    when it comes back, must say it lost the lock, not that it deployed."""
+    before = counts(deployable)
+    holder = hold_lock(deployable, BLOCKED_TABLE, "SHARE UPDATE EXCLUSIVE", application_name="blocker")
+    # 1 s lock waits, then a 40 s pause before the retry: time for the takeover to happen in between.
+    retry_later = json.dumps({"migration_lock_timeout": 1000, "migration_lock_retries": 3,
+                              "migration_lock_retry_backoff": 40})
+    deploy = start_playbook("deploy-migration.yml", server, deployable, tmp_path, "-e", SETTINGS,
+                            "-e", TOLERATE_BLOCKER, "-e", retry_later)
+    try:
+        wait_until_migration_backs_off(deployable, deploy)
+        os.killpg(deploy.pid, signal.SIGSTOP)  # the controller is cut off; the module goes on alone
+    finally:
+        let_go(holder)
+    try:
+        takeover = run_playbook("rollback.yml", server, deployable, tmp_path, "-e", SETTINGS, "-e", "confirm=yes",
+                                "-e", "force_unlock=yes")
+        assert takeover.returncode == 0, takeover.stdout[-3000:]
+        assert "Rolled back by downgrade" in takeover.stdout
+    finally:
+        os.killpg(deploy.pid, signal.SIGCONT)
+    output = deploy.communicate(timeout=600)[0]
+    assert deploy.returncode != 0, output[-3000:]
+    last = failure_message(types.SimpleNamespace(stdout=output))  # the play's last line: its summary
+    assert "is no longer held by deploy-" in last and "this run stopped before attempt 2" in last, output[-3000:]
+    assert "This run lost its deployment lock (released) and stopped" in last, last
+    (path,) = (tmp_path / "reports").glob("deploy-*.json")
+    assert json.loads(path.read_text())["outcome"] == "lost_lock"
     assert_back_where_it_was(deployable, before)

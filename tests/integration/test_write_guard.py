@@ -132,6 +132,21 @@ def test_a_different_guard_must_be_lifted_first(app):
     guard(app, "read_write")
 
 
+def test_a_run_that_lost_the_deployment_lock_cannot_change_the_guard(app):
+    run_module("deploy_lock", dict(app, state="acquired", owner="deploy-new"))
+    stale = guard(app, "read_only", lease_owner="deploy-old")
+    assert stale["failed"] is True and stale["msg"] == (
+        f"the deployment lock of {app['login_db']} is no longer held by deploy-old (now held by deploy-new): "
+        "the write guard was left as it is")
+    assert app_write(app) is None and guard(app, "status")["guard"] is None, "nothing was changed"
+    assert guard(app, "read_only", lease_owner="deploy-new")["changed"] is True
+    assert app_write(app) is not None
+    run_module("deploy_lock", dict(app, state="released", owner="deploy-new"))
+    assert guard(app, "read_write", lease_owner="deploy-new")["failed"] is True, "released counts as lost too"
+    assert app_write(app) is not None, "writes stay as they were"
+    guard(app, "read_write")
+
+
 def bypass_write(params, bypass):
     """The application tries to write anyway, the way each bypass does; the error text, or None if it wrote."""
     options = "-c default_transaction_read_only=off" if bypass == "pgoptions" else None
