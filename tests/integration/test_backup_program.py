@@ -320,7 +320,7 @@ def test_the_module_runs_the_program_with_the_password_in_no_argument(server, lo
     assert done["result"]["row_counts"]["jobs"] == query(loaded, "SELECT count(*) FROM jobs")[0][0]
     # Its own folder: a second backup in the same second would stop at the name, before connecting.
     (tmp_path / "other").mkdir()
-    other, _ = write_config(server, loaded, tmp_path / "other")
+    other, _other_backups = write_config(server, loaded, tmp_path / "other")
     wrong = run_module("backup_program", dict(args, config=str(other), login_password="not-the-password"), env=clean)
     assert wrong["failed"] is True and wrong["msg"].startswith(
         f"Backup of {loaded['login_db']} failed, nothing was published: ") and "password" in wrong["msg"]
