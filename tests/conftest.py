@@ -78,7 +78,7 @@ def create_accounts(state, database):
 def owner_params(server, params):
     """`params` logged in as the database's owner when that is the deploy role (the runbooks' account),
     else unchanged (the server's superuser, or the login a test chose)."""
-    if params["login_user"] != server["user"]:
+    if not server or "deploy_user" not in server or params["login_user"] != server["user"]:
         return params
     owner = query(params, "SELECT pg_catalog.pg_get_userbyid(datdba) FROM pg_catalog.pg_database"
                           " WHERE datname = pg_catalog.current_database()")[0][0]
@@ -156,7 +156,7 @@ def libpq_env(params):
 
 def alembic(params, *args):
     """The Alembic CLI against the reference project, as the database's owner (see owner_params)."""
-    env = libpq_env(owner_params(SERVERS[params["login_port"]], params))
+    env = libpq_env(owner_params(SERVERS.get(params["login_port"]), params))
     env["DATABASE_URL"] = "postgresql+psycopg2://"
     result = subprocess.run([sys.executable, "-m", "alembic", "-c", str(PROJECT_DIR / "alembic.ini"), *args],
                             env=env, capture_output=True, text=True, check=False)
@@ -165,7 +165,7 @@ def alembic(params, *args):
 
 
 def load_reference_data(params, scale=0.01, defects=0):
-    env = libpq_env(owner_params(SERVERS[params["login_port"]], params))
+    env = libpq_env(owner_params(SERVERS.get(params["login_port"]), params))
     cmd = [sys.executable, str(PROJECT_DIR / "generate_data.py"), "--scale", str(scale)]
     if defects:
         cmd += ["--plant-defects", str(defects)]

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from conftest import (APP, HEAD, PASSWORD, PROJECT_DIR, failure_message, play_recap, process_argvs, query,
-                      run_playbook, start_playbook)
+from conftest import (APP, HEAD, PASSWORD, PROJECT_DIR, admin_run, failure_message, play_recap, process_argvs,
+                      query, run_playbook, start_playbook)
 from test_deploy_faults import app_can_write, counts
 from test_deploy_playbook import revision
 
@@ -127,8 +127,14 @@ def test_a_failed_rollback_keeps_writes_off_and_says_what_to_run(
 
 
 def test_verification_failing_after_migrating_rolls_back(server, guarded_db, tmp_path):
-    disables = ("0b00000000b1", "    op.execute('ALTER TABLE job_applications DISABLE TRIGGER ALL')",
-                "    op.execute('ALTER TABLE job_applications ENABLE TRIGGER ALL')")
+    # A trigger of its own, left disabled (the deploy role may not disable the foreign keys' system triggers).
+    disables = ("0b00000000b1",
+                "    op.execute('CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$')\n"
+                "    op.execute('CREATE TRIGGER touch BEFORE UPDATE ON job_applications "
+                "FOR EACH ROW EXECUTE FUNCTION touch()')\n"
+                "    op.execute('ALTER TABLE job_applications DISABLE TRIGGER touch')",
+                "    op.execute('DROP TRIGGER IF EXISTS touch ON job_applications')\n"
+                "    op.execute('DROP FUNCTION IF EXISTS touch()')")
     result, recap = deploy(server, guarded_db, tmp_path, "-e", project(tmp_path, disables))
     assert recap["failed"] == 1
     message = failure_message(result)
@@ -152,6 +158,17 @@ def test_check_mode_with_a_failing_revision_claims_nothing(server, guarded_db, t
     assert not (tmp_path / "reports").exists() and not (tmp_path / "backups").exists()
 
 
+def changes_roles(server, allowed):
+    """Give the deploy role, or take back, what the guard strategies that alter the application's roles need:
+    CREATEROLE, and from PostgreSQL 16 ADMIN OPTION on each of them."""
+    if allowed:
+        admin_run(server, "ALTER ROLE {} CREATEROLE", server["deploy_user"])
+        admin_run(server, "GRANT {} TO {} WITH ADMIN OPTION", APP, server["deploy_user"])
+    else:
+        admin_run(server, "REVOKE {} FROM {}", APP, server["deploy_user"])
+        admin_run(server, "ALTER ROLE {} NOCREATEROLE", server["deploy_user"])
+
+
 # The committed-then-undone path (default_transaction_read_only) on every server; the other on the newest.
 @pytest.mark.parametrize("strategy", [pytest.param("revoke_writes", marks=pytest.mark.one_server_version),
                                       "default_transaction_read_only"])
@@ -160,6 +177,9 @@ def test_a_probe_that_fails_still_turns_writes_back_on(server, guarded_db, tmp_p
     # login after its changes committed, which the always section then undoes.
     query(guarded_db, "CREATE ROLE app_unguarded LOGIN PASSWORD 'unguarded-pw'")
     query(guarded_db, "GRANT INSERT ON companies TO app_unguarded")
+    if strategy == "default_transaction_read_only":
+        # It changes the application's roles: the deploy role needs what docs/security.md says, for the test.
+        changes_roles(server, True)
     try:
         # The probe logs in as a role the guard does not cover: it can still write, so the guard fails its proof.
         settings = json.dumps({"pgops_app_probe_user": "app_unguarded", "pgops_app_probe_password": "unguarded-pw",
@@ -168,6 +188,7 @@ def test_a_probe_that_fails_still_turns_writes_back_on(server, guarded_db, tmp_p
     finally:
         query(guarded_db, "DROP OWNED BY app_unguarded")
         query(guarded_db, "DROP ROLE app_unguarded")
+        changes_roles(server, False)
     assert recap["failed"] == 1
     message = failure_message(result)
     assert "write guard set read_only but app_unguarded still writes" in message

@@ -75,7 +75,7 @@ def test_rollback_after_a_deployment_died_with_its_lock(server, database, tmp_pa
     run_module("deploy_lock", dict(database, state="acquired", owner="deploy-died-at-3am"))
     refused = rollback(server, database, tmp_path, "-e", f"revision={BASELINE}", "-e", "confirm=yes")
     assert refused.returncode != 0
-    assert "deploy-died-at-3am (on" in refused.stdout and "run again with -e force_unlock=yes" in refused.stdout
+    assert "deploy-died-at-3am (lease taken on" in refused.stdout and "run again with -e force_unlock=yes" in refused.stdout
     assert revision(database) == HEAD
     done = rollback(server, database, tmp_path, "-e", f"revision={BASELINE}", "-e", "confirm=yes",
                     "-e", "force_unlock=yes")

@@ -52,7 +52,7 @@ def files_holding(secret, folder, since=0.0):
 
 @pytest.mark.one_server_version
 def test_no_password_on_a_command_line_in_output_or_in_files(server, guarded_db, tmp_path):
-    secret = guarded_db["login_password"]
+    secret = server["deploy_password"]  # the runbooks' login (the deploy role)
     program = {"pgops_program_dir": str(tmp_path / "lib"), "pgops_config_dir": str(tmp_path / "etc"),
                "pgops_cron_dir": str(tmp_path / "cron.d")}
     jobs = {"pgops_maintenance_jobs": [{"name": "expire_sessions", "kind": "delete", "table": "sessions",

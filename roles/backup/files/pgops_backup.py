@@ -641,6 +641,22 @@ ORDER BY 1
 """
 
 
+# Objects outside `schema` built on an extension's members (a column of its type, an index with its operator
+# class): recreating the extension (DROP ... CASCADE) would drop them.
+EXTENSION_DEPENDENTS_ELSEWHERE = """
+SELECT DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)
+  FROM pg_catalog.pg_depend m
+  JOIN pg_catalog.pg_depend d ON d.refclassid = m.classid AND d.refobjid = m.objid AND d.deptype IN ('n', 'a')
+ CROSS JOIN LATERAL pg_catalog.pg_identify_object(d.classid, d.objid, d.objsubid) o
+ WHERE m.refclassid = 'pg_catalog.pg_extension'::regclass AND m.deptype = 'e'
+   AND m.refobjid = (SELECT oid FROM pg_catalog.pg_extension WHERE extname = %(extension)s)
+   AND o.schema IS NOT NULL AND o.schema <> %(schema)s
+   AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend x WHERE x.classid = d.classid AND x.objid = d.objid
+                     AND x.deptype = 'e')
+ ORDER BY 1
+"""
+
+
 def archive_extensions(config, path):
     """Names of the extensions the archive creates, from its table of contents."""
     listing = run([program(config, "pg_restore"), "--list", path], os.environ, "pg_restore --list")
@@ -726,6 +742,17 @@ def restore_in_place(config, log, chosen, schema):
         extensions = [row[0] for row in cur.fetchall()]
         cur.execute("SELECT extname FROM pg_catalog.pg_extension")
         installed = set(row[0] for row in cur.fetchall())
+        # Only a superuser may move an extension (its members belong to the superuser who installed it, even
+        # a trusted one); anyone else recreates it in the new schema, which must not drop anything elsewhere.
+        cur.execute("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user")
+        may_move = cur.fetchone()[0]
+        for ext in ([] if may_move else [ext for ext in extensions if ext in in_archive]):
+            cur.execute(EXTENSION_DEPENDENTS_ELSEWHERE, {"extension": ext, "schema": schema})
+            elsewhere = [row[0] for row in cur.fetchall()]
+            if elsewhere:
+                raise BackupError("restore refused, nothing changed: extension %s must be recreated in the restored "
+                                  "schema %s (only a superuser can move it), which would drop %s; restore as a "
+                                  "superuser, or move those first" % (ext, schema, ", ".join(elsewhere[:5])))
         # Who owns the schema and who may use it: a schema created anew has neither, and the dump records
         # them only where they differ from initdb's defaults (public's USAGE for everyone).
         cur.execute("SELECT pg_catalog.pg_get_userbyid(n.nspowner), CASE a.grantee WHEN 0 THEN 'PUBLIC' "
@@ -743,7 +770,10 @@ def restore_in_place(config, log, chosen, schema):
     before = ["SET lock_timeout = '30s';",
               "ALTER SCHEMA %s RENAME TO %s;" % (quote_ident(schema), quote_ident(aside)),
               "CREATE SCHEMA %s;" % quote_ident(schema)]
-    before += ["ALTER EXTENSION %s SET SCHEMA %s;" % (quote_ident(ext), quote_ident(schema)) for ext in kept]
+    for ext in kept:
+        before += (["ALTER EXTENSION %s SET SCHEMA %s;" % (quote_ident(ext), quote_ident(schema))] if may_move else
+                   ["DROP EXTENSION %s CASCADE;" % quote_ident(ext),
+                    "CREATE EXTENSION %s WITH SCHEMA %s;" % (quote_ident(ext), quote_ident(schema))])
     before += ["CREATE EXTENSION IF NOT EXISTS %s WITH SCHEMA %s;" % (quote_ident(ext), quote_ident(schema))
                for ext in missing]
     before += schema_access_statements(schema, access)
