@@ -106,3 +106,29 @@ def test_extensions_created_after_the_backup_are_removed(server, backed_up):
     assert json.loads(result.stdout)["extensions_removed"] == ["citext"]
     assert query(params, "SELECT count(*) FROM pg_extension WHERE extname = 'citext'")[0][0] == 0
     assert query(params, "SELECT extname FROM pg_extension WHERE extname = 'pg_trgm'") == had
+
+
+def test_as_the_deploy_role_an_extension_is_recreated_unless_that_drops_objects_elsewhere(server, migrated,
+                                                                                           tmp_path):
+    # Not a superuser: pg_trgm's members belong to the superuser who installed it, so it cannot be moved to the
+    # restored schema; it is recreated there, which drops whatever else is built on it.
+    deploy = dict(migrated, login_user=server["deploy_user"], login_password=server["deploy_password"])
+    config, _backups = write_config(server, deploy, tmp_path)
+    dump = back_up(config, deploy)
+    query(deploy, "CREATE SCHEMA reporting")
+    query(deploy, "CREATE TABLE reporting.notes (body text)")
+    query(deploy, "CREATE INDEX notes_trgm ON reporting.notes USING gin (body public.gin_trgm_ops)")
+    before = fingerprint(deploy)
+    refused = restore(config, deploy, dump)
+    assert refused.returncode != 0
+    assert "restore refused, nothing changed: extension pg_trgm must be recreated in the restored schema public" \
+           in refused.stderr and "notes_trgm" in refused.stderr, refused.stderr
+    assert fingerprint(deploy) == before
+    assert query(deploy, "SELECT count(*) FROM pg_indexes WHERE indexname = 'notes_trgm'")[0][0] == 1
+    query(deploy, "DROP SCHEMA reporting CASCADE")
+    done = restore(config, deploy, dump)
+    assert done.returncode == 0, done.stderr
+    assert query(deploy, "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+                         "WHERE e.extname = 'pg_trgm'") == [("public",)]
+    assert query(deploy, "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                         "WHERE c.relname = 'ix_jobs_title_trgm' AND i.indisvalid")[0][0] == 1
