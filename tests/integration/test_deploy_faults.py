@@ -79,6 +79,7 @@ def test_lock_holder_on_a_migrated_table_stops_the_deploy_before_anything(server
     assert not (tmp_path / "backups").exists() or not list((tmp_path / "backups").glob("*.dump"))
 
 
+@pytest.mark.one_server_version  # runbook behaviour (the lease, the settings), not the server's
 def test_second_deploy_is_refused_while_one_runs(server, deployable, tmp_path):
     taken = run_module("deploy_lock", dict(deployable, state="acquired", owner="deploy-already-running"))
     assert taken["changed"] is True
@@ -95,6 +96,7 @@ def test_second_deploy_is_refused_while_one_runs(server, deployable, tmp_path):
     ('{"pgops_migration_target": "nope"}', "unknown target revision 'nope'"),
     ('{"pgops_app_roles": ["no_such_app"]}', "application role(s) no_such_app do not exist"),
 ])
+@pytest.mark.one_server_version  # runbook behaviour (the lease, the settings), not the server's
 def test_invalid_inventory_values_change_nothing(server, deployable, tmp_path, extra, message):
     result, recap = playbook(server, deployable, tmp_path, "-e", extra)
     assert recap["failed"] == 1

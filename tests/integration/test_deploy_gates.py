@@ -197,6 +197,7 @@ def test_a_probe_that_fails_still_turns_writes_back_on(server, guarded_db, tmp_p
     assert record(tmp_path)["outcome"] == "failed"
 
 
+@pytest.mark.one_server_version  # runbook behaviour (the lease, the settings), not the server's
 def test_five_simultaneous_deployments_one_deploys(server, guarded_db, tmp_path):
     settings = project(tmp_path, ("0b00000000d1", "    op.execute('CREATE TABLE d1 (id int)')",
                                   "    op.execute('DROP TABLE d1')"))
@@ -221,6 +222,7 @@ def test_five_simultaneous_deployments_one_deploys(server, guarded_db, tmp_path)
                              "WHERE s LIKE 'pgops.deploy_lock=%'")[0][0] == 0, "the winner released its lock"
 
 
+@pytest.mark.one_server_version  # runbook behaviour (the lease, the settings), not the server's
 def test_two_simultaneous_rollbacks_one_rolls_back(server, guarded_db, tmp_path):
     runs = [start_playbook("rollback.yml", server, guarded_db, tmp_path, "-e", GUARD, "-e", "revision=e6f7a8b9c0d1",
                            "-e", "confirm=yes") for _run in range(2)]
@@ -232,6 +234,7 @@ def test_two_simultaneous_rollbacks_one_rolls_back(server, guarded_db, tmp_path)
     assert revision(guarded_db) == "e6f7a8b9c0d1" and app_can_write(guarded_db)
 
 
+@pytest.mark.one_server_version  # runbook behaviour (the lease, the settings), not the server's
 def test_every_bad_setting_is_named_in_one_message_before_anything_runs(server, guarded_db, tmp_path):
     bad = json.dumps({"pgops_backup_dir": "backups", "pgops_index_spec_file": "", "pgops_deploy_mode": "fast"})
     result, recap = deploy(server, guarded_db, tmp_path, "-e", bad)
@@ -265,6 +268,7 @@ def backup_program_waiting(database):
     return False
 
 
+@pytest.mark.one_server_version  # runbook behaviour (the lease, the settings), not the server's
 def test_a_deployment_in_a_long_backup_keeps_its_lease_and_is_never_taken_over(server, guarded_db, tmp_path):
     settings = project(tmp_path, ("0b00000000e1", "    op.execute('CREATE TABLE e1 (id int)')",
                                   "    op.execute('DROP TABLE e1')"))
