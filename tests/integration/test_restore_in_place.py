@@ -108,8 +108,7 @@ def test_extensions_created_after_the_backup_are_removed(server, backed_up):
     assert query(params, "SELECT extname FROM pg_extension WHERE extname = 'pg_trgm'") == had
 
 
-def test_as_the_deploy_role_an_extension_is_recreated_unless_that_drops_objects_elsewhere(server, migrated,
-                                                                                           tmp_path):
+def test_as_the_deploy_role_an_extension_is_recreated_unless_it_drops_objects_elsewhere(server, migrated, tmp_path):
     # Not a superuser: pg_trgm's members belong to the superuser who installed it, so it cannot be moved to the
     # restored schema; it is recreated there, which drops whatever else is built on it.
     deploy = dict(migrated, login_user=server["deploy_user"], login_password=server["deploy_password"])
