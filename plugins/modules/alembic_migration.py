@@ -266,8 +266,15 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
     connection_spec,
     require_psycopg2,
     run_module,
+    target_label,
 )
 from ansible_collections.intowork.pgops.plugins.module_utils._lease import LeaseKeeper, LeaseLost, require_lease
+
+
+def is_standby(conn):
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_is_in_recovery()")
+        return cur.fetchone()[0]
 
 
 def lease_fence(params):
@@ -316,6 +323,9 @@ def migrate(params, check_mode):
             return result
         result["changed"] = True
         result["diff"] = {"before": {"revision": result["current"]}, "after": {"revision": result["revision"]}}
+        if is_standby(conn):
+            raise PgopsError("%s is a standby (in recovery): migrations run on the primary only; point login_host "
+                             "at the primary. Nothing was run" % target_label(params))
         if check_mode:
             if params["offline_sql"]:
                 result["sql"], result["sql_unrendered"] = offline_plan_sql(

@@ -15,6 +15,9 @@ description:
   - Reads, in one query, whether the server is a primary, its version, the database size, the
     transactions open longer than O(max_transaction_seconds), and the sessions holding or waiting for locks
     on O(tables).
+  - On a primary, reads its standbys (C(pg_stat_replication)) and replication slots: a standby not streaming or
+    further behind than O(max_replica_lag_bytes) or O(max_replica_lag_seconds), fewer standbys than
+    O(min_standbys), or an inactive slot (it keeps WAL without bound) fails the preflight.
   - With O(backup_dir), compares the free space there with the database size times O(space_factor).
   - Fails with one line per failed gate; read-only.
 options:
@@ -35,6 +38,22 @@ options:
     default: 5
   require_primary:
     description: Fail on a server in recovery (a replica).
+    type: bool
+    default: true
+  max_replica_lag_bytes:
+    description: A standby further behind than this much WAL fails the preflight.
+    type: int
+    default: 67108864
+  max_replica_lag_seconds:
+    description: A standby replaying further behind than this (C(replay_lag)) fails the preflight.
+    type: float
+    default: 60
+  min_standbys:
+    description: Fewer standbys streaming than this fails the preflight (0 checks only those present).
+    type: int
+    default: 0
+  fail_on_inactive_slots:
+    description: Fail when a replication slot has no consumer connected.
     type: bool
     default: true
   backup_dir:
@@ -96,6 +115,18 @@ lock_holders:
   returned: always
   type: list
   elements: dict
+standbys:
+  description:
+    - The standbys streaming from the server (name, client, state, sync_state, lag_bytes, replay_lag_seconds);
+      empty on a standby.
+  returned: always
+  type: list
+  elements: dict
+replication_slots:
+  description: The server's replication slots (name, type, active, database, retained_bytes).
+  returned: always
+  type: list
+  elements: dict
 failed_gates:
   description: One line per gate that failed.
   returned: always
@@ -113,6 +144,11 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
     connection_spec,
     require_psycopg2,
     run_module,
+)
+from ansible_collections.intowork.pgops.plugins.module_utils._replication import (
+    read_slots,
+    read_standbys,
+    standby_gates,
 )
 
 GATES = """
@@ -150,14 +186,19 @@ def check(params, check_mode):
             cur.execute(GATES, {"max_seconds": params["max_transaction_seconds"], "tables": params["tables"],
                                 "max_lock_seconds": params["max_lock_seconds"]})
             in_recovery, version, size, long_transactions, holders = cur.fetchone()
+            standbys = [] if in_recovery else read_standbys(cur)
+            slots = read_slots(cur) if not in_recovery else []
         conn.rollback()
     finally:
         conn.close()
     result = {"changed": False, "in_recovery": in_recovery, "server_version": version, "database_size_bytes": size,
-              "long_transactions": long_transactions, "lock_holders": holders}
+              "long_transactions": long_transactions, "lock_holders": holders, "standbys": standbys,
+              "replication_slots": slots}
     gates = []
     if params["require_primary"] and in_recovery:
         gates.append("the server is in recovery (a replica): deploy to the primary")
+    gates.extend(standby_gates(standbys, slots, params["max_replica_lag_bytes"], params["max_replica_lag_seconds"],
+                               params["min_standbys"], params["fail_on_inactive_slots"]))
     for tx in long_transactions:
         gates.append("pid %s (%s, %s) has had a transaction open for %s s: end it or wait" % (
             tx["pid"], tx["user"], tx["application"] or "no application_name", tx["seconds"]))
@@ -191,6 +232,10 @@ def main():
         max_transaction_seconds=dict(type="int", default=60),
         max_lock_seconds=dict(type="int", default=5),
         require_primary=dict(type="bool", default=True),
+        max_replica_lag_bytes=dict(type="int", default=64 * 2 ** 20),
+        max_replica_lag_seconds=dict(type="float", default=60),
+        min_standbys=dict(type="int", default=0),
+        fail_on_inactive_slots=dict(type="bool", default=True),
         backup_dir=dict(type="path"),
         space_factor=dict(type="float", default=1.0),
     )
