@@ -1,0 +1,196 @@
+"""A "database host" reached over SSH, as production is, for the remote tests and the Molecule scenario.
+
+    python tools/ssh_host.py up --name remote      # sshd on a loopback port, an account with key-only login and sudo
+    python tools/ssh_host.py status --name remote --json
+    python tools/ssh_host.py down --name remote    # stop it and remove everything it made
+
+The distribution's sshd runs with a configuration of its own under the sandbox folder (never the system's
+/etc/ssh/sshd_config), listens on 127.0.0.1 only, and lets one account in: ``pgops-host``, by key only, with
+passwordless sudo (as a deployment account on a database host has). The client key and the known_hosts line
+are in the 0700 state folder. Needs root (sshd, the account and its sudoers entry).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import sandbox
+
+HOST_USER = "pgops-host"
+SUDOERS = Path("/etc/sudoers.d/pgops-host")
+SSHD = Path("/usr/sbin/sshd")
+PRIVSEP_DIR = Path("/run/sshd")
+PREFIX = "sshhost-"
+
+SSHD_CONFIG = """\
+# sshd for one loopback test host; nothing else of the system's ssh setup applies.
+Port {port}
+ListenAddress 127.0.0.1
+HostKey {root}/ssh_host_ed25519_key
+PidFile {root}/sshd.pid
+AuthorizedKeysFile {root}/authorized_keys
+AllowUsers {user}
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+UsePAM no
+# The state folder lives under /tmp (sticky, world-writable), which StrictModes refuses.
+StrictModes no
+PrintMotd no
+Subsystem sftp internal-sftp
+LogLevel ERROR
+"""
+
+
+class HostError(Exception):
+    """A failure worth one line to the user."""
+
+
+def state_dir(name: str) -> Path:
+    return sandbox.state_dir(PREFIX + name)
+
+
+def load_state(name: str) -> dict | None:
+    path = state_dir(name) / "state.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def is_running(state: dict) -> bool:
+    try:
+        os.kill(int(Path(state["pid_file"]).read_text().split()[0]), 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
+
+
+def ensure_account() -> pwd.struct_passwd:
+    """The host account: a login shell, a home of its own, passwordless sudo; no password at all."""
+    try:
+        account = pwd.getpwnam(HOST_USER)
+    except KeyError:
+        # '*': no password, yet not locked ('!'), which sshd without PAM would refuse even with a key.
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", "--password", "*", HOST_USER],
+                       check=True, capture_output=True)
+        account = pwd.getpwnam(HOST_USER)
+    if not SUDOERS.exists():
+        staging = SUDOERS.with_name(".pgops-host.tmp")
+        staging.write_text(f"{HOST_USER} ALL=(ALL) NOPASSWD: ALL\n")
+        staging.chmod(0o440)
+        check = subprocess.run(["visudo", "-cf", str(staging)], capture_output=True, text=True, check=False)
+        if check.returncode != 0:
+            staging.unlink()
+            raise HostError(f"the sudoers entry was refused: {check.stdout.strip() or check.stderr.strip()}")
+        staging.rename(SUDOERS)
+    return account
+
+
+def wait_for_port(port: int, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+            if conn.recv(4).startswith(b"SSH"):
+                return
+        time.sleep(0.1)
+    raise HostError(f"sshd did not answer on 127.0.0.1:{port}")
+
+
+def up(name: str) -> dict:
+    if os.geteuid() != 0:
+        raise HostError("the SSH test host needs root (sshd, its account and sudo): run as root")
+    if not SSHD.exists():
+        raise HostError(f"{SSHD} is missing: run 'make setup' (it installs openssh-server)")
+    existing = load_state(name)
+    if existing and is_running(existing):
+        return existing
+    if existing:
+        down(name)
+    with sandbox.sandboxes_locked():
+        sandbox.BASE_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+        account = ensure_account()
+        root = state_dir(name)
+        root.mkdir(mode=0o700)
+    PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
+    for key in ("ssh_host_ed25519_key", "id_ed25519"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"pgops-{name}", "-f", str(root / key)],
+                       check=True, capture_output=True)
+    shutil.copy(root / "id_ed25519.pub", root / "authorized_keys")
+    os.chmod(root / "authorized_keys", 0o644)
+    # sshd drops to the account to read its keys: let it through the folder, nothing more.
+    os.chmod(root, 0o711)
+    port = sandbox.free_port()
+    (root / "sshd_config").write_text(SSHD_CONFIG.format(port=port, root=root, user=HOST_USER))
+    host_key = (root / "ssh_host_ed25519_key.pub").read_text().split()
+    (root / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
+    started = subprocess.run([str(SSHD), "-f", str(root / "sshd_config"), "-E", str(root / "sshd.log")],
+                             capture_output=True, text=True, check=False)
+    if started.returncode != 0:
+        raise HostError(f"sshd did not start: {(started.stderr or started.stdout).strip()}")
+    wait_for_port(port)
+    state = {
+        "name": name, "host": "127.0.0.1", "port": port, "user": HOST_USER, "home": account.pw_dir,
+        "private_key": str(root / "id_ed25519"), "known_hosts": str(root / "known_hosts"),
+        "pid_file": str(root / "sshd.pid"), "log": str(root / "sshd.log"),
+        "ssh_args": f"-o UserKnownHostsFile={root / 'known_hosts'} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes",
+    }
+    sandbox.write_private(root / "state.json", json.dumps(state, indent=2))
+    return state
+
+
+def down(name: str) -> bool:
+    root = state_dir(name)
+    if not root.exists():
+        return False
+    state = load_state(name)
+    if state and is_running(state):
+        os.kill(int(Path(state["pid_file"]).read_text().split()[0]), signal.SIGTERM)
+    with sandbox.sandboxes_locked():
+        shutil.rmtree(root)
+        others = [p for p in sandbox.BASE_DIR.glob(PREFIX + "*")] if sandbox.BASE_DIR.exists() else []
+        if not others:
+            SUDOERS.unlink(missing_ok=True)
+            with contextlib.suppress(KeyError):
+                pwd.getpwnam(HOST_USER)
+                # Its sessions (a test may have left one) end with it.
+                subprocess.run(["pkill", "-KILL", "-u", HOST_USER], check=False, capture_output=True)
+                subprocess.run(["userdel", "--remove", HOST_USER], check=False, capture_output=True)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="A loopback SSH host for the remote tests.")
+    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("--name", default="remote")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "up":
+            state = up(args.name)
+        elif args.action == "down":
+            print(f"ssh host {args.name}: " + ("removed" if down(args.name) else "nothing to remove"))
+            return 0
+        else:
+            state = load_state(args.name)
+            if state is None or not is_running(state):
+                raise HostError(f"ssh host {args.name!r} is not running: run 'up --name {args.name}' first")
+        print(json.dumps(state) if args.json else
+              f"ssh host {args.name}: {state['user']}@{state['host']} port {state['port']} (key {state['private_key']})")
+    except (HostError, sandbox.SandboxError) as exc:
+        print(f"ssh_host: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
