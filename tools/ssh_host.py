@@ -154,7 +154,16 @@ def down(name: str) -> bool:
         return False
     state = load_state(name)
     if state and is_running(state):
-        os.kill(int(Path(state["pid_file"]).read_text().split()[0]), signal.SIGTERM)
+        pid = int(Path(state["pid_file"]).read_text().split()[0])
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):  # it removes its pid file as it goes: wait, then remove the folder
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                break
+            time.sleep(0.05)
     with sandbox.sandboxes_locked():
         shutil.rmtree(root)
         others = [p for p in sandbox.BASE_DIR.glob(PREFIX + "*")] if sandbox.BASE_DIR.exists() else []
