@@ -156,7 +156,7 @@ def down(name: str) -> bool:
     if state and is_running(state):
         pid = int(Path(state["pid_file"]).read_text().split()[0])
         os.kill(pid, signal.SIGTERM)
-        for _ in range(100):  # it removes its pid file as it goes: wait, then remove the folder
+        for _attempt in range(100):  # it removes its pid file as it goes: wait, then remove the folder
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
             try:
@@ -166,7 +166,7 @@ def down(name: str) -> bool:
             time.sleep(0.05)
     with sandbox.sandboxes_locked():
         shutil.rmtree(root)
-        others = [p for p in sandbox.BASE_DIR.glob(PREFIX + "*")] if sandbox.BASE_DIR.exists() else []
+        others = list(sandbox.BASE_DIR.glob(PREFIX + "*")) if sandbox.BASE_DIR.exists() else []
         if not others:
             SUDOERS.unlink(missing_ok=True)
             with contextlib.suppress(KeyError):

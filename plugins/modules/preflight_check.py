@@ -15,7 +15,7 @@ description:
   - Reads, in one query, whether the server is a primary, its version, the database size, the
     transactions open longer than O(max_transaction_seconds), and the sessions holding or waiting for locks
     on O(tables).
-  - On a primary, reads its standbys (C(pg_stat_replication)) and replication slots: a standby not streaming or
+  - On a primary, reads its standbys (C(pg_stat_replication)) and replication slots. A standby not streaming or
     further behind than O(max_replica_lag_bytes) or O(max_replica_lag_seconds), fewer standbys than
     O(min_standbys), or an inactive slot (it keeps WAL without bound) fails the preflight.
   - With O(backup_dir), compares the free space there with the database size times O(space_factor).

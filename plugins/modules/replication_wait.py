@@ -59,7 +59,7 @@ target_lsn:
   returned: always
   type: str
 waited_seconds:
-  description: How long the standbys took to replay O(target_lsn).
+  description: How long the standbys took to replay RV(target_lsn).
   returned: always
   type: float
 standbys:
