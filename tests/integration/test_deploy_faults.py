@@ -47,6 +47,7 @@ def test_successful_deploy_turns_writes_off_and_back_on(server, deployable, tmp_
     assert PASSWORD not in result.stdout
 
 
+@pytest.mark.one_server_version
 def test_revision_failing_mid_chain_is_rolled_back_by_downgrade(server, deployable, tmp_path):
     query(deployable, "UPDATE jobs SET salary_min = salary_max + 1 WHERE id = 1")  # d5e6f7a8b9c0 cannot validate
     before = counts(deployable)
@@ -137,6 +138,7 @@ def irreversible_project(tmp_path):
     return json.dumps({"pgops_alembic_project_dir": str(project)})
 
 
+@pytest.mark.one_server_version
 def test_failed_irreversible_revision_is_rolled_back_by_restore(server, deployable, tmp_path, irreversible_project):
     before = counts(deployable)
     industries = query(deployable, "SELECT count(industry) FROM companies")[0][0]
@@ -148,6 +150,7 @@ def test_failed_irreversible_revision_is_rolled_back_by_restore(server, deployab
     assert app_can_write(deployable)
 
 
+@pytest.mark.one_server_version
 def test_irreversible_revision_is_refused_in_online_mode(server, deployable, tmp_path, irreversible_project):
     result, recap = guarded(server, deployable, tmp_path, "-e", irreversible_project,
                             "-e", '{"pgops_deploy_mode": "online"}')

@@ -74,6 +74,7 @@ UNDOABLE_TABLE = ("0b00000000a1", "    op.execute('CREATE TABLE audit_notes (id 
 FAILING = ("0b00000000a2", "    op.execute('SELECT 1 / 0')", "    pass")
 
 
+@pytest.mark.one_server_version
 def test_failed_downgrade_falls_through_to_the_restore(server, guarded_db, tmp_path):
     before = counts(guarded_db)
     result, recap = deploy(server, guarded_db, tmp_path, "-e", project(tmp_path, UNDOABLE_TABLE, FAILING))
@@ -105,6 +106,7 @@ def broken_restore(server, tmp_path):
     return json.dumps({"pgops_pg_bin_dir": str(bindir)})
 
 
+@pytest.mark.one_server_version
 @pytest.mark.parametrize("writes_on_after", [False, True], ids=["fail-closed", "writes-on-chosen"])
 def test_a_failed_rollback_keeps_writes_off_and_says_what_to_run(
         server, guarded_db, tmp_path, broken_restore, writes_on_after):
@@ -126,6 +128,7 @@ def test_a_failed_rollback_keeps_writes_off_and_says_what_to_run(
         assert report["writes"] == "kept off after the failed rollback"
 
 
+@pytest.mark.one_server_version
 def test_verification_failing_after_migrating_rolls_back(server, guarded_db, tmp_path):
     # A trigger of its own, left disabled (the deploy role may not disable the foreign keys' system triggers).
     disables = ("0b00000000b1",
@@ -146,6 +149,7 @@ def test_verification_failing_after_migrating_rolls_back(server, guarded_db, tmp
     assert record(tmp_path)["outcome"] == "rolled_back"
 
 
+@pytest.mark.one_server_version
 def test_check_mode_with_a_failing_revision_claims_nothing(server, guarded_db, tmp_path):
     needs_db = ("0b00000000c1", "    op.get_bind().commit()", "    pass")
     result, recap = deploy(server, guarded_db, tmp_path, "--check", "-e", project(tmp_path, needs_db, FAILING))
@@ -248,6 +252,7 @@ def test_every_bad_setting_is_named_in_one_message_before_anything_runs(server, 
     assert revision(guarded_db) == HEAD and app_can_write(guarded_db)
 
 
+@pytest.mark.one_server_version
 def test_without_application_roles_a_failed_downgrade_still_falls_through_to_the_restore(server, migrated, tmp_path):
     before = counts(migrated)
     result = run_playbook("deploy-migration.yml", server, migrated, tmp_path, "-e",

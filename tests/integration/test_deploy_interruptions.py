@@ -104,6 +104,7 @@ def kill_alembic(deploy):
         os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.one_server_version
 def test_alembic_killed_mid_migration_is_rolled_back(server, deployable, tmp_path):
     before = counts(deployable)
     returncode, output = cut_off_deployment(server, deployable, tmp_path, kill_alembic)
@@ -113,6 +114,7 @@ def test_alembic_killed_mid_migration_is_rolled_back(server, deployable, tmp_pat
     assert_back_where_it_was(deployable, before)
 
 
+@pytest.mark.one_server_version
 def test_playbook_killed_mid_migration_then_rollback_alone(server, deployable, tmp_path):
     before = counts(deployable)
     # The machine running Ansible is gone, all at once: the playbook, its module and Alembic.
@@ -133,6 +135,7 @@ def test_playbook_killed_mid_migration_then_rollback_alone(server, deployable, t
     assert_back_where_it_was(deployable, before)
 
 
+@pytest.mark.one_server_version
 def test_server_restarted_mid_migration_is_rolled_back(server, deployable, tmp_path):
     before = counts(deployable)
     returncode, output = cut_off_deployment(server, deployable, tmp_path,

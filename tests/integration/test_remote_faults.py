@@ -40,6 +40,9 @@ def remote_inventory(remote_host, tmp_path):
     return ["-i", str(folder), "-e", f"pgops_project_root={ROOT}"]
 
 
+# PostgreSQL 15 over SSH: molecule/remote deploys (and rolls back) there with the host's own environment.
+
+
 def ssh_sessions(user):
     """Pids of the sshd processes serving `user`'s sessions (not the listener)."""
     pids = []
@@ -54,6 +57,7 @@ def ssh_sessions(user):
     return pids
 
 
+@pytest.mark.one_server_version
 def test_a_deployment_over_ssh_deploys(server, deployable, tmp_path, remote_inventory):
     result = run_playbook("deploy-migration.yml", server, deployable, tmp_path, "-e", SETTINGS, *remote_inventory)
     assert result.returncode == 0, result.stdout[-3000:]
@@ -64,7 +68,6 @@ def test_a_deployment_over_ssh_deploys(server, deployable, tmp_path, remote_inve
     assert revision(deployable) == HEAD
 
 
-@pytest.mark.one_server_version
 def test_a_connection_lost_mid_migration_still_rolls_back_and_cleans_up(
         server, deployable, tmp_path, remote_host, remote_inventory):
     """The deployment's SSH session is killed while Alembic waits for a lock on the host: the play must not drop

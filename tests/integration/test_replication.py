@@ -106,6 +106,7 @@ def test_the_wait_returns_once_replayed_and_names_a_standby_still_behind(server,
     assert bad["failed"] and bad["msg"] == "timeout must be more than 0 seconds, got 0.0; nothing was read"
 
 
+@pytest.mark.one_server_version
 def test_a_deployment_is_done_once_the_standby_has_replayed_it(server, standby, guarded_db, tmp_path):
     result, recap = deploy(server, guarded_db, tmp_path, "-e", project(tmp_path, NEW_TABLE))
     assert result.returncode == 0 and recap["failed"] == 0, result.stdout[-3000:]

@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import BASELINE, HEAD, alembic, load_reference_data, query, run_module, run_playbook
 from test_deploy_playbook import playbook, revision
 
@@ -20,6 +22,7 @@ def deployed(server, database, tmp_path):
     return record, json.loads(record.read_text())
 
 
+@pytest.mark.one_server_version
 def test_rollback_from_the_deployment_record(server, database, tmp_path):
     record, report = deployed(server, database, tmp_path)
     assert revision(database) == HEAD
@@ -42,6 +45,7 @@ def test_rollback_from_the_backup_file(server, database, tmp_path):
     assert query(database, "SELECT count(*) FROM job_applications")[0][0] == report["backup"]["row_counts"]["job_applications"]
 
 
+@pytest.mark.one_server_version
 def test_corrupt_backup_changes_nothing(server, database, tmp_path):
     _record, report = deployed(server, database, tmp_path)
     path = Path(report["backup"]["path"])
@@ -54,6 +58,7 @@ def test_corrupt_backup_changes_nothing(server, database, tmp_path):
     assert revision(database) == HEAD
 
 
+@pytest.mark.one_server_version
 def test_unconfirmed_rollback_changes_nothing(server, database, tmp_path):
     _record, _report = deployed(server, database, tmp_path)
     result = rollback(server, database, tmp_path, "-e", f"revision={BASELINE}")
@@ -69,6 +74,7 @@ def test_missing_record_is_one_clear_line(server, database, tmp_path):
     assert "No deployment record at /nonexistent/deploy.json" in result.stdout
 
 
+@pytest.mark.one_server_version
 def test_rollback_after_a_deployment_died_with_its_lock(server, database, tmp_path):
     _record, _report = deployed(server, database, tmp_path)
     # What a deployment whose machine died leaves behind: its lock.

@@ -95,6 +95,7 @@ def mails(box):
     return sorted((path.read_text() for path in box.iterdir()), key=lambda text: "start" not in text)
 
 
+@pytest.mark.one_server_version
 def test_deploy_passes_its_smoke_checks_and_mails_start_and_success(server, deployable, tmp_path, application,
                                                                     mailbox):
     program, box = mailbox
@@ -112,6 +113,7 @@ def test_deploy_passes_its_smoke_checks_and_mails_start_and_success(server, depl
     assert "smoke" in [phase["phase"] for phase in json.loads(record.read_text())["phases"]]
 
 
+@pytest.mark.one_server_version
 def test_failed_smoke_check_rolls_the_deployment_back(server, deployable, tmp_path, application, mailbox):
     program, box = mailbox
     before = counts(deployable)

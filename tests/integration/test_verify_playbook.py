@@ -51,6 +51,7 @@ PLANTED = {
 }
 
 
+@pytest.mark.one_server_version
 @pytest.mark.parametrize("kind", sorted(PLANTED))
 def test_each_planted_finding_fails_the_play_with_its_reason(server, migrated, tmp_path, kind):
     statements, expected = PLANTED[kind]
@@ -67,6 +68,7 @@ def test_each_planted_finding_fails_the_play_with_its_reason(server, migrated, t
     assert "Result: **FAIL**" in top and expected in top
 
 
+@pytest.mark.one_server_version
 def test_a_check_that_times_out_fails_and_is_not_counted_as_passed(server, migrated, tmp_path):
     holder = hold_lock(migrated, "verification_tokens", "ACCESS EXCLUSIVE")
     try:
