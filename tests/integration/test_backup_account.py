@@ -29,9 +29,9 @@ def host_dirs():
     shutil.rmtree(base)
 
 
-def cron_command(cron_file):
-    """The backup line's command, exactly as cron would run it, and the account it runs as."""
-    (line,) = [line for line in cron_file.read_text().splitlines() if " backup '--config=" in line]
+def cron_command(cron_file, action="backup"):
+    """The `action` line's command, exactly as cron would run it, and the account it runs as."""
+    (line,) = [line for line in cron_file.read_text().splitlines() if f" {action} '--config=" in line]
     fields = line.split(None, 6)
     return fields[5], fields[6]
 
@@ -70,6 +70,11 @@ def test_playbook_and_cron_backups_belong_to_the_backup_account(server, migrated
     assert second_dump != first_dump, "the scheduled run's retention removed the playbook's backup"
     assert set(owners(backups).values()) == {ACCOUNT}, owners(backups)
     assert "backup[" in (backups / "pgops-backup.log").read_text()
+    # The dead-man switch beside it, every 5 minutes, as the same account: no deployment, nothing to say.
+    watch_account, watch = cron_command(host_dirs / "cron.d" / f"pgops-backup-{migrated['login_db']}", "watch")
+    assert watch_account == ACCOUNT and "--stale-after-seconds=900" in watch
+    watched = run_as_cron(watch_account, watch)
+    assert watched.returncode == 0 and json.loads(watched.stdout)["lease"] is None, watched.stderr
 
     (backups / "pgops-backup.log").chmod(0o400)
     unlogged = run_as_cron(account, command)

@@ -7,6 +7,7 @@
     python3 pgops_backup.py drill  --config /etc/pgops/backup-intowork.json [--backup PATH] [--keep]
     python3 pgops_backup.py drop-scratch --config /etc/pgops/backup-intowork.json --scratch NAME
     python3 pgops_backup.py restore --config /etc/pgops/backup-intowork.json --backup PATH --replace-schema public
+    python3 pgops_backup.py watch --config /etc/pgops/backup-intowork.json [--stale-after-seconds 900]
     python3 pgops_backup.py job --config /etc/pgops/backup-intowork.json --jobs-file /etc/pgops/jobs-intowork.json --job NAME
 
 backup: pg_dump (custom, or directory format with parallel jobs) of a snapshot exported by a
@@ -18,6 +19,11 @@ successful backup and never removes the newest verified one. One run per databas
 drill: restores a backup (the newest verified one by default) into a scratch database with parallel
 pg_restore, compares row counts with the manifest, reports the time taken (the RTO) against the
 target, and drops the scratch database (unless --keep, for further checks; drop-scratch drops it).
+
+watch: the dead-man switch of deployments, from cron every few minutes: a deployment lease (the
+deploy_lock module's) whose heartbeat stopped longer ago than --stale-after-seconds is recorded as
+abandoned (abandoned-<owner>.json in the backup folder: its plan, the revision the database is at, the one
+that may be half-applied) and alerted, once; the rollback runbook then takes it over.
 
 job: runs one named maintenance job of a jobs file (JSON, written by the maintenance_jobs role) with the
 same lock, log and alerts as the backups, one lock per job: `delete` removes the rows of a table that
@@ -390,11 +396,7 @@ def snapshot_facts(cur, tables):
     """Server version, Alembic revision and row counts, all inside the exported snapshot."""
     cur.execute("SELECT current_setting('server_version'), current_setting('server_version_num')::int")
     version, version_num = cur.fetchone()
-    cur.execute("SELECT to_regclass('alembic_version') IS NOT NULL")
-    revision = None
-    if cur.fetchone()[0]:
-        cur.execute("SELECT string_agg(version_num, ',' ORDER BY version_num) FROM alembic_version")
-        revision = cur.fetchone()[0]
+    revision = alembic_revision(cur)
     counts = {}
     for table in tables:
         cur.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (qualified(table),))
@@ -403,6 +405,15 @@ def snapshot_facts(cur, tables):
         cur.execute("SELECT count(*) FROM %s" % quote_ident(qualified(table)))
         counts[table] = cur.fetchone()[0]
     return version, version_num, revision, counts
+
+
+def alembic_revision(cur):
+    """The recorded Alembic revision(s), or None before the first migration."""
+    cur.execute("SELECT to_regclass('alembic_version') IS NOT NULL")
+    if not cur.fetchone()[0]:
+        return None
+    cur.execute("SELECT string_agg(version_num, ',' ORDER BY version_num) FROM alembic_version")
+    return cur.fetchone()[0]
 
 
 def qualified(table):
@@ -860,6 +871,64 @@ def run_job(config, log, name, job):
     return result
 
 
+# ---------------------------------------------------------------- the dead-man switch
+
+# The deployment lease, as the collection's deploy_lock module writes it (a custom setting of the database,
+# readable by every role): this program runs alone on the host, from cron, without the collection.
+READ_LEASE = """
+SELECT substr(s.setting, length('pgops.deploy_lock=') + 1)
+  FROM pg_catalog.pg_db_role_setting d
+  JOIN pg_catalog.pg_database db ON db.oid = d.setdatabase AND db.datname = pg_catalog.current_database()
+ CROSS JOIN pg_catalog.unnest(d.setconfig) AS s(setting)
+ WHERE d.setrole = 0 AND s.setting LIKE 'pgops.deploy_lock=%'
+"""
+
+
+def watch(config, log, stale_after):
+    """Notice a deployment whose lease has had no heartbeat for stale_after seconds (its controller and module
+    are gone): record it with the revision it left the database at, and alert once."""
+    conn = connect(config)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(READ_LEASE)
+            row = cur.fetchone()
+            revision = alembic_revision(cur)
+        conn.rollback()
+    finally:
+        conn.close()
+    if row is None:
+        return {"lease": None, "abandoned": False, "revision": revision}
+    lease = json.loads(row[0])
+    age = int(time.time() - lease.get("heartbeat_at", lease["taken_at"]))
+    result = {"lease": lease["owner"], "heartbeat_age_seconds": age, "abandoned": age > stale_after,
+              "revision": revision}
+    if not result["abandoned"]:
+        return result
+    details = lease.get("details") or {}
+    plan = details.get("plan") or []
+    applied = plan.index(revision) + 1 if revision in plan else 0
+    # A revision of the plan beyond the recorded one may be half-applied when the migration had started.
+    result.update(plan=plan, revision_before=details.get("revision_before"), backup=details.get("backup"),
+                  migration_started=details.get("migration_started"),
+                  possibly_half_applied=plan[applied] if details.get("migration_started") and applied < len(plan) else None,
+                  taken_on=lease.get("host"), run_by=lease.get("identity"))
+    record = os.path.join(config["backup_dir"], "abandoned-%s.json" % re.sub(r"[^A-Za-z0-9_.-]", "_", lease["owner"]))
+    first_notice = not os.path.exists(record)
+    result["record"] = record
+    write_json_atomically(record, dict(result, noticed=utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")) if first_notice
+                          else dict(read_json(record, "abandoned deployment record"), last_seen_heartbeat_age=age))
+    message = ("deployment %s is abandoned: no heartbeat for %d s (limit %d s); the database is at revision %s%s, "
+               "its plan was %s. Roll it back: ansible-playbook playbooks/rollback.yml -e force_unlock=yes "
+               "-e confirm=yes. Record: %s" % (
+                   lease["owner"], age, stale_after, revision or "base",
+                   " (%s may be half-applied)" % result["possibly_half_applied"] if result["possibly_half_applied"]
+                   else "", ", ".join(plan) or "empty", record))
+    if first_notice:
+        raise BackupError(message)
+    log("still abandoned (alerted before): " + message)
+    return result
+
+
 # ---------------------------------------------------------------- alerts
 
 def alert(config, log, action, message):
@@ -885,7 +954,7 @@ def alert(config, log, action, message):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="intowork.pgops backup program")
-    parser.add_argument("action", choices=["backup", "drill", "drop-scratch", "restore", "job"])
+    parser.add_argument("action", choices=["backup", "drill", "drop-scratch", "restore", "job", "watch"])
     parser.add_argument("--config", required=True)
     parser.add_argument("--backup", help="drill: the backup to restore (default: the newest verified one)")
     parser.add_argument("--keep", action="store_true", help="drill: keep the scratch database")
@@ -894,6 +963,8 @@ def main(argv=None):
     parser.add_argument("--maintenance-work-mem", default="512MB", help="drill: for the index builds")
     parser.add_argument("--scratch", help="drop-scratch: the drill database to drop")
     parser.add_argument("--replace-schema", help="restore: the schema to replace with the backup's (say it to mean it)")
+    parser.add_argument("--stale-after-seconds", type=int, default=900,
+                        help="watch: a deployment lease with no heartbeat for this long is abandoned")
     parser.add_argument("--jobs-file", help="job: the maintenance jobs file (JSON)")
     parser.add_argument("--job", help="job: the name of the job to run")
     args = parser.parse_args(argv)
@@ -912,6 +983,9 @@ def main(argv=None):
             print("pgops-backup: job needs --jobs-file and --job NAME (letters, digits, - and _)", file=sys.stderr)
             return EXIT_FAILED
         action, lock_name = "job:%s" % args.job, "pgops-job-%s" % args.job
+    elif args.action == "watch":
+        # Never waits behind a long backup: a watch has a lock of its own.
+        action, lock_name = "watch", "pgops-watch"
     else:
         action, lock_name = args.action, "pgops-backup"
     log = Log(config, action)
@@ -935,6 +1009,8 @@ def main(argv=None):
                 result = drill(config, log, args, args.backup, args.keep)
             elif args.action == "job":
                 result = run_job(config, log, args.job, load_job(args.jobs_file, args.job))
+            elif args.action == "watch":
+                result = watch(config, log, args.stale_after_seconds)
             elif args.action == "restore":
                 if not args.replace_schema:
                     raise BackupError("restore replaces live data: add --replace-schema public to mean it")
