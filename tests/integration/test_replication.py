@@ -17,9 +17,10 @@ NEW_TABLE = ("0c00000000a1", "    op.execute('CREATE TABLE replica_notes (id int
              "    op.execute('DROP TABLE replica_notes')")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def standby(server):
-    """A hot standby of the session's server."""
+    """A hot standby of the session's server, for this file's tests only: the other tests' deployments (and
+    their server restarts) run without one."""
     name = server["name"] + "-standby"
     state = sandbox.standby(name, server["name"])
     yield state
