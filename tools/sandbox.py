@@ -191,6 +191,26 @@ def sandboxes_locked():
         os.close(fd)
 
 
+def start_on_free_port(state: dict, account: pwd.struct_passwd | None, what: str) -> None:
+    """Start the server of `state` on a free loopback port (recorded in state), retrying when another process
+    took the port between the choice and the start."""
+    for attempt in range(5):
+        state["port"] = free_port()
+        try:
+            run([state["bindir"] + "/pg_ctl", "-D", state["datadir"], "-l", state["log"], "-w", "-t", "60",
+                 "-o", f"-p {state['port']}", "start"], account)
+            return
+        except SandboxError:
+            if attempt == 4:
+                raise SandboxError(f"{what} did not start; see {state['log']}") from None
+            time.sleep(0.2)
+
+
+def save_state(root: Path, state: dict) -> None:
+    write_private(root / "state.json", json.dumps(state, indent=2))
+    write_private(root / "pg.env", "".join(f"export {line}\n" for line in env_lines(state)))
+
+
 def up(name: str, version: str, database: str) -> dict:
     existing = load_state(name)
     if existing and is_running(existing):
@@ -231,19 +251,8 @@ def up(name: str, version: str, database: str) -> dict:
         "password": password, "database": database, "datadir": str(datadir),
         "socket_dir": str(sockdir), "bindir": str(bindir), "log": str(root / "server.log"),
     }
-    for attempt in range(5):
-        state["port"] = free_port()
-        try:
-            run([str(bindir / "pg_ctl"), "-D", str(datadir), "-l", state["log"], "-w", "-t", "60",
-                 "-o", f"-p {state['port']}", "start"], account)
-            break
-        except SandboxError:
-            if attempt == 4:
-                raise SandboxError(f"server did not start; see {state['log']}") from None
-            time.sleep(0.2)
-
-    write_private(root / "state.json", json.dumps(state, indent=2))
-    write_private(root / "pg.env", "".join(f"export {line}\n" for line in env_lines(state)))
+    start_on_free_port(state, account, "server")
+    save_state(root, state)
     create_database(state)
     return state
 
@@ -285,18 +294,8 @@ def standby(name: str, primary_name: str) -> dict:
                      "hot_standby_feedback = on\n")
     state = dict(primary, name=name, primary=primary_name, datadir=str(datadir), socket_dir=str(sockdir),
                  log=str(root / "server.log"))
-    for attempt in range(5):
-        state["port"] = free_port()
-        try:
-            run([state["bindir"] + "/pg_ctl", "-D", str(datadir), "-l", state["log"], "-w", "-t", "60",
-                 "-o", f"-p {state['port']}", "start"], account)
-            break
-        except SandboxError:
-            if attempt == 4:
-                raise SandboxError(f"standby did not start; see {state['log']}") from None
-            time.sleep(0.2)
-    write_private(root / "state.json", json.dumps(state, indent=2))
-    write_private(root / "pg.env", "".join(f"export {line}\n" for line in env_lines(state)))
+    start_on_free_port(state, account, "standby")
+    save_state(root, state)
     return state
 
 

@@ -35,6 +35,12 @@ def size_text(count):
     return "%.1f MB" % (count / 2.0 ** 20)
 
 
+def in_recovery(cur):
+    """Whether the server is a standby."""
+    cur.execute("SELECT pg_is_in_recovery()")
+    return cur.fetchone()[0]
+
+
 def current_lsn(cur):
     cur.execute("SELECT pg_current_wal_lsn()::text")
     return cur.fetchone()[0]

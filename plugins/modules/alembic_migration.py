@@ -269,12 +269,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
     target_label,
 )
 from ansible_collections.intowork.pgops.plugins.module_utils._lease import LeaseKeeper, LeaseLost, require_lease
-
-
-def is_standby(conn):
-    with conn.cursor() as cur:
-        cur.execute("SELECT pg_is_in_recovery()")
-        return cur.fetchone()[0]
+from ansible_collections.intowork.pgops.plugins.module_utils._replication import in_recovery
 
 
 def lease_fence(params):
@@ -323,7 +318,7 @@ def migrate(params, check_mode):
             return result
         result["changed"] = True
         result["diff"] = {"before": {"revision": result["current"]}, "after": {"revision": result["revision"]}}
-        if is_standby(conn):
+        if in_recovery(conn.cursor()):
             raise PgopsError("%s is a standby (in recovery): migrations run on the primary only; point login_host "
                              "at the primary. Nothing was run" % target_label(params))
         if check_mode:

@@ -186,8 +186,8 @@ def check(params, check_mode):
             cur.execute(GATES, {"max_seconds": params["max_transaction_seconds"], "tables": params["tables"],
                                 "max_lock_seconds": params["max_lock_seconds"]})
             in_recovery, version, size, long_transactions, holders = cur.fetchone()
-            standbys = [] if in_recovery else read_standbys(cur)
-            slots = read_slots(cur) if not in_recovery else []
+            # A standby's own view of replication is not the primary's (pg_current_wal_lsn() refuses there).
+            standbys, slots = ([], []) if in_recovery else (read_standbys(cur), read_slots(cur))
         conn.rollback()
     finally:
         conn.close()

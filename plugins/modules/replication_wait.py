@@ -79,9 +79,11 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
     connection_spec,
     require_psycopg2,
     run_module,
+    target_label,
 )
 from ansible_collections.intowork.pgops.plugins.module_utils._replication import (
     current_lsn,
+    in_recovery,
     read_standbys,
     size_text,
 )
@@ -94,9 +96,8 @@ def wait(params, check_mode):
     conn = connect(params, autocommit=True)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_is_in_recovery()")
-            if cur.fetchone()[0]:
-                raise PgopsError("%s is a standby: point this at the primary" % params["login_host"])
+            if in_recovery(cur):
+                raise PgopsError("%s is a standby: point this at the primary" % target_label(params))
             target = current_lsn(cur)
             started = time.monotonic()
             while True:
