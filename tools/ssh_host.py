@@ -106,6 +106,55 @@ def wait_for_port(port: int, seconds: float = 10) -> None:
     raise HostError(f"sshd did not answer on 127.0.0.1:{port}")
 
 
+def start_sshd(root: Path, port: int) -> None:
+    started = subprocess.run([str(SSHD), "-f", str(root / "sshd_config"), "-E", str(root / "sshd.log")],
+                             capture_output=True, text=True, check=False)
+    if started.returncode != 0:
+        raise HostError(f"sshd did not start: {(started.stderr or started.stdout).strip()}")
+    wait_for_port(port)
+
+
+def parent_pid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+        return int(handle.read().rsplit(")", 1)[1].split()[1])
+
+
+def sessions(state: dict) -> list[int]:
+    """Pids of the sshd processes serving this host's sessions (descendants of its listener, not the listener)."""
+    if not is_running(state):
+        return []
+    listener = int(Path(state["pid_file"]).read_text().split()[0])
+    found = []
+    for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if not handle.read().startswith(b"sshd: "):
+                    continue
+            ancestor = parent_pid(pid)
+            while ancestor > 1 and ancestor != listener:
+                ancestor = parent_pid(ancestor)
+            if ancestor == listener:
+                found.append(pid)
+    return found
+
+
+def cut(state: dict) -> None:
+    """The host drops off the network: its sshd and every session it serves are killed (SIGKILL), so new
+    connections are refused until `restore`; processes the sessions started (a module's async job) live on."""
+    if not is_running(state):
+        return
+    doomed = sessions(state) + [int(Path(state["pid_file"]).read_text().split()[0])]
+    for pid in doomed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def restore(state: dict) -> None:
+    """The host is back on the network: its sshd listens again on the same port, with the same keys."""
+    if not is_running(state):
+        start_sshd(Path(state["pid_file"]).parent, state["port"])
+
+
 def up(name: str) -> dict:
     if os.geteuid() != 0:
         raise HostError("the SSH test host needs root (sshd, its account and sudo): run as root")
@@ -133,11 +182,7 @@ def up(name: str) -> dict:
     (root / "sshd_config").write_text(SSHD_CONFIG.format(port=port, root=root, user=HOST_USER))
     host_key = (root / "ssh_host_ed25519_key.pub").read_text().split()
     (root / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
-    started = subprocess.run([str(SSHD), "-f", str(root / "sshd_config"), "-E", str(root / "sshd.log")],
-                             capture_output=True, text=True, check=False)
-    if started.returncode != 0:
-        raise HostError(f"sshd did not start: {(started.stderr or started.stdout).strip()}")
-    wait_for_port(port)
+    start_sshd(root, port)
     state = {
         "name": name, "host": "127.0.0.1", "port": port, "user": HOST_USER, "home": account.pw_dir,
         "private_key": str(root / "id_ed25519"), "known_hosts": str(root / "known_hosts"),

@@ -18,6 +18,9 @@ description:
     runs cannot both take it.
   - The lease names its owner and start. A lease older than O(stale_after) seconds is considered abandoned
     (the machine running Ansible died) and may be taken over; O(force=true) releases any lease.
+  - Taking over or force-releasing another run's lease fences that run (every write it makes checks the lease
+    first) and ends its migration sessions, waiting until they are gone, so a statement it had already sent
+    cannot finish after the takeover.
 options:
   state:
     description:
@@ -109,6 +112,11 @@ previous_holder:
   description: The lease before the task; null when it was free.
   returned: always
   type: dict
+ended_sessions:
+  description: Process ids of the previous holder's migration sessions ended after a takeover or forced release.
+  returned: when another run's lease was taken over or released
+  type: list
+  elements: int
 """
 
 import socket
@@ -116,6 +124,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.intowork.pgops.plugins.module_utils._alembic import terminate_leftover_sessions
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import (
     PgopsError,
     connect,
@@ -191,6 +200,9 @@ def lock(params, check_mode):
             return result
         cur.execute(statement)
         conn.commit()
+        if lease is not None and not mine:
+            # Committed first: the old run's next fence check fails, so it cannot start a session after these.
+            result["ended_sessions"] = terminate_leftover_sessions(conn)
         return result
     finally:
         conn.close()

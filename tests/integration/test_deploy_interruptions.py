@@ -52,24 +52,19 @@ def new_indexes(params):
     return query(params, "SELECT count(*) FROM pg_indexes WHERE indexname ~ '^(ix|uq)_'")[0][0]
 
 
-def descends_from(pid, ancestor):
-    """Whether `ancestor` is among the parents of `pid` (Ansible starts modules in sessions of their own)."""
-    while pid > 1:
-        if pid == ancestor:
-            return True
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return False
-        pid = int(stat.rsplit(")", 1)[1].split()[1])
-    return False
-
-
-def alembic_processes(deploy):
-    """The Alembic upgrades this deployment started (its session), not another test's running beside it."""
+def alembic_processes(params):
+    """The Alembic upgrades of this test's database (PGDATABASE in their environment), not another test's beside
+    it: the migration is a job of its own on the host, no longer a child of the playbook."""
+    wanted = b"PGDATABASE=" + params["login_db"].encode()
     pids = []
     for pid, argv in process_argvs():
-        if b"alembic" in argv and b"upgrade" in argv and descends_from(pid, deploy.pid):
+        if b"alembic" not in argv or b"upgrade" not in argv:
+            continue
+        try:
+            environment = Path("/proc", str(pid), "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if wanted in environment:
             pids.append(pid)
     return pids
 
@@ -97,8 +92,8 @@ def cut_off_deployment(server, params, tmp_path, interrupt):
     return deploy.returncode, output
 
 
-def kill_alembic(deploy):
-    killed = alembic_processes(deploy)
+def kill_alembic(params):
+    killed = alembic_processes(params)
     assert killed
     for pid in killed:
         os.kill(pid, signal.SIGKILL)
@@ -107,7 +102,7 @@ def kill_alembic(deploy):
 @pytest.mark.one_server_version
 def test_alembic_killed_mid_migration_is_rolled_back(server, deployable, tmp_path):
     before = counts(deployable)
-    returncode, output = cut_off_deployment(server, deployable, tmp_path, kill_alembic)
+    returncode, output = cut_off_deployment(server, deployable, tmp_path, lambda _deploy: kill_alembic(deployable))
     assert returncode != 0
     assert "was killed (signal 9)" in output
     assert "Rolled back by downgrade: the database is at revision a7f3b2c1d9e8" in output

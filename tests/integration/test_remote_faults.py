@@ -1,17 +1,21 @@
 """The runbooks over SSH, as production runs them (a loopback sshd, an account with key-only login and sudo):
-a connection lost in the middle of a migration still ends in the rescue and always path."""
+a connection lost in the middle of a migration is survived (the migration is a job the controller polls), and a
+host that drops off the network is cleaned up from the controller, or left for rollback.yml, as the inventory
+allows."""
 
 import json
 import os
 import signal
 import sys
+import time
 import types
 
 import pytest
 
 import ssh_host
-from conftest import HEAD, ROOT, failure_message, hold_lock, play_recap, run_playbook, start_playbook
-from test_deploy_faults import counts
+from conftest import (BASELINE, HEAD, ROOT, failure_message, hold_lock, play_recap, query, run_module, run_playbook,
+                      start_playbook)
+from test_deploy_faults import app_can_write, counts
 from test_deploy_interruptions import (BLOCKED_TABLE, SETTINGS, TOLERATE_BLOCKER, assert_back_where_it_was, let_go,
                                        wait_until_migration_waits)
 from test_deploy_playbook import revision
@@ -43,53 +47,101 @@ def remote_inventory(remote_host, tmp_path):
 # PostgreSQL 15 over SSH: molecule/remote deploys (and rolls back) there with the host's own environment.
 
 
-def ssh_sessions(user):
-    """Pids of the sshd processes serving `user`'s sessions (not the listener)."""
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                argv = handle.read()
-        except OSError:
-            continue
-        if argv.startswith(f"sshd: {user}".encode()):
-            pids.append(int(pid))
-    return pids
-
-
 @pytest.mark.one_server_version
 def test_a_deployment_over_ssh_deploys(server, deployable, tmp_path, remote_inventory):
     result = run_playbook("deploy-migration.yml", server, deployable, tmp_path, "-e", SETTINGS, *remote_inventory)
     assert result.returncode == 0, result.stdout[-3000:]
     assert play_recap(result)["unreachable"] == 0
+    assert "TASK [intowork.pgops.migration : Wait for the migration job" in result.stdout, "the migration is a polled job"
     (path,) = (tmp_path / "reports").glob("deploy-*.json")
     report = json.loads(path.read_text())
     assert report["outcome"] == "deployed" and report["host"] == "db-remote" and report["revision_after"] == HEAD
     assert revision(deployable) == HEAD
 
 
-def test_a_connection_lost_mid_migration_still_rolls_back_and_cleans_up(
-        server, deployable, tmp_path, remote_host, remote_inventory):
-    """The deployment's SSH session is killed while Alembic waits for a lock on the host: the play must not drop
-    the host (writes off, lock taken, nothing recorded), but roll back over a new connection and clean up."""
-    before = counts(deployable)
+def test_a_connection_lost_mid_migration_is_survived(server, deployable, tmp_path, remote_host, remote_inventory):
+    """The deployment's SSH sessions are killed while Alembic waits for a lock on the host: the migration is a job
+    on the host, so the next poll reconnects and the deployment finishes as if nothing had happened."""
     holder = hold_lock(deployable, BLOCKED_TABLE, "SHARE UPDATE EXCLUSIVE", application_name="blocker")
     deploy = start_playbook("deploy-migration.yml", server, deployable, tmp_path, "-e", SETTINGS,
                             "-e", TOLERATE_BLOCKER, *remote_inventory)
     try:
         wait_until_migration_waits(deployable, deploy)
-        sessions = ssh_sessions(remote_host["user"])
-        assert sessions, "the deployment's SSH session should be open"
-        for pid in sessions:
+        killed = ssh_host.sessions(remote_host)
+        assert killed, "the deployment's SSH session should be open"
+        for pid in killed:
             os.kill(pid, signal.SIGKILL)
+        time.sleep(3)  # a poll or two over a new connection while the migration still waits
     finally:
         let_go(holder)
     output = deploy.communicate(timeout=600)[0]
-    assert deploy.returncode == 2, output[-3000:]
-    last = failure_message(types.SimpleNamespace(stdout=output))  # the play's last line: its summary
-    assert "failed at Stop when the connection to the host was lost while migrating" in last, last
-    assert "Rolled back by downgrade: the database is at revision a7f3b2c1d9e8" in last, last
+    assert deploy.returncode == 0, output[-3000:]
+    assert output.rstrip().splitlines()[-1].startswith("db-remote"), output[-500:]  # the recap: nothing failed
+    assert "unreachable=0" in output and "failed=0" in output, output[-500:]
     (path,) = (tmp_path / "reports").glob("deploy-*.json")
     report = json.loads(path.read_text())
-    assert report["outcome"] == "rolled_back" and report["writes"] == "on"
+    assert report["outcome"] == "deployed" and report["writes"] == "on" and report["revision_after"] == HEAD
+    assert revision(deployable) == HEAD and app_can_write(deployable)
+
+
+def deploy_until_the_host_is_cut(server, params, tmp_path, remote_host, remote_inventory, *extra):
+    """A deployment whose host drops off the network while Alembic waits for a lock there: (exit status, the
+    play's last line, the record). The blocker is let go only after the play has ended."""
+    holder = hold_lock(params, BLOCKED_TABLE, "SHARE UPDATE EXCLUSIVE", application_name="blocker")
+    deploy = start_playbook("deploy-migration.yml", server, params, tmp_path, "-e", SETTINGS,
+                            "-e", TOLERATE_BLOCKER, *remote_inventory, *extra)
+    try:
+        wait_until_migration_waits(params, deploy)
+        ssh_host.cut(remote_host)
+        output = deploy.communicate(timeout=600)[0]
+    finally:
+        let_go(holder)
+        ssh_host.restore(remote_host)
+    last = failure_message(types.SimpleNamespace(stdout=output))  # the play's last line: its summary
+    (path,) = (tmp_path / "reports").glob("deploy-*.json")
+    return deploy.returncode, last, json.loads(path.read_text())
+
+
+def lock_owner(params):
+    holder = run_module("deploy_lock", dict(params, state="status"))["holder"]
+    return (holder or {}).get("owner")
+
+
+@pytest.mark.one_server_version
+def test_a_host_cut_off_is_fenced_from_the_controller_then_rolled_back(
+        server, deployable, tmp_path, remote_host, remote_inventory):
+    """The host drops off the network mid-migration; the controller reaches the database directly: the job left
+    on the host is fenced (lock taken over, its sessions ended) and writes stay off (the migration may be
+    half-applied) until rollback.yml, once the host is back, undoes it."""
+    before = counts(deployable)
+    status, last, report = deploy_until_the_host_is_cut(
+        server, deployable, tmp_path, remote_host, remote_inventory,
+        "-e", f"pgops_db_host_from_controller={deployable['login_host']}")
+    assert status == 2, last
+    assert "failed at Stop when the connection to the host was lost while migrating" in last, last
+    assert "From the controller: the run left on the host was fenced" in last, last
+    assert "1 migration session(s) ended" in last and "writes are kept OFF" in last, last
+    assert "rollback.yml -e force_unlock=yes" in last, last
+    assert report["outcome"] == "host_lost" and report["writes"] == "kept off: the host was lost"
+    assert lock_owner(deployable) == report["deployment"] + "-from-controller"
+    time.sleep(3)  # the fenced job on the host must not go on now that the lock on the table is gone
+    assert query(deployable, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgops_migration'")[0][0] == 0
+    assert revision(deployable) == BASELINE and not app_can_write(deployable)
+
+    rollback = run_playbook("rollback.yml", server, deployable, tmp_path, "-e", SETTINGS, "-e", "force_unlock=yes",
+                            "-e", "confirm=yes", *remote_inventory)
+    assert rollback.returncode == 0, rollback.stdout[-3000:]
     assert_back_where_it_was(deployable, before)
+
+
+@pytest.mark.one_server_version
+def test_a_host_cut_off_without_a_way_from_the_controller_is_left_as_it_is(
+        server, deployable, tmp_path, remote_host, remote_inventory):
+    """The other branch: no pgops_db_host_from_controller, so nothing is touched and the last line says what to run."""
+    status, last, report = deploy_until_the_host_is_cut(server, deployable, tmp_path, remote_host, remote_inventory)
+    assert status == 2, last
+    assert "the controller has no way to the database (pgops_db_host_from_controller is not set)" in last, last
+    assert last.rstrip().endswith("-e force_unlock=yes -e confirm=yes Record: " + str(
+        tmp_path / "reports" / (report["deployment"] + ".json"))), last
+    assert report["outcome"] == "host_lost" and report["writes"] == "kept off: the host was lost"
+    assert lock_owner(deployable) == report["deployment"], "the lock stays with the run left on the host"
