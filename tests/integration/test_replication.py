@@ -4,12 +4,15 @@ the standby has replayed it."""
 
 import contextlib
 import json
+import subprocess
+import time
 
 import psycopg2
 import pytest
 
 import sandbox
-from conftest import HEAD, PROJECT_DIR, admin_connect, failure_message, query, run_module
+from conftest import HEAD, PROJECT_DIR, admin_connect, failure_message, query, run_module, run_playbook
+from test_backup_program import TABLES, run_program, write_config
 from test_deploy_gates import deploy, project, record
 from test_deploy_playbook import revision
 
@@ -143,3 +146,55 @@ def test_a_forgotten_slot_stops_the_deployment_before_anything_changes(server, s
     assert revision(guarded_db) == HEAD
     with pytest.raises(psycopg2.Error):
         query(guarded_db, "SELECT 1 FROM replica_notes")
+
+
+def test_a_backup_is_read_from_the_standby_only_when_it_is_one_and_caught_up(server, standby, migrated, tmp_path):
+    run_module("replication_wait", dict(migrated, timeout=60))
+    config, _backups = write_config(server, migrated, tmp_path, standby_host=standby["host"],
+                                    standby_port=standby["port"], max_standby_lag_seconds=1)
+    taken = run_program("backup", config, migrated["login_password"], "--from-standby")
+    assert taken.returncode == 0, taken.stderr
+    manifest = json.loads(taken.stdout)
+    assert manifest["source"] == f"standby {standby['host']}:{standby['port']}", manifest
+    assert manifest["alembic_revision"] == HEAD and manifest["verified"] is True
+    assert manifest["row_counts"] == {table: query(migrated, f"SELECT count(*) FROM {table}")[0][0] for table in TABLES}
+
+    with replay_paused(standby):
+        query(migrated, "CREATE TABLE after_the_pause (id int)")
+        time.sleep(2.5)  # the last transaction the standby replayed is now older than the 1 s allowed
+        behind = run_program("backup", config, migrated["login_password"], "--from-standby")
+    assert behind.returncode == 1
+    assert (f"standby {standby['host']}:{standby['port']} is " in behind.stderr
+            and "s behind its primary (limit max_standby_lag_seconds 1 s): nothing was dumped" in behind.stderr), behind.stderr
+
+    # The primary named as the standby (or a promoted standby): not in recovery, so no dump.
+    (tmp_path / "primary").mkdir()
+    primary, _primary_backups = write_config(server, migrated, tmp_path / "primary", standby_host=migrated["login_host"],
+                                             standby_port=migrated["login_port"])
+    refused = run_program("backup", primary, migrated["login_password"], "--from-standby")
+    assert refused.returncode == 1 and "is not in recovery (promoted, or not a standby): nothing was dumped" in refused.stderr
+    assert len(list(tmp_path.rglob("*.dump"))) == 1, "only the caught-up standby's backup was written"
+
+
+@pytest.mark.one_server_version
+def test_the_backup_schedule_reads_from_the_standby_when_the_inventory_says_so(server, standby, migrated, tmp_path):
+    settings = ["-e", f"pgops_cron_dir={tmp_path / 'cron.d'}", "-e", f"pgops_config_dir={tmp_path / 'etc'}",
+                "-e", "pgops_backup_from_standby=true"]
+    unnamed = run_playbook("backup-cron.yml", server, migrated, tmp_path, *settings)
+    assert unnamed.returncode == 2
+    assert failure_message(unnamed).startswith(
+        "backup_schedule_from_standby (pgops_backup_from_standby) is on but no standby is named"), unnamed.stdout[-2000:]
+    assert not (tmp_path / "cron.d").exists()
+
+    run_module("replication_wait", dict(migrated, timeout=60))
+    scheduled = run_playbook("backup-cron.yml", server, migrated, tmp_path, *settings,
+                             "-e", f"pgops_backup_standby_host={standby['host']}",
+                             "-e", f"pgops_backup_standby_port={standby['port']}")
+    assert scheduled.returncode == 0, scheduled.stdout[-3000:]
+    cron = (tmp_path / "cron.d" / f"pgops-backup-{migrated['login_db']}").read_text().splitlines()
+    (line,) = [line for line in cron if " backup --config=" in line]
+    command = line.split(None, 6)[6]  # as cron runs it: after the five time fields and the account
+    assert command.endswith(" --from-standby"), command
+    ran = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, check=False)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["source"] == f"standby {standby['host']}:{standby['port']}"

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """pgops-backup: the one backup program of intowork.pgops, run by the backup role and by cron.
 
-    python3 pgops_backup.py backup --config /etc/pgops/backup-intowork.json
+    python3 pgops_backup.py backup --config /etc/pgops/backup-intowork.json [--from-standby]
     python3 pgops_backup.py drill  --config /etc/pgops/backup-intowork.json [--backup PATH] [--keep]
     python3 pgops_backup.py drop-scratch --config /etc/pgops/backup-intowork.json --scratch NAME
     python3 pgops_backup.py restore --config /etc/pgops/backup-intowork.json --backup PATH --replace-schema public
@@ -15,6 +15,8 @@ REPEATABLE READ transaction, so the manifest's row counts describe exactly what 
 written under a hidden .partial name, fsynced, read back in full by pg_restore, checksummed, then
 renamed: a backup with its final name is always complete and verified. Retention runs only after a
 successful backup and never removes the newest verified one. One run per database at a time (lock).
+With --from-standby the dump is read from the config's standby (standby_host, standby_port), which must be
+in recovery and no more than max_standby_lag_seconds behind its primary; the manifest names the source.
 
 drill: restores a backup (the newest verified one by default) into a scratch database with parallel
 pg_restore, compares row counts with the manifest, reports the time taken (the RTO) against the
@@ -74,11 +76,13 @@ CONFIG_KEYS = {
     "format": str, "jobs": int, "compression": str, "retention_count": int, "retention_days": int,
     "row_count_tables": list, "alert_mail": str, "alert_webhook": str, "lock_wait_seconds": int,
     "label": str, "passfile": str, "metrics_dir": str,
+    "standby_host": str, "standby_port": int, "max_standby_lag_seconds": int,
 }
 DEFAULTS = {
     "host": "", "port": 5432, "user": "", "bin_dir": "", "format": "custom", "jobs": 2, "compression": "auto",
     "retention_count": 7, "retention_days": 14, "row_count_tables": [], "alert_mail": "", "alert_webhook": "",
     "lock_wait_seconds": 0, "label": "", "passfile": "", "metrics_dir": "",
+    "standby_host": "", "standby_port": 0, "max_standby_lag_seconds": 300,
 }
 FORMATS = {"custom": ".dump", "directory": ".dir"}
 
@@ -425,7 +429,46 @@ def quote_ident(name):
     return ".".join('"%s"' % part.replace('"', '""') for part in name.split("."))
 
 
-def backup(config, log):
+# On a standby: is replay caught up with what it received, and how old is the last transaction it replayed.
+STANDBY_LAG = """
+SELECT pg_catalog.pg_is_in_recovery(),
+       pg_catalog.pg_last_wal_receive_lsn() IS NOT NULL
+         AND pg_catalog.pg_last_wal_receive_lsn() = pg_catalog.pg_last_wal_replay_lsn(),
+       extract(epoch FROM pg_catalog.now() - pg_catalog.pg_last_xact_replay_timestamp())
+"""
+
+
+def standby_source(config):
+    """The config to dump from the standby with (same database, user and password file), or a refusal."""
+    if not config["standby_host"]:
+        raise BackupError("--from-standby needs standby_host in the config (the backup role's backup_standby_host)")
+    source = dict(config, host=config["standby_host"], port=config["standby_port"] or config["port"])
+    conn = connect(source)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(STANDBY_LAG)
+            in_recovery, caught_up, age = cur.fetchone()
+    finally:
+        conn.rollback()
+        conn.close()
+    where = "%s:%s" % (source["host"], source["port"])
+    if not in_recovery:
+        # Promoted, or the wrong server: its data may not be the primary's any more.
+        raise BackupError("standby %s is not in recovery (promoted, or not a standby): nothing was dumped; back up "
+                          "the primary, or point standby_host at a standby" % where)
+    lag = 0.0 if caught_up or age is None else max(0.0, float(age))
+    if lag > config["max_standby_lag_seconds"]:
+        raise BackupError("standby %s is %.0f s behind its primary (limit max_standby_lag_seconds %d s): nothing was "
+                          "dumped; wait until it has caught up, or back up the primary" % (
+                              where, lag, config["max_standby_lag_seconds"]))
+    return source, {"source": "standby %s" % where, "standby_replay_lag_seconds": round(lag, 1)}
+
+
+def backup(config, log, from_standby=False):
+    source_facts = {"source": "primary"}
+    if from_standby:
+        config, source_facts = standby_source(config)
+        log("dumping from %s (replay lag %.1f s)" % (source_facts["source"], source_facts["standby_replay_lag_seconds"]))
     started = utcnow()
     stamp = started.strftime(STAMP_FORMAT)
     extension = FORMATS[config["format"]]
@@ -477,7 +520,7 @@ def backup(config, log):
         "duration_seconds": round((ended - started).total_seconds(), 3), "dump_seconds": round(dump_seconds, 3),
         "verify_seconds": round(verify_seconds, 3), "size_bytes": size_of(final), "sha256": digest,
         "archive_entries": sum(1 for line in listing.splitlines() if line and not line.startswith(";")),
-        "row_counts": counts, "verified": True, "host": socket.gethostname(),
+        "row_counts": counts, "verified": True, "host": socket.gethostname(), **source_facts,
     }
     write_json_atomically(final + ".manifest.json", manifest)
     fsync_path(config["backup_dir"])
@@ -956,6 +999,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="intowork.pgops backup program")
     parser.add_argument("action", choices=["backup", "drill", "drop-scratch", "restore", "job", "watch"])
     parser.add_argument("--config", required=True)
+    parser.add_argument("--from-standby", action="store_true",
+                        help="backup: dump the config's standby (standby_host), not the primary")
     parser.add_argument("--backup", help="drill: the backup to restore (default: the newest verified one)")
     parser.add_argument("--keep", action="store_true", help="drill: keep the scratch database")
     parser.add_argument("--jobs", type=int, default=2, help="drill: parallel pg_restore jobs")
@@ -1000,7 +1045,7 @@ def main(argv=None):
             if args.action == "backup":
                 clean_partials(config, log)
                 try:
-                    result = backup(config, log)
+                    result = backup(config, log, args.from_standby)
                 finally:
                     clean_partials(config, log)
                 result["retention_removed"] = apply_retention(config, log)
