@@ -15,6 +15,7 @@ import pytest
 import ssh_host
 from conftest import (BASELINE, HEAD, ROOT, failure_message, hold_lock, play_recap, query, run_module, run_playbook,
                       start_playbook)
+from test_backup_program import client_bin
 from test_deploy_faults import app_can_write, counts
 from test_deploy_interruptions import (BLOCKED_TABLE, SETTINGS, TOLERATE_BLOCKER, assert_back_where_it_was, let_go,
                                        wait_until_migration_waits)
@@ -145,3 +146,33 @@ def test_a_host_cut_off_without_a_way_from_the_controller_is_left_as_it_is(
         tmp_path / "reports" / (report["deployment"] + ".json"))), last
     assert report["outcome"] == "host_lost" and report["writes"] == "kept off: the host was lost"
     assert lock_owner(deployable) == report["deployment"], "the lock stays with the run left on the host"
+
+
+@pytest.mark.one_server_version
+def test_a_host_cut_off_before_migrating_gets_its_writes_back_from_the_controller(
+        server, deployable, tmp_path, remote_host, remote_inventory):
+    """The other branch of the controller's clean-up: the host drops off during the backup, before the migration
+    started, so nothing can be half-applied: writes come back on and the lock is released, from the controller."""
+    started = tmp_path / "pg_dump-started"
+    slow_client = client_bin(tmp_path, server, pg_dump=f'touch "{started}"\nsleep 20\nexec "$REAL/pg_dump" "$@"\n')
+    deploy = start_playbook("deploy-migration.yml", server, deployable, tmp_path, "-e", SETTINGS, *remote_inventory,
+                            "-e", f"pgops_pg_bin_dir={slow_client}",
+                            "-e", f"pgops_db_host_from_controller={deployable['login_host']}")
+    try:
+        deadline = time.monotonic() + 180
+        while not started.exists():
+            assert deploy.poll() is None and time.monotonic() < deadline, deploy.stdout.read()[-3000:]
+            time.sleep(0.2)
+        assert not app_can_write(deployable), "writes are off while the backup runs"
+        ssh_host.cut(remote_host)
+        output = deploy.communicate(timeout=600)[0]
+    finally:
+        ssh_host.restore(remote_host)
+    assert deploy.returncode == 2, output[-3000:]
+    last = failure_message(types.SimpleNamespace(stdout=output))
+    assert "failed at Stop when the connection to the host was lost during the backup" in last, last
+    assert "The migration had not started: writes are back on and the lock is released." in last, last
+    (path,) = (tmp_path / "reports").glob("deploy-*.json")
+    report = json.loads(path.read_text())
+    assert report["outcome"] == "host_lost" and report["writes"] == "on"
+    assert app_can_write(deployable) and lock_owner(deployable) is None and revision(deployable) == BASELINE

@@ -132,8 +132,11 @@ def test_a_standby_that_does_not_catch_up_fails_the_deployment_and_rolls_it_back
     message = failure_message(result)
     assert "failed at Wait until the standbys have replayed the migration" in message, message
     assert "Rolled back by downgrade" in message and standby["name"] in message, message
+    # The rollback stands, and says which standby does not have it yet (replay is still paused).
+    assert "Not yet on every standby: after 2.0 s, a standby has not replayed" in message, message
     assert revision(guarded_db) == HEAD
-    assert record(tmp_path)["outcome"] == "rolled_back"
+    kept = record(tmp_path)
+    assert kept["outcome"] == "rolled_back" and kept["rollback"]["standbys_behind"].startswith("after 2.0 s")
 
 
 @pytest.mark.one_server_version
