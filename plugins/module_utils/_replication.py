@@ -32,6 +32,9 @@ SELECT coalesce(json_agg(json_build_object(
 
 
 def size_text(count):
+    """WAL sizes as people read them: small lags in kB (a few bytes behind is not "0.0 MB")."""
+    if count < 2 ** 20:
+        return "%d kB" % max(1, round(count / 1024.0)) if count else "0 kB"
     return "%.1f MB" % (count / 2.0 ** 20)
 
 

@@ -41,7 +41,9 @@ def remote_inventory(remote_host, tmp_path):
         "ansible_connection": "ssh", "ansible_host": remote_host["host"], "ansible_port": remote_host["port"],
         "ansible_user": remote_host["user"], "ansible_ssh_private_key_file": remote_host["private_key"],
         "ansible_ssh_common_args": remote_host["ssh_args"], "ansible_become": True,
-        "ansible_python_interpreter": sys.executable}}}}))
+        "ansible_python_interpreter": sys.executable,
+        # Over SSH the migration is a job polled every second (the local inventory runs it in its task).
+        "pgops_async_poll_seconds": 1}}}}))
     return ["-i", str(folder), "-e", f"pgops_project_root={ROOT}"]
 
 

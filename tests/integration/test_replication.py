@@ -73,7 +73,7 @@ def test_preflight_reads_the_standby_and_stops_on_one_behind(server, standby, mi
                         "FROM generate_series(1, 5000) g")
         behind = run_module("preflight_check", dict(migrated, max_replica_lag_bytes=1024))
     assert behind["failed"] and f"standby {standby['name']} is " in behind["msg"]
-    assert "of WAL behind (limit 0.0 MB): wait until it has caught up" in behind["msg"], behind["msg"]
+    assert "of WAL behind (limit 1 kB): wait until it has caught up" in behind["msg"], behind["msg"]
     missing = run_module("preflight_check", dict(migrated, min_standbys=2))
     assert missing["failed"] and "1 standby(s) stream from this server, the inventory expects at least 2" in missing["msg"]
 
