@@ -67,12 +67,18 @@ def load_state(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def is_running(state: dict) -> bool:
+def listener_pid(state: dict) -> int | None:
+    """The pid of the host's listening sshd while it runs, else None."""
     try:
-        os.kill(int(Path(state["pid_file"]).read_text().split()[0]), 0)
+        pid = int(Path(state["pid_file"]).read_text().split()[0])
+        os.kill(pid, 0)
     except (OSError, ValueError, IndexError):
-        return False
-    return True
+        return None
+    return pid
+
+
+def is_running(state: dict) -> bool:
+    return listener_pid(state) is not None
 
 
 def ensure_account() -> pwd.struct_passwd:
@@ -121,9 +127,9 @@ def parent_pid(pid: int) -> int:
 
 def sessions(state: dict) -> list[int]:
     """Pids of the sshd processes serving this host's sessions (descendants of its listener, not the listener)."""
-    if not is_running(state):
+    listener = listener_pid(state)
+    if listener is None:
         return []
-    listener = int(Path(state["pid_file"]).read_text().split()[0])
     found = []
     for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
         with contextlib.suppress(OSError, ValueError, IndexError):
@@ -141,10 +147,10 @@ def sessions(state: dict) -> list[int]:
 def cut(state: dict) -> None:
     """The host drops off the network: its sshd and every session it serves are killed (SIGKILL), so new
     connections are refused until `restore`; processes the sessions started (a module's async job) live on."""
-    if not is_running(state):
+    listener = listener_pid(state)
+    if listener is None:
         return
-    doomed = sessions(state) + [int(Path(state["pid_file"]).read_text().split()[0])]
-    for pid in doomed:
+    for pid in sessions(state) + [listener]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
@@ -198,8 +204,8 @@ def down(name: str) -> bool:
     if not root.exists():
         return False
     state = load_state(name)
-    if state and is_running(state):
-        pid = int(Path(state["pid_file"]).read_text().split()[0])
+    pid = listener_pid(state) if state else None
+    if pid is not None:
         os.kill(pid, signal.SIGTERM)
         for _attempt in range(100):  # it removes its pid file as it goes: wait, then remove the folder
             with contextlib.suppress(ChildProcessError):
