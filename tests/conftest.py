@@ -6,8 +6,10 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -63,6 +65,17 @@ def server(request):
     SERVERS[state["port"]] = state
     yield state
     sandbox.down(name)
+
+
+@pytest.fixture
+def host_dirs():
+    """Folders the backup account can reach (a test's own tmp_path is private to root)."""
+    if os.geteuid() != 0:
+        pytest.skip("becoming the backup account needs root, as the production inventory's become does")
+    base = Path(tempfile.mkdtemp(prefix="pgops-account-"))
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base)
 
 
 def create_accounts(state, database):

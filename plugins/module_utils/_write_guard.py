@@ -16,7 +16,15 @@ __metaclass__ = type
 import json
 import time
 
-from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError, sql
+try:
+    from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError, sql
+except ImportError:
+    # The backup program's copy on the database host (its dead-man switch gives writes back), where no
+    # collection is installed.
+    from psycopg2 import sql
+
+    class PgopsError(Exception):
+        """A failure worth one line."""
 
 STATE_SETTING = "pgops.write_guard"
 STRATEGIES = ["revoke_writes", "default_transaction_read_only", "connection_limit"]
@@ -161,6 +169,17 @@ def plan(database, roles, found, state, wanted, strategy, owner=None, grants=Non
                     sql.Identifier(role), sql.Literal(int(before["connlimit"]))))
     statements.append(sql.SQL("ALTER DATABASE {} RESET {}").format(sql.Identifier(database), sql.SQL(STATE_SETTING)))
     return statements, None
+
+
+def writes_back(cur, database):
+    """(statements, guard): what gives the roles of the guard recorded in `database` exactly their writes
+    back, as state=read_write does; ([], None) when writes are not off."""
+    state = read_catalog(cur, database, [])[1]
+    if state is None:
+        return [], None
+    found = read_catalog(cur, database, state["roles"])[0]
+    grants = existing_relations(cur, state["previous"]["grants"]) if state["strategy"] == "revoke_writes" else None
+    return plan(database, state["roles"], found, state, "read_write", state["strategy"], grants=grants)[0], state
 
 
 def drain_sessions(cur, database, roles, grace_seconds, poll=0.2):

@@ -2,12 +2,8 @@
 unprivileged backup account write the same lock, log and backups, and neither locks the other out."""
 
 import json
-import os
 import pwd
-import shutil
 import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -16,17 +12,6 @@ from sandbox import SANDBOX_USER
 
 # The account that runs the server is the one production backs up as (postgres); here, the sandbox's.
 ACCOUNT = SANDBOX_USER
-
-
-@pytest.fixture
-def host_dirs():
-    """Folders the backup account can reach (a test's own tmp_path is private to root)."""
-    if os.geteuid() != 0:
-        pytest.skip("becoming the backup account needs root, as the production inventory's become does")
-    base = Path(tempfile.mkdtemp(prefix="pgops-account-"))
-    base.chmod(0o755)
-    yield base
-    shutil.rmtree(base)
 
 
 def cron_command(cron_file, action="backup"):

@@ -1,5 +1,6 @@
 """The dead-man switch on the database host: the backup program's `watch`, run by cron as the read-only backup
-account, notices a deployment whose lease stopped beating, records it and alerts once; a live one is left alone."""
+account, notices a deployment whose lease stopped beating, records it and alerts once; a live one is left alone.
+By the inventory's choice it also gives the abandoned deployment's writes back, as the deploy account."""
 
 import http.server
 import json
@@ -9,16 +10,18 @@ import time
 import pytest
 from psycopg2 import sql
 
-from conftest import BASELINE, admin_connect, alembic, query
+from conftest import APP, BASELINE, admin_connect, alembic, failure_message, query, run_module, run_playbook
+from test_backup_account import ACCOUNT, cron_command, run_as_cron
 from test_backup_program import Hook, run_program, write_config
+from test_deploy_faults import app_can_write
 
 PLAN = ["b1b1b1b1b1b1", "c2c2c2c2c2c2"]
 
 
-def plant_lease(server, params, heartbeat_age, migration_started=True):
+def plant_lease(server, params, heartbeat_age, migration_started=True, owner="deploy-dead-1"):
     """A deployment lease as deploy_lock writes it, its last heartbeat `heartbeat_age` seconds ago."""
     beat = time.time() - heartbeat_age
-    lease = {"owner": "deploy-dead-1", "taken_at": beat - 60, "heartbeat_at": beat, "host": "db1",
+    lease = {"owner": owner, "taken_at": beat - 60, "heartbeat_at": beat, "host": "db1",
              "since": "2026-12-01T00:00:00Z", "identity": {"user": "alice", "controller": "laptop"},
              "details": {"revision_before": BASELINE, "plan": PLAN, "backup": "/var/backups/x.dump",
                          **({"migration_started": "2026-12-01T00:01:00Z"} if migration_started else {})}}
@@ -82,3 +85,91 @@ def test_a_deployment_whose_lease_beats_is_left_alone(server, loaded, tmp_path, 
 def test_no_deployment_no_alert(server, loaded, tmp_path, hook):
     result, _backups = watch(server, loaded, tmp_path, hook)
     assert result.returncode == 0 and json.loads(result.stdout)["lease"] is None and Hook.received == []
+
+
+def writes_off_by(params, server, owner):
+    """The write guard on, as the deployment `owner` turns it on (the deploy account, which owns the tables)."""
+    guard = run_module("write_guard", dict(params, login_user=server["deploy_user"],
+                                           login_password=server["deploy_password"], state="read_only",
+                                           roles=[APP], owner=owner, grace_period=0))
+    assert guard.get("changed") and not app_can_write(params), guard
+
+
+def passfile(tmp_path, server, params, *users):
+    path = tmp_path / "pgpass"
+    lines = ["%s:%s:*:%s:%s\n" % (params["login_host"], params["login_port"], server[user + "_user"],
+                                  server[user + "_password"]) for user in users]
+    path.write_text("".join(lines))
+    path.chmod(0o600)
+    return str(path)
+
+
+@pytest.mark.one_server_version
+@pytest.mark.parametrize("choice, migration_started, writes", [
+    ("never", False, "left as they are (watch_writes_on: never)"),
+    ("before_migration", True, "left as they are (watch_writes_on: before_migration, and the migration had started)"),
+    ("before_migration", False, "turned back on by the watch, for " + APP),
+    ("always", True, "turned back on by the watch, for " + APP),
+])
+def test_the_inventory_chooses_whether_an_abandoned_deployment_gets_its_writes_back(
+        server, deployable, tmp_path, hook, choice, migration_started, writes):
+    writes_off_by(deployable, server, "deploy-dead-1")
+    plant_lease(server, deployable, heartbeat_age=3600, migration_started=migration_started)
+    config, backups = write_config(server, deployable, tmp_path, user=server["backup_user"], alert_webhook=hook,
+                                   watch_writes_on=choice, guard_user=server["deploy_user"],
+                                   passfile=passfile(tmp_path, server, deployable, "deploy", "backup"))
+    first = run_program("watch", config, None, "--stale-after-seconds=600")
+    assert first.returncode == 1, first.stderr
+    (line,) = [line for line in first.stderr.splitlines() if "FAILED" in line]
+    assert f"; writes {writes}. Roll it back" in line, line
+    assert app_can_write(deployable) is writes.startswith("turned back on")
+    assert json.loads((backups / "abandoned-deploy-dead-1.json").read_text())["writes"] == writes
+    # The lease stays for rollback.yml; the next watch neither alerts nor touches the guard again.
+    again = run_program("watch", config, None, "--stale-after-seconds=600")
+    assert again.returncode == 0 and len(Hook.received) == 1, again.stderr
+    assert f"writes {writes}" in again.stderr
+
+
+@pytest.mark.one_server_version
+def test_a_guard_that_is_not_the_abandoned_deployments_is_left_on(server, deployable, tmp_path, hook):
+    writes_off_by(deployable, server, "maintenance-by-hand")
+    plant_lease(server, deployable, heartbeat_age=3600, migration_started=False)
+    config, _backups = write_config(server, deployable, tmp_path, user=server["backup_user"], alert_webhook=hook,
+                                    watch_writes_on="always", guard_user=server["deploy_user"],
+                                    passfile=passfile(tmp_path, server, deployable, "deploy", "backup"))
+    result = run_program("watch", config, None, "--stale-after-seconds=600")
+    assert result.returncode == 1
+    assert "writes kept off: the write guard belongs to maintenance-by-hand, not to this deployment" in result.stderr
+    assert not app_can_write(deployable)
+
+
+@pytest.mark.one_server_version
+def test_backup_cron_installs_the_switch_that_gives_writes_back(server, deployable, host_dirs, tmp_path):
+    """As production provisions it: backup-cron.yml writes the guard account's password line and the choice, and
+    the watch line, run as cron runs it, gives the abandoned deployment's writes back."""
+    as_backup = dict(deployable, login_user=server["backup_user"], login_password=server["backup_password"])
+    settings = {
+        "pgops_backup_os_user": ACCOUNT, "backup_python": "/usr/bin/python3",
+        "pgops_backup_dir": str(host_dirs / "backups"), "pgops_program_dir": str(host_dirs / "lib"),
+        "pgops_config_dir": str(host_dirs / "pgops etc"), "pgops_cron_dir": str(host_dirs / "cron.d"),
+        "pgops_deploy_watch_stale_after_seconds": 600, "pgops_deploy_watch_writes_on": "sometimes"}
+    refused = run_playbook("backup-cron.yml", server, as_backup, tmp_path, "-e", json.dumps(settings))
+    assert refused.returncode == 2, refused.stdout[-3000:]
+    assert failure_message(refused) == (
+        'Bad backup settings, nothing was written: backup_watch_writes_on (pgops_deploy_watch_writes_on) "sometimes" is '
+        'not one of never, before_migration, always'), refused.stdout[-3000:]
+    assert not (host_dirs / "cron.d").exists() and not (host_dirs / "pgops etc").exists(), "a refused setting writes nothing"
+
+    settings.update(pgops_deploy_watch_writes_on="before_migration", pgops_deploy_watch_guard_user=server["deploy_user"],
+                    pgops_deploy_watch_guard_password=server["deploy_password"])
+    scheduled = run_playbook("backup-cron.yml", server, as_backup, tmp_path, "-e", json.dumps(settings))
+    assert scheduled.returncode == 0, scheduled.stdout[-3000:]
+    assert server["deploy_password"] not in scheduled.stdout
+    writes_off_by(deployable, server, "deploy-dead-2")
+    plant_lease(server, deployable, heartbeat_age=3600, migration_started=False, owner="deploy-dead-2")
+    account, command = cron_command(host_dirs / "cron.d" / f"pgops-backup-{deployable['login_db']}", "watch")
+    watched = run_as_cron(account, command)
+    assert watched.returncode == 1, watched.stderr
+    assert "deployment deploy-dead-2 is abandoned" in watched.stderr
+    assert f"writes turned back on by the watch, for {APP}" in watched.stderr, watched.stderr
+    assert app_can_write(deployable)

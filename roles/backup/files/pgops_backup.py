@@ -25,7 +25,10 @@ target, and drops the scratch database (unless --keep, for further checks; drop-
 watch: the dead-man switch of deployments, from cron every few minutes: a deployment lease (the
 deploy_lock module's) whose heartbeat stopped longer ago than --stale-after-seconds is recorded as
 abandoned (abandoned-<owner>.json in the backup folder: its plan, the revision the database is at, the one
-that may be half-applied) and alerted, once; the rollback runbook then takes it over.
+that may be half-applied) and alerted, once; the rollback runbook then takes it over. By the config's choice
+(watch_writes_on: never, before_migration, always) the abandoned deployment's write guard is ended too, as
+guard_user (the deploy account, its password in the passfile), with the guard's own code installed beside
+this program (pgops_write_guard.py).
 
 job: runs one named maintenance job of a jobs file (JSON, written by the maintenance_jobs role) with the
 same lock, log and alerts as the backups, one lock per job: `delete` removes the rows of a table that
@@ -48,6 +51,7 @@ import datetime
 import errno
 import fcntl
 import hashlib
+import importlib.util
 import json
 import os
 import pwd
@@ -77,13 +81,16 @@ CONFIG_KEYS = {
     "row_count_tables": list, "alert_mail": str, "alert_webhook": str, "lock_wait_seconds": int,
     "label": str, "passfile": str, "metrics_dir": str,
     "standby_host": str, "standby_port": int, "max_standby_lag_seconds": int,
+    "watch_writes_on": str, "guard_user": str,
 }
 DEFAULTS = {
     "host": "", "port": 5432, "user": "", "bin_dir": "", "format": "custom", "jobs": 2, "compression": "auto",
     "retention_count": 7, "retention_days": 14, "row_count_tables": [], "alert_mail": "", "alert_webhook": "",
     "lock_wait_seconds": 0, "label": "", "passfile": "", "metrics_dir": "",
     "standby_host": "", "standby_port": 0, "max_standby_lag_seconds": 300,
+    "watch_writes_on": "never", "guard_user": "",
 }
+WATCH_WRITES_ON = ("never", "before_migration", "always")
 FORMATS = {"custom": ".dump", "directory": ".dir"}
 
 
@@ -128,6 +135,9 @@ def load_config(path):
     if not re.match(r"^(auto|none|gzip(:[0-9])?|lz4(:[0-9]+)?|zstd(:[0-9]+)?)$", config["compression"]):
         raise BackupError("config %s: compression %r, choose auto, none, gzip:N, lz4 or zstd:N" % (
             path, config["compression"]))
+    if config["watch_writes_on"] not in WATCH_WRITES_ON:
+        raise BackupError("config %s: watch_writes_on %r, choose %s" % (
+            path, config["watch_writes_on"], ", ".join(WATCH_WRITES_ON)))
     if config["retention_count"] < 1:
         raise BackupError("config %s: retention_count must keep at least 1 backup" % path)
     if not re.match(r"^[A-Za-z0-9_.-]+$", config["database"]):
@@ -927,6 +937,57 @@ SELECT substr(s.setting, length('pgops.deploy_lock=') + 1)
 """
 
 
+# The deploy_lock module's lock on the lease (plugins/module_utils/_lease.py), taken before the lease is read.
+LEASE_LOCK = ("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgops.deploy_lock:' "
+              "|| pg_catalog.current_database()))")
+
+
+def load_write_guard():
+    """The write guard's own code: installed beside this program, or in the collection it is part of."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for path in (os.path.join(here, "pgops_write_guard.py"),
+                 os.path.join(here, "..", "..", "..", "plugins", "module_utils", "_write_guard.py")):
+        if os.path.isfile(path):
+            spec = importlib.util.spec_from_file_location("pgops_write_guard", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+    raise BackupError("%s is missing: run the backup role again to install it" % os.path.join(here, "pgops_write_guard.py"))
+
+
+def give_writes_back(config, lease):
+    """End the abandoned deployment's write guard, exactly as the write_guard module's read_write would, in
+    one transaction that first proves, under the lease's lock, that the lease is still the abandoned one.
+    Returns what became of the writes, for the record and the alert."""
+    guard = load_write_guard()
+    user = config["guard_user"] or config["user"]
+    conn = connect(dict(config, user=user))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(LEASE_LOCK)
+            cur.execute(READ_LEASE)
+            row = cur.fetchone()
+            if row is None or json.loads(row[0]) != lease:
+                conn.rollback()
+                return "left as they are: the deployment lock changed meanwhile"
+            statements, state = guard.writes_back(cur, config["database"])
+            if state is None:
+                conn.rollback()
+                return "on: no write guard was set"
+            if state.get("owner") != lease["owner"]:
+                conn.rollback()
+                return "kept off: the write guard belongs to %s, not to this deployment" % (state.get("owner") or "nobody")
+            for statement in statements:
+                cur.execute(statement)
+        conn.commit()
+    except (DatabaseError, guard.PgopsError) as error:
+        conn.rollback()
+        return "kept off: turning them back on as %s failed (%s)" % (user, " ".join(str(error).split()))
+    finally:
+        conn.close()
+    return "turned back on by the watch, for %s" % ", ".join(state["roles"])
+
+
 def watch(config, log, stale_after):
     """Notice a deployment whose lease has had no heartbeat for stale_after seconds (its controller and module
     are gone): record it with the revision it left the database at, and alert once."""
@@ -958,14 +1019,22 @@ def watch(config, log, stale_after):
     record = os.path.join(config["backup_dir"], "abandoned-%s.json" % re.sub(r"[^A-Za-z0-9_.-]", "_", lease["owner"]))
     first_notice = not os.path.exists(record)
     result["record"] = record
+    if first_notice:
+        choice = config["watch_writes_on"]
+        if choice == "always" or (choice == "before_migration" and not details.get("migration_started")):
+            result["writes"] = give_writes_back(config, lease)
+        else:
+            result["writes"] = "left as they are (watch_writes_on: %s%s)" % (
+                choice, ", and the migration had started" if choice == "before_migration" else "")
     write_json_atomically(record, dict(result, noticed=utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")) if first_notice
                           else dict(read_json(record, "abandoned deployment record"), last_seen_heartbeat_age=age))
     message = ("deployment %s is abandoned: no heartbeat for %d s (limit %d s); the database is at revision %s%s, "
-               "its plan was %s. Roll it back: ansible-playbook playbooks/rollback.yml -e force_unlock=yes "
+               "its plan was %s; writes %s. Roll it back: ansible-playbook playbooks/rollback.yml -e force_unlock=yes "
                "-e confirm=yes. Record: %s" % (
                    lease["owner"], age, stale_after, revision or "base",
                    " (%s may be half-applied)" % result["possibly_half_applied"] if result["possibly_half_applied"]
-                   else "", ", ".join(plan) or "empty", record))
+                   else "", ", ".join(plan) or "empty",
+                   result.get("writes") or read_json(record, "abandoned deployment record").get("writes", "?"), record))
     if first_notice:
         raise BackupError(message)
     log("still abandoned (alerted before): " + message)
