@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 
@@ -76,6 +78,30 @@ def host_dirs():
     base.chmod(0o755)
     yield base
     shutil.rmtree(base)
+
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    """A webhook receiver: every JSON body POSTed to it, in Hook.received."""
+    received = []
+
+    def do_POST(self):  # noqa: N802 - the http.server API
+        Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hook():
+    """A webhook on loopback for the test (its URL); what it received is in Hook.received."""
+    receiver = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    Hook.received.clear()
+    yield f"http://127.0.0.1:{receiver.server_port}/hook"
+    receiver.shutdown()
+    receiver.server_close()
 
 
 def create_accounts(state, database):

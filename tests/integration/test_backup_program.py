@@ -2,20 +2,18 @@
 
 import datetime
 import fcntl
-import http.server
 import json
 import os
 import resource
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import BASELINE, ROOT, alembic, load_reference_data, query
+from conftest import BASELINE, ROOT, Hook, alembic, load_reference_data, query
 
 PROGRAM = ROOT / "roles" / "backup" / "files" / "pgops_backup.py"
 TABLES = ["jobs", "job_applications"]
@@ -258,32 +256,16 @@ def test_second_run_refuses_while_the_first_holds_the_lock(server, loaded, tmp_p
     assert len(finals(backups)) == 1
 
 
-class Hook(http.server.BaseHTTPRequestHandler):
-    received = []
-
-    def do_POST(self):  # noqa: N802 - the http.server API
-        Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.mark.parametrize("change, cause", [
     ({"password": "wrong-password"}, "password authentication failed"),
     ({"port": 1}, "Connection refused"),
 ])
-def test_connection_failures_are_one_line_and_alerted(server, loaded, tmp_path, change, cause):
-    hook = http.server.HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
-    Hook.received.clear()
-    overrides = {"alert_webhook": f"http://127.0.0.1:{hook.server_port}/hook"}
+def test_connection_failures_are_one_line_and_alerted(server, loaded, tmp_path, hook, change, cause):
+    overrides = {"alert_webhook": hook}
     if "port" in change:
         overrides["port"] = change["port"]
     config, backups = write_config(server, loaded, tmp_path, **overrides)
     result = run_program("backup", config, change.get("password", loaded["login_password"]))
-    hook.shutdown()
     assert result.returncode == 1
     failures = [line for line in result.stderr.splitlines() if "FAILED" in line]
     assert len(failures) == 1 and "cannot connect to" in failures[0] and cause in failures[0]

@@ -2,17 +2,16 @@
 account, notices a deployment whose lease stopped beating, records it and alerts once; a live one is left alone.
 By the inventory's choice it also gives the abandoned deployment's writes back, as the deploy account."""
 
-import http.server
 import json
-import threading
 import time
 
 import pytest
 from psycopg2 import sql
 
-from conftest import APP, BASELINE, admin_connect, alembic, failure_message, query, run_module, run_playbook
+from conftest import (APP, BASELINE, Hook, admin_connect, alembic, failure_message, query, run_module,
+                      run_playbook)
 from test_backup_account import ACCOUNT, cron_command, run_as_cron
-from test_backup_program import Hook, run_program, write_config
+from test_backup_program import run_program, write_config
 from test_deploy_faults import app_can_write
 
 PLAN = ["b1b1b1b1b1b1", "c2c2c2c2c2c2"]
@@ -36,15 +35,6 @@ def plant_lease(server, params, heartbeat_age, migration_started=True, owner="de
 def loaded(database):
     alembic(database, "upgrade", BASELINE)
     return database
-
-
-@pytest.fixture
-def hook():
-    receiver = http.server.HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    Hook.received.clear()
-    yield f"http://127.0.0.1:{receiver.server_port}/hook"
-    receiver.shutdown()
 
 
 def watch(server, loaded, tmp_path, hook_url):

@@ -2,14 +2,12 @@
 
 import fcntl
 import hashlib
-import http.server
 import json
-import threading
 
 import pytest
 
-from conftest import HEAD, alembic, load_reference_data, query, run_playbook
-from test_backup_program import Hook, run_program, write_config
+from conftest import HEAD, Hook, alembic, load_reference_data, query, run_playbook
+from test_backup_program import run_program, write_config
 from test_deploy_playbook import assert_quiet
 
 JOBS = {
@@ -87,15 +85,11 @@ def test_a_job_runs_once_at_a_time_and_does_not_block_backups(setup):
     assert other.returncode == 0, "another job has its own lock"
 
 
-def test_failed_job_is_one_line_alerted_and_changes_nothing(server, setup, tmp_path):
+def test_failed_job_is_one_line_alerted_and_changes_nothing(server, setup, tmp_path, hook):
     database, _config, _backups, jobs = setup
-    hook = http.server.HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
-    Hook.received.clear()
-    config = write_config(server, database, tmp_path, alert_webhook=f"http://127.0.0.1:{hook.server_port}/hook")[0]
+    config = write_config(server, database, tmp_path, alert_webhook=hook)[0]
     before = query(database, "SELECT count(*) FROM sessions")[0][0]
     result = job(config, database, jobs, "broken")
-    hook.shutdown()
     assert result.returncode == 1
     failures = [line for line in result.stderr.splitlines() if "FAILED" in line]
     assert len(failures) == 1 and 'column "no_such_column" does not exist' in failures[0]

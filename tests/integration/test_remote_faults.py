@@ -13,8 +13,8 @@ import types
 import pytest
 
 import ssh_host
-from conftest import (BASELINE, HEAD, ROOT, failure_message, hold_lock, play_recap, query, run_module, run_playbook,
-                      start_playbook)
+from conftest import (BASELINE, HEAD, ROOT, Hook, failure_message, hold_lock, play_recap, query, run_module,
+                      run_playbook, start_playbook)
 from test_backup_program import client_bin
 from test_deploy_faults import app_can_write, counts
 from test_deploy_interruptions import (BLOCKED_TABLE, SETTINGS, TOLERATE_BLOCKER, assert_back_where_it_was, let_go,
@@ -139,15 +139,20 @@ def test_a_host_cut_off_is_fenced_from_the_controller_then_rolled_back(
 
 @pytest.mark.one_server_version
 def test_a_host_cut_off_without_a_way_from_the_controller_is_left_as_it_is(
-        server, deployable, tmp_path, remote_host, remote_inventory):
-    """The other branch: no pgops_db_host_from_controller, so nothing is touched and the last line says what to run."""
-    status, last, report = deploy_until_the_host_is_cut(server, deployable, tmp_path, remote_host, remote_inventory)
+        server, deployable, tmp_path, remote_host, remote_inventory, hook):
+    """The other branch: no pgops_db_host_from_controller, so nothing is touched and the last line says what to run;
+    people are told from the controller (the host, which sends the other notifications, is gone)."""
+    status, last, report = deploy_until_the_host_is_cut(server, deployable, tmp_path, remote_host, remote_inventory,
+                                                        "-e", f"pgops_notify_webhook_url={hook}")
     assert status == 2, last
     assert "the controller has no way to the database (pgops_db_host_from_controller is not set)" in last, last
     assert last.rstrip().endswith("-e force_unlock=yes -e confirm=yes Record: " + str(
         tmp_path / "reports" / (report["deployment"] + ".json"))), last
     assert report["outcome"] == "host_lost" and report["writes"] == "kept off: the host was lost"
     assert lock_owner(deployable) == report["deployment"], "the lock stays with the run left on the host"
+    (lost,) = [event for event in Hook.received if event["event"] == "host_lost"]
+    assert lost["host"] == "db-remote" and f"deployment {report['deployment']} lost its host db-remote" in lost["message"]
+    assert "the controller has no way to the database" in lost["message"], lost
 
 
 @pytest.mark.one_server_version
