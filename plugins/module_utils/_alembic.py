@@ -184,16 +184,23 @@ SELECT a.pid, t.terminate
 
 
 def terminate_leftover_sessions(conn, wait_seconds=30):
-    """End migration sessions of a run that died; a killed client's backend keeps building or waiting."""
+    """End migration sessions of a run that died (a killed client's backend keeps building or waiting) and
+    wait until they are gone: their pids. PgopsError when one outlives wait_seconds, as nothing may go on then."""
     with conn.cursor() as cur:
         cur.execute(LEFTOVER_SESSIONS, {"name": MIGRATION_APPLICATION_NAME})
         pids = [row[0] for row in cur.fetchall()]
         deadline = time.monotonic() + wait_seconds
-        while pids and time.monotonic() < deadline:
-            cur.execute("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE pid = ANY(%s)", (pids,))
-            if cur.fetchone()[0] == 0:
-                break
-            time.sleep(0.2)
+        alive = pids
+        while alive:
+            cur.execute("SELECT pid FROM pg_catalog.pg_stat_activity WHERE pid = ANY(%s)", (pids,))
+            alive = sorted(row[0] for row in cur.fetchall())
+            if alive and time.monotonic() >= deadline:
+                raise PgopsError("migration session(s) of an earlier run (pid %s) were told to end %d s ago and are "
+                                 "still there: nothing else was done; find out what holds them on the server "
+                                 "(pg_stat_activity), end them, and run again" % (
+                                     ", ".join(map(str, alive)), wait_seconds))
+            if alive:
+                time.sleep(0.2)
     return pids
 
 

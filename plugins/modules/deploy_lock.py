@@ -202,7 +202,10 @@ def lock(params, check_mode):
         conn.commit()
         if lease is not None and not mine:
             # Committed first: the old run's next fence check fails, so it cannot start a session after these.
-            result["ended_sessions"] = terminate_leftover_sessions(conn)
+            try:
+                result["ended_sessions"] = terminate_leftover_sessions(conn)
+            except PgopsError as error:
+                raise PgopsError("the lock was taken from %s, but %s" % (lease["owner"], error)) from error
         return result
     finally:
         conn.close()

@@ -1,9 +1,13 @@
 """deploy_lock and preflight_check against real servers."""
 
+import os
+import signal
 import socket
 import time
 
-from conftest import BASELINE, alembic, hold_lock, query, run_module
+import pytest
+
+from conftest import BASELINE, alembic, connect_as, db_connect, hold_lock, query, run_module
 
 
 def test_lock_check_mode_take_idempotent_refuse_release(database):
@@ -109,3 +113,27 @@ def test_a_lease_kept_alive_is_never_stale_and_merges_each_step(database):
     with LeaseKeeper(database, "deploy-long", interval=0.2) as keeper:
         time.sleep(0.6)
     assert keeper.lost is True, "the keeper notices that its lease was taken"
+
+
+@pytest.mark.one_server_version
+def test_a_migration_session_that_will_not_end_stops_the_clean_up(database):
+    """A session of the old run that outlives pg_terminate_backend (here its backend is stopped) is named, and
+    nothing goes on as if it were gone."""
+    from ansible_collections.intowork.pgops.plugins.module_utils._alembic import terminate_leftover_sessions
+    from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError
+
+    old_run = connect_as(database, application_name="pgops_migration")
+    with old_run.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        pid = cur.fetchone()[0]
+    cleaner = db_connect(database)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(PgopsError, match=f"pid {pid}\\) were told to end 1 s ago and are still there"):
+            terminate_leftover_sessions(cleaner, wait_seconds=1)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert terminate_leftover_sessions(cleaner, wait_seconds=10) in ([], [pid]), "it ends once it runs again"
+    assert query(database, f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}")[0][0] == 0
+    cleaner.close()
+    old_run.close()
