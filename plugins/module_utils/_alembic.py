@@ -192,6 +192,8 @@ def terminate_leftover_sessions(conn, wait_seconds=30):
         deadline = time.monotonic() + wait_seconds
         alive = pids
         while alive:
+            # pg_stat_activity is read once per transaction unless the snapshot is cleared.
+            cur.execute("SELECT pg_catalog.pg_stat_clear_snapshot()")
             cur.execute("SELECT pid FROM pg_catalog.pg_stat_activity WHERE pid = ANY(%s)", (pids,))
             alive = sorted(row[0] for row in cur.fetchall())
             if alive and time.monotonic() >= deadline:

@@ -34,6 +34,7 @@ def counts(params):
                               "FROM job_applications UNION ALL SELECT 'users', count(*) FROM users"))
 
 
+@pytest.mark.one_server_version
 def test_successful_deploy_turns_writes_off_and_back_on(server, deployable, tmp_path):
     result, recap = guarded(server, deployable, tmp_path)
     assert recap["failed"] == 0, result.stdout[-3000:]
@@ -65,6 +66,7 @@ def test_revision_failing_mid_chain_is_rolled_back_by_downgrade(server, deployab
     assert lock["changed"] is True, "the failed deployment released its lock"
 
 
+@pytest.mark.one_server_version
 def test_lock_holder_on_a_migrated_table_stops_the_deploy_before_anything(server, deployable, tmp_path):
     holder = hold_lock(deployable, "jobs", application_name="report-job")
     try:

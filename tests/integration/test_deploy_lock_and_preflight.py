@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import BASELINE, alembic, connect_as, db_connect, hold_lock, query, run_module
+from conftest import BASELINE, alembic, connect_as, hold_lock, query, run_module
 
 
 def test_lock_check_mode_take_idempotent_refuse_release(database):
@@ -126,7 +126,7 @@ def test_a_migration_session_that_will_not_end_stops_the_clean_up(database):
     with old_run.cursor() as cur:
         cur.execute("SELECT pg_backend_pid()")
         pid = cur.fetchone()[0]
-    cleaner = db_connect(database)
+    cleaner = connect_as(database)  # in a transaction, as deploy_lock's is after its commit
     os.kill(pid, signal.SIGSTOP)
     try:
         with pytest.raises(PgopsError, match=f"pid {pid}\\) were told to end 1 s ago and are still there"):

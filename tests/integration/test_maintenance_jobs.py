@@ -112,6 +112,7 @@ def test_bad_jobs_are_one_clear_line(setup, name, jobs, fragment):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.one_server_version
 def test_playbook_installs_runs_and_reports_a_failing_job(server, setup, tmp_path):
     database, _config, _backups, _jobs = setup
     broken = [{"name": "expire_sessions", "kind": "delete", "table": "sessions", "schedule": "20 3 * * *",

@@ -22,17 +22,6 @@ def deployed(server, database, tmp_path):
     return record, json.loads(record.read_text())
 
 
-@pytest.mark.one_server_version
-def test_rollback_from_the_deployment_record(server, database, tmp_path):
-    record, report = deployed(server, database, tmp_path)
-    assert revision(database) == HEAD
-    result = rollback(server, database, tmp_path, "-e", f"record={record}", "-e", "confirm=yes")
-    assert result.returncode == 0, result.stdout[-2000:]
-    assert "Rolled back by downgrade" in result.stdout
-    assert revision(database) == BASELINE == report["revision_before"]
-    assert query(database, "SELECT count(*) FROM job_applications")[0][0] == report["row_counts_before"]["job_applications"]
-
-
 def test_rollback_from_the_backup_file(server, database, tmp_path):
     _record, report = deployed(server, database, tmp_path)
     query(database, "INSERT INTO companies (name) VALUES ('written after the backup')")
@@ -46,25 +35,31 @@ def test_rollback_from_the_backup_file(server, database, tmp_path):
 
 
 @pytest.mark.one_server_version
-def test_corrupt_backup_changes_nothing(server, database, tmp_path):
-    _record, report = deployed(server, database, tmp_path)
+def test_unconfirmed_or_corrupt_rollbacks_change_nothing_then_the_record_rolls_back(server, database, tmp_path):
+    """One deployment, three rollbacks: without confirm=yes, and from a corrupt backup, nothing changes (both
+    fail); from the deployment record, it rolls back by downgrade."""
+    record, report = deployed(server, database, tmp_path)
+    unconfirmed = rollback(server, database, tmp_path, "-e", f"revision={BASELINE}")
+    assert unconfirmed.returncode != 0
+    assert "Not confirmed: nothing was changed" in unconfirmed.stdout
+    assert revision(database) == HEAD
+
     path = Path(report["backup"]["path"])
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-    result = rollback(server, database, tmp_path, "-e", "method=restore", "-e", f"backup={path}", "-e", "confirm=yes")
-    assert result.returncode != 0
-    assert "is corrupt: sha256" in result.stdout
+    intact = path.read_bytes()
+    corrupt = bytearray(intact)
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    path.write_bytes(bytes(corrupt))
+    refused = rollback(server, database, tmp_path, "-e", "method=restore", "-e", f"backup={path}", "-e", "confirm=yes")
+    path.write_bytes(intact)
+    assert refused.returncode != 0
+    assert "is corrupt: sha256" in refused.stdout
     assert revision(database) == HEAD
 
-
-@pytest.mark.one_server_version
-def test_unconfirmed_rollback_changes_nothing(server, database, tmp_path):
-    _record, _report = deployed(server, database, tmp_path)
-    result = rollback(server, database, tmp_path, "-e", f"revision={BASELINE}")
-    assert result.returncode != 0
-    assert "Not confirmed: nothing was changed" in result.stdout
-    assert revision(database) == HEAD
+    result = rollback(server, database, tmp_path, "-e", f"record={record}", "-e", "confirm=yes")
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert "Rolled back by downgrade" in result.stdout
+    assert revision(database) == BASELINE == report["revision_before"]
+    assert query(database, "SELECT count(*) FROM job_applications")[0][0] == report["row_counts_before"]["job_applications"]
 
 
 def test_missing_record_is_one_clear_line(server, database, tmp_path):
