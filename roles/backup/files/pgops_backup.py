@@ -1026,15 +1026,17 @@ def watch(config, log, stale_after):
         else:
             result["writes"] = "left as they are (watch_writes_on: %s%s)" % (
                 choice, ", and the migration had started" if choice == "before_migration" else "")
-    write_json_atomically(record, dict(result, noticed=utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")) if first_notice
-                          else dict(read_json(record, "abandoned deployment record"), last_seen_heartbeat_age=age))
+        write_json_atomically(record, dict(result, noticed=utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")))
+    else:
+        noticed = read_json(record, "abandoned deployment record")
+        result["writes"] = noticed.get("writes", "?")
+        write_json_atomically(record, dict(noticed, last_seen_heartbeat_age=age))
     message = ("deployment %s is abandoned: no heartbeat for %d s (limit %d s); the database is at revision %s%s, "
                "its plan was %s; writes %s. Roll it back: ansible-playbook playbooks/rollback.yml -e force_unlock=yes "
                "-e confirm=yes. Record: %s" % (
                    lease["owner"], age, stale_after, revision or "base",
                    " (%s may be half-applied)" % result["possibly_half_applied"] if result["possibly_half_applied"]
-                   else "", ", ".join(plan) or "empty",
-                   result.get("writes") or read_json(record, "abandoned deployment record").get("writes", "?"), record))
+                   else "", ", ".join(plan) or "empty", result["writes"], record))
     if first_notice:
         raise BackupError(message)
     log("still abandoned (alerted before): " + message)
