@@ -32,4 +32,4 @@ molecule:
 
 clean:
 	if [ -x $(VENV)/python ]; then python tools/sandbox.py down --name demo; fi
-	rm -rf .venv .collections build reports backups .pytest_cache
+	rm -rf .venv .venv-bookshelf .collections build reports backups .pytest_cache

@@ -147,13 +147,22 @@ def database_params(server, name):
             "login_password": server["password"], "login_db": name}
 
 
+@contextlib.contextmanager
+def scratch_database(server, prefix="t_"):
+    """A new empty database on the server for the block: the module connection parameters for it."""
+    name = prefix + uuid.uuid4().hex[:10]
+    admin_run(server, "CREATE DATABASE {}", name)
+    try:
+        yield database_params(server, name)
+    finally:
+        admin_run(server, "DROP DATABASE {} WITH (FORCE)", name)
+
+
 @pytest.fixture
 def database(server):
     """A new empty database on the server; yields the module connection parameters for it."""
-    name = "t_" + uuid.uuid4().hex[:10]
-    admin_run(server, "CREATE DATABASE {}", name)
-    yield database_params(server, name)
-    admin_run(server, "DROP DATABASE {} WITH (FORCE)", name)
+    with scratch_database(server) as params:
+        yield params
 
 
 def connect_as(params, user=None, password=None, application_name=None):

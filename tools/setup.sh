@@ -46,6 +46,21 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     echo "$wanted" > "$stamp"
 fi
 
+# The second example application keeps its own environment (psycopg 3, no psycopg2), as a real project does:
+# the tests run its migrations with it (alembic_python), not with the modules' Python.
+example_stamp=.venv-bookshelf/.requirements.sha256
+example_wanted=$(sha256sum < examples/bookshelf/requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$example_stamp" 2>/dev/null)" != "$example_wanted" ]; then
+    echo "setup: creating .venv-bookshelf for the bookshelf example"
+    [ -x .venv-bookshelf/bin/python ] || "$PYTHON" -m venv .venv-bookshelf
+    if ! .venv-bookshelf/bin/python -m pip install --quiet --disable-pip-version-check \
+           -r examples/bookshelf/requirements.txt > .venv-bookshelf/pip.log 2>&1; then
+        cat .venv-bookshelf/pip.log >&2
+        exit 1
+    fi
+    echo "$example_wanted" > "$example_stamp"
+fi
+
 # ansible-test sanity builds a virtualenv per test and fetches pip's bootstrap script for it from a
 # host outside the package registries; give it ours, which takes pip from the package index.
 pip_version=$(.venv/bin/python -c "import re, ansible_test._internal.python_requirements as r, inspect; print(re.search(r\"pip='([0-9.]+)'\", inspect.getsource(r)).group(1))")

@@ -8,41 +8,21 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import inspect
+import json
 import os
 import re
 import subprocess
 import sys
 import time
 
+from ansible_collections.intowork.pgops.plugins.module_utils import _alembic_runner as runner
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import (
     PgopsError,
     libpq_environment,
-    one_line,
     sql,
     target_label,
 )
-
-try:
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-    from alembic.script.revision import RevisionError
-    from alembic.util import CommandError
-    ALEMBIC_ERRORS = (CommandError, RevisionError)
-    HAS_ALEMBIC = True
-except ImportError:
-    ALEMBIC_ERRORS = ()
-    HAS_ALEMBIC = False
-
-
-def load_scripts(project_dir, config_file):
-    """The project's revision graph, read from its alembic.ini; PgopsError when it cannot be read."""
-    ini_path = os.path.join(project_dir, config_file)
-    if not os.path.isfile(ini_path):
-        raise PgopsError("no Alembic config at %s: set project_dir to the folder holding %s" % (ini_path, config_file))
-    try:
-        return ScriptDirectory.from_config(Config(ini_path)), ini_path
-    except ALEMBIC_ERRORS + (OSError,) as error:
-        raise PgopsError("cannot read the Alembic project at %s: %s" % (project_dir, one_line(error)))
 
 
 def current_revisions(conn, version_table, version_table_schema):
@@ -55,92 +35,6 @@ def current_revisions(conn, version_table, version_table_schema):
         table = sql.Identifier(version_table_schema, version_table) if version_table_schema else sql.Identifier(version_table)
         cur.execute(sql.SQL("SELECT version_num FROM {} ORDER BY version_num").format(table))
         return tuple(row[0] for row in cur.fetchall())
-
-
-def describe(revision):
-    return {
-        "revision": revision.revision,
-        "down_revision": revision.down_revision,
-        "doc": (revision.doc or "").strip().splitlines()[0] if revision.doc else "",
-        # A revision file says `irreversible = True` when its downgrade cannot give back what the upgrade
-        # took (dropped data): its rollback is a restore of the backup.
-        "irreversible": bool(getattr(revision.module, "irreversible", False)),
-    }
-
-
-def resolve_target(scripts, target):
-    """The revision ids that `target` names ('head', 'base', an id or a unique prefix)."""
-    if target == "base":
-        return ()
-    try:
-        revisions = scripts.get_revisions(target)
-    except ALEMBIC_ERRORS as error:
-        known = ", ".join(rev.revision for rev in scripts.walk_revisions())
-        raise PgopsError("unknown target revision %r (%s): choose head, base or one of: %s" % (
-            target, one_line(error), known))
-    if len(revisions) != 1:
-        raise PgopsError("target %r names %d revisions (%s): name a single revision" % (
-            target, len(revisions), ", ".join(r.revision for r in revisions)))
-    return (revisions[0].revision,)
-
-
-def plan(scripts, current, target):
-    """(direction, steps): the revisions to apply, in order, to go from current to target."""
-    goal = resolve_target(scripts, target)
-    if len(current) > 1:
-        raise PgopsError("the database has %d heads recorded (%s): merge them before migrating" % (
-            len(current), ", ".join(current)))
-    for rev in current:
-        try:
-            known = scripts.get_revision(rev) is not None
-        except ALEMBIC_ERRORS:
-            known = False
-        if not known:
-            raise PgopsError("the database is at revision %s, which this project does not know: "
-                             "check project_dir, or deploy the code that has that revision" % rev)
-    here = current[0] if current else None
-    there = goal[0] if goal else None
-    if here == there:
-        return "none", []
-    try:
-        steps = list(scripts.iterate_revisions(there or "base", here or "base"))
-        return "upgrade", [describe(rev) for rev in reversed(steps)]
-    except ALEMBIC_ERRORS:
-        pass
-    try:
-        steps = list(scripts.iterate_revisions(here or "base", there or "base"))
-        return "downgrade", [describe(rev) for rev in steps]
-    except ALEMBIC_ERRORS as error:
-        raise PgopsError("no path from %s to %s: %s" % (here or "base", there or "base", one_line(error)))
-
-
-def cut_off_revision(scripts, current, planned):
-    """The revision of `planned` an interrupted upgrade may have half-applied: the one right after `current`.
-
-    A revision that runs outside a transaction (CREATE INDEX CONCURRENTLY) and is killed keeps what it
-    committed, but Alembic records it only at its end.
-    """
-    here = current[0] if current else None
-    applied = set(history(scripts, here))
-    for revision in planned:
-        try:
-            script = scripts.get_revision(revision)
-        except ALEMBIC_ERRORS:
-            script = None
-        if script is None:
-            raise PgopsError("interrupted_plan names revision %r, which this project does not know: give the "
-                             "revisions of the deployment's plan" % revision)
-        if script.revision in applied:
-            continue
-        return script.revision if script.down_revision == here else None
-    return None
-
-
-def history(scripts, revision):
-    """Revisions from base up to and including `revision`, oldest first."""
-    if not revision:
-        return []
-    return [rev.revision for rev in reversed(list(scripts.iterate_revisions(revision, "base")))]
 
 
 INVALID_INDEXES = """
@@ -218,64 +112,137 @@ def alembic_environment(params):
     if options:
         env["PGOPTIONS"] = " ".join(options)
     env["PGAPPNAME"] = MIGRATION_APPLICATION_NAME
-    # An empty URL makes SQLAlchemy hand over to libpq, which reads the PG* variables above.
-    env["DATABASE_URL"] = "postgresql+psycopg2://"
     return env
 
 
-def offline_sql(params, ini_path, direction, current, target):
-    """The SQL Alembic would run (--sql), for check mode."""
-    span = "%s:%s" % (current, target) if current else target
-    cmd = [sys.executable, "-m", "alembic", "-c", ini_path, direction, "--sql", span]
-    result = subprocess.run(cmd, env=alembic_environment(params), capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise PgopsError("alembic %s --sql %s failed: %s" % (
-            direction, span, failure_reason(result.stderr.splitlines()) or "exit %d" % result.returncode))
-    return result.stdout
+def database_identity(conn):
+    """The database this module is connected to, as the runner checks every connection of env.py against."""
+    with conn.cursor() as cur:
+        cur.execute(runner.IDENTITY_SQL)
+        return list(cur.fetchone())
 
 
-def offline_plan_sql(params, ini_path, direction, current, target, pending):
-    """(sql, unrendered): the SQL of the whole span, or, when that cannot be rendered offline (a revision that
-    reads the database through op.get_bind()), of each revision that can, and the reason for each that cannot."""
-    try:
-        return offline_sql(params, ini_path, direction, current, target), []
-    except PgopsError:
-        if direction != "upgrade":
-            raise
-    parts, unrendered = [], []
-    for step in pending:
-        if isinstance(step["down_revision"], (list, tuple)):
-            unrendered.append({"revision": step["revision"], "reason": "a merge revision is rendered only with its span"})
-            continue
+class AlembicProject:
+    """The project's Alembic, run through the runner in the project's Python, against one database only."""
+
+    def __init__(self, params, expected=None):
+        self.params = params
+        self.ini_path = os.path.join(params["project_dir"], params["config_file"])
+        if not os.path.isfile(self.ini_path):
+            raise PgopsError("no Alembic config at %s: set project_dir to the folder holding %s" % (
+                self.ini_path, params["config_file"]))
+        self.python = params.get("alembic_python") or sys.executable
+        if not os.access(self.python, os.X_OK):
+            raise PgopsError("alembic_python %s is not an executable Python: give the interpreter of the "
+                             "project's virtualenv (for example /srv/app/venv/bin/python)" % self.python)
+        self.expected = expected
+
+    def _run(self, request, timeout):
+        request = dict(request, ini=self.ini_path, driver=self.params.get("sqlalchemy_driver"),
+                       expected=self.expected)
+        # The source goes in on stdin: the project's Python needs nothing of the collection.
+        return subprocess.run([self.python, "-", json.dumps(request)], input=runner_source(),
+                              env=alembic_environment(self.params), cwd=self.params["project_dir"],
+                              capture_output=True, text=True, timeout=timeout, check=False)
+
+    def plan(self, recorded, target, interrupted_plan):
+        """The runner's full_plan: interrupted, direction, pending, revision, history, heads, from."""
+        result = self._run({"command": "plan", "recorded": list(recorded), "target": target,
+                            "interrupted_plan": list(interrupted_plan)}, timeout=300)
+        if result.returncode != 0:
+            raise PgopsError(own_error(result.stderr) or "reading the Alembic project at %s failed: %s" % (
+                self.params["project_dir"], failure_reason(result.stderr.splitlines()) or "exit %d" % result.returncode))
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    def run(self, command, target, timeout):
+        """`alembic upgrade|downgrade|stamp target`; the output lines. PgopsError with the database's words."""
+        what = "alembic %s to %s on %s" % (command, target, target_label(self.params))
         try:
-            parts.append(offline_sql(params, ini_path, direction, step["down_revision"], step["revision"]))
-        except PgopsError as error:
-            unrendered.append({"revision": step["revision"], "reason": str(error)})
-            parts.append("-- revision %s: no offline SQL (%s)\n" % (step["revision"], error))
-    return "".join(parts), unrendered
+            result = self._run({"command": command, "target": target}, timeout)
+        except subprocess.TimeoutExpired:
+            raise PgopsError("%s did not finish within %s s (raise timeout or check for locks)" % (what, timeout))
+        output = (result.stdout + result.stderr).splitlines()
+        if result.returncode < 0:
+            raise PgopsError("%s was killed (signal %d)" % (what, -result.returncode))
+        if result.returncode != 0:
+            reason = own_error(result.stderr) or failure_reason(output) or "exit %d" % result.returncode
+            if reason.startswith("No module named"):
+                reason += "; set alembic_python to the Python of the project's virtualenv"
+            raise PgopsError("%s failed: %s" % (what, reason))
+        return output
+
+    def offline_sql(self, direction, current, target):
+        """The SQL Alembic would run (--sql), for check mode."""
+        span = "%s:%s" % (current, target) if current else target
+        result = self._run({"command": "sql", "direction": direction, "span": span}, timeout=300)
+        if result.returncode != 0:
+            raise PgopsError("alembic %s --sql %s failed: %s" % (
+                direction, span, own_error(result.stderr) or failure_reason(result.stderr.splitlines())
+                or "exit %d" % result.returncode))
+        return result.stdout
+
+    def offline_plan_sql(self, direction, current, target, pending):
+        """(sql, unrendered): the SQL of the whole span, or, when that cannot be rendered offline (a revision that
+        reads the database through op.get_bind()), of each revision that can, and the reason for each that cannot."""
+        try:
+            return self.offline_sql(direction, current, target), []
+        except PgopsError:
+            if direction != "upgrade":
+                raise
+        parts, unrendered = [], []
+        for step in pending:
+            if isinstance(step["down_revision"], (list, tuple)):
+                unrendered.append({"revision": step["revision"],
+                                   "reason": "a merge revision is rendered only with its span"})
+                continue
+            try:
+                parts.append(self.offline_sql(direction, step["down_revision"], step["revision"]))
+            except PgopsError as error:
+                unrendered.append({"revision": step["revision"], "reason": str(error)})
+                parts.append("-- revision %s: no offline SQL (%s)\n" % (step["revision"], error))
+        return "".join(parts), unrendered
+
+    def run_with_retries(self, direction, target, timeout, retries, backoff, fence=None):
+        """run, again after a lock timeout: each revision commits, so a retry resumes where it stopped.
+
+        `fence(what)` runs before every attempt and raises when this run may no longer write (its deployment lock
+        was taken over while it waited): an old run never migrates after a takeover. Returns (output, attempts).
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            if fence:
+                fence("attempt %d of alembic %s to %s" % (attempt, direction, target))
+            try:
+                return self.run(direction, target, timeout), attempt
+            except PgopsError as error:
+                if attempt > retries or not is_lock_timeout(str(error)):
+                    if attempt > 1:
+                        raise PgopsError("%s (after %d attempts)" % (error, attempt))
+                    raise
+                time.sleep(backoff * (2 ** (attempt - 1)))
+
+
+_RUNNER_SOURCE = []
+
+
+def runner_source():
+    """The runner's source, read once from wherever the module's files are (a file, or Ansible's zip)."""
+    if not _RUNNER_SOURCE:
+        _RUNNER_SOURCE.append(inspect.getsource(runner))
+    return _RUNNER_SOURCE[0]
+
+
+def own_error(stderr):
+    """The runner's own one-line failure (a plan that cannot be made, a refused database), if it gave one."""
+    for line in reversed(stderr.splitlines()):
+        if line.startswith(runner.ERROR_MARK):
+            return line[len(runner.ERROR_MARK):].strip()
+    return ""
 
 
 def is_lock_timeout(message):
     return "lock timeout" in message or "could not obtain lock" in message
-
-
-def run_alembic(params, ini_path, direction, target, timeout):
-    """Run `alembic upgrade|downgrade target` as a child process, credentials in its environment only."""
-    env = alembic_environment(params)
-    cmd = [sys.executable, "-m", "alembic", "-c", ini_path, direction, target]
-    try:
-        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise PgopsError("alembic %s to %s on %s did not finish within %s s (raise timeout or check for locks)" % (
-            direction, target, target_label(params), timeout))
-    output = (result.stdout + result.stderr).splitlines()
-    if result.returncode < 0:
-        raise PgopsError("alembic %s to %s on %s was killed (signal %d)" % (
-            direction, target, target_label(params), -result.returncode))
-    if result.returncode != 0:
-        raise PgopsError("alembic %s to %s on %s failed: %s" % (
-            direction, target, target_label(params), failure_reason(output) or "exit %d" % result.returncode))
-    return output
 
 
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Violation)\w*: (.*)$")
@@ -290,24 +257,3 @@ def failure_reason(lines):
             return DRIVER_PREFIX.sub("", match.group(2)).strip()
     meaningful = [line.strip() for line in lines if line.strip() and not line.strip().startswith("(Background")]
     return meaningful[-1] if meaningful else ""
-
-
-def run_with_retries(params, ini_path, direction, target, timeout, retries, backoff, fence=None):
-    """run_alembic, again after a lock timeout: each revision commits, so a retry resumes where it stopped.
-
-    `fence(what)` runs before every attempt and raises when this run may no longer write (its deployment lock
-    was taken over while it waited): an old run never migrates after a takeover. Returns (output, attempts).
-    """
-    attempt = 0
-    while True:
-        attempt += 1
-        if fence:
-            fence("attempt %d of alembic %s to %s" % (attempt, direction, target))
-        try:
-            return run_alembic(params, ini_path, direction, target, timeout), attempt
-        except PgopsError as error:
-            if attempt > retries or not is_lock_timeout(str(error)):
-                if attempt > 1:
-                    raise PgopsError("%s (after %d attempts)" % (error, attempt))
-                raise
-            time.sleep(backoff * (2 ** (attempt - 1)))

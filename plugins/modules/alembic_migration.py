@@ -17,6 +17,12 @@ description:
   - With O(state=migrated), runs C(alembic upgrade) (or, if allowed, C(alembic downgrade)) to O(target)
     and proves the result by reading the recorded revision again.
   - Credentials reach Alembic through libpq environment variables, never its command line.
+  - The project's own env.py runs unchanged, whether it reads C(sqlalchemy.url) (the C(alembic init) templates,
+    async ones included) or C(DATABASE_URL). Both are set, through Alembic's Config, to a URL that names only the
+    driver, so the driver takes host, database and user from the libpq variables. Every connection env.py opens
+    is checked against the database this module connected to, before any statement; a connection anywhere else
+    (a URL hard-coded in env.py or read from the application's settings) fails the task, and nothing is run.
+  - Alembic runs in O(alembic_python), from O(project_dir) as its working directory.
   - The migration session gets O(lock_timeout) and O(statement_timeout). A migration stopped by a lock
     timeout is retried O(lock_retries) times with exponential backoff; since each revision commits on its
     own, a retry resumes at the revision that could not take its lock.
@@ -118,6 +124,18 @@ options:
     description: Seconds between two heartbeats of that lease while Alembic runs.
     type: float
     default: 30
+  alembic_python:
+    description:
+      - The Python that runs the project's Alembic (its env.py and revisions), for example the interpreter of the
+        application's virtualenv. It needs Alembic, SQLAlchemy and the project's database driver, nothing of
+        this collection.
+      - Default is the module's own interpreter.
+    type: path
+  sqlalchemy_driver:
+    description:
+      - SQLAlchemy driver of the URL handed to the project (V(psycopg2), V(psycopg), V(asyncpg), ...).
+      - Default is the driver named by C(sqlalchemy.url) in the project's config, else V(psycopg2).
+    type: str
 extends_documentation_fragment:
   - intowork.pgops._connection
   - intowork.pgops._connection.ATTRIBUTES
@@ -244,20 +262,14 @@ diff:
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.intowork.pgops.plugins.module_utils._alembic import (
-    HAS_ALEMBIC,
+    AlembicProject,
     current_revisions,
-    cut_off_revision,
+    database_identity,
     drop_invalid_indexes,
-    history,
     invalid_indexes,
-    load_scripts,
-    offline_plan_sql,
-    plan,
-    run_alembic,
-    run_with_retries,
     terminate_leftover_sessions,
 )
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import (
@@ -284,31 +296,25 @@ def lease_fence(params):
 
 def migrate(params, check_mode):
     """Plan, and unless in check mode run, the move to the target; returns the module result."""
-    scripts, ini_path = load_scripts(params["project_dir"], params["config_file"])
+    AlembicProject(params)  # a missing project or interpreter is said before any connection
     conn = connect(params, autocommit=True)
     try:
+        project = AlembicProject(params, database_identity(conn))
         current = current_revisions(conn, params["version_table"], params["version_table_schema"])
         recorded_before = current[0] if current else None
-        interrupted = cut_off_revision(scripts, current, params["interrupted_plan"])
-        if interrupted:
-            current = (interrupted,)
-        direction, pending = plan(scripts, current, params["target"])
-        if interrupted and direction != "downgrade":
-            # Going forward (or staying) at the half-applied revision: nothing to undo.
-            interrupted, current = None, (recorded_before,) if recorded_before else ()
-            direction, pending = plan(scripts, current, params["target"])
+        planned = project.plan(current, params["target"], params["interrupted_plan"])
+        interrupted, direction, pending = planned["interrupted"], planned["direction"], planned["pending"]
         result = {
             "current": recorded_before,
             "interrupted": interrupted,
             "server_version": conn.server_version,
-            "heads": list(scripts.get_heads()),
+            "heads": planned["heads"],
             "direction": direction,
             "pending": pending,
+            "revision": planned["revision"],
+            "history": planned["history"],
             "changed": False,
         }
-        result["revision"] = (pending[-1]["down_revision"] if direction == "downgrade" else
-                              pending[-1]["revision"] if pending else result["current"])
-        result["history"] = history(scripts, result["revision"])
         if direction == "downgrade" and not params["allow_downgrade"]:
             raise PgopsError("target %s is older than the current revision %s: set allow_downgrade=true "
                              "to roll back %d revision(s)" % (params["target"], result["current"], len(pending)))
@@ -323,8 +329,8 @@ def migrate(params, check_mode):
                              "at the primary. Nothing was run" % target_label(params))
         if check_mode:
             if params["offline_sql"]:
-                result["sql"], result["sql_unrendered"] = offline_plan_sql(
-                    params, ini_path, direction, current[0] if current else None, params["target"], pending)
+                result["sql"], result["sql_unrendered"] = project.offline_plan_sql(
+                    direction, planned["from"], params["target"], pending)
             return result
         fence = lease_fence(params)
         if fence:
@@ -336,11 +342,11 @@ def migrate(params, check_mode):
             result["invalid_indexes"] = ["%s.%s" % pair for pair in leftovers]
         drop_invalid_indexes(conn, leftovers)
         if interrupted:
-            run_alembic(params, ini_path, "stamp", interrupted, params["timeout"])
+            project.run("stamp", interrupted, params["timeout"])
         try:
             with LeaseKeeper(params, params["lease_owner"], params["lease_heartbeat_interval"]) as keeper:
-                result["alembic_output"], result["attempts"] = run_with_retries(
-                    params, ini_path, direction, params["target"], params["timeout"], params["lock_retries"],
+                result["alembic_output"], result["attempts"] = project.run_with_retries(
+                    direction, params["target"], params["timeout"], params["lock_retries"],
                     params["lock_retry_backoff"], fence)
             if keeper.lost:
                 raise PgopsError("the deployment lock of %s was taken from %s while Alembic ran" % (
@@ -350,7 +356,7 @@ def migrate(params, check_mode):
             if interrupted and now == (interrupted,) and not isinstance(error, LeaseLost):
                 # Its downgrade could not undo the half-applied revision: record what is really applied again,
                 # so the database is no worse off than before this task.
-                run_alembic(params, ini_path, "stamp", recorded_before or "base", params["timeout"])
+                project.run("stamp", recorded_before or "base", params["timeout"])
                 raise PgopsError("%s; the half-applied revision %s could not be undone by its downgrade (it must "
                                  "tolerate missing objects); the database is still at revision %s" % (
                                      error, interrupted, recorded_before or "base"))
@@ -358,8 +364,10 @@ def migrate(params, check_mode):
         after = current_revisions(conn, params["version_table"], params["version_table_schema"])
         recorded = after[0] if after else None
         if recorded != result["revision"]:
-            raise PgopsError("alembic %s reported success but the database records revision %s, not %s" % (
-                direction, recorded or "base", result["revision"] or "base"))
+            raise PgopsError("alembic %s reported success but the database records revision %s, not %s: what ran "
+                             "after it was rolled back (a revision that commits, op.get_bind().commit(), needs "
+                             "transaction_per_migration=True in env.py's context.configure)" % (
+                                 direction, recorded or "base", result["revision"] or "base"))
         return result
     finally:
         conn.close()
@@ -385,11 +393,11 @@ def main():
         interrupted_plan=dict(type="list", elements="str", default=[]),
         lease_owner=dict(type="str"),
         lease_heartbeat_interval=dict(type="float", default=30.0),
+        alembic_python=dict(type="path"),
+        sqlalchemy_driver=dict(type="str"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     require_psycopg2(module)
-    if not HAS_ALEMBIC:
-        module.fail_json(msg=missing_required_lib("alembic"))
     run_module(module, migrate)
 
 

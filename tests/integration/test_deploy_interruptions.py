@@ -58,7 +58,8 @@ def alembic_processes(params):
     wanted = b"PGDATABASE=" + params["login_db"].encode()
     pids = []
     for pid, argv in process_argvs():
-        if b"alembic" not in argv or b"upgrade" not in argv:
+        # The module's Alembic runner: `python - {"command": "upgrade", ...}`, its source on stdin.
+        if len(argv) < 3 or argv[1] != b"-" or b'"command": "upgrade"' not in argv[2]:
             continue
         try:
             environment = Path("/proc", str(pid), "environ").read_bytes().split(b"\0")

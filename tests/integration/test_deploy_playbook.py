@@ -60,6 +60,7 @@ def test_deploy_check_then_real_then_nothing(server, database, tmp_path):
     result, recap = playbook(server, database, tmp_path)
     assert recap["failed"] == 0 and recap["changed"] == 0, result.stdout
     assert len(list((tmp_path / "backups").glob("*.dump"))) == 1, "nothing pending: no new backup"
+    assert f"nothing to deploy: at {HEAD} (head)" in result.stdout, result.stdout[-2000:]
 
 
 @pytest.mark.one_server_version

@@ -2,8 +2,7 @@
 
 import pytest
 
-from ansible_collections.intowork.pgops.plugins.module_utils._alembic import cut_off_revision, load_scripts, plan
-from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError
+from ansible_collections.intowork.pgops.plugins.module_utils._alembic_runner import PlanError, cut_off_revision, load_scripts, plan
 from conftest import BASELINE, HEAD, INDEX_REVISION, PROJECT_DIR
 
 CHAIN = [BASELINE, INDEX_REVISION, "c4d5e6f7a8b9", "d5e6f7a8b9c0", "e6f7a8b9c0d1", HEAD]
@@ -11,7 +10,7 @@ CHAIN = [BASELINE, INDEX_REVISION, "c4d5e6f7a8b9", "d5e6f7a8b9c0", "e6f7a8b9c0d1
 
 @pytest.fixture(scope="module")
 def scripts():
-    return load_scripts(str(PROJECT_DIR), "alembic.ini")[0]
+    return load_scripts(str(PROJECT_DIR / "alembic.ini"))
 
 
 @pytest.mark.parametrize("current, target, direction, steps", [
@@ -52,7 +51,7 @@ def test_cut_off_revision(scripts, current, planned, cut_off):
 
 
 def test_cut_off_revision_refuses_an_unknown_plan(scripts):
-    with pytest.raises(PgopsError, match="interrupted_plan names revision 'nope'"):
+    with pytest.raises(PlanError, match="interrupted_plan names revision 'nope'"):
         cut_off_revision(scripts, (BASELINE,), ["nope"])
 
 
@@ -62,14 +61,14 @@ def test_cut_off_revision_refuses_an_unknown_plan(scripts):
     ((BASELINE, HEAD), "head", "2 heads recorded"),
 ])
 def test_plan_errors_name_the_problem(scripts, current, target, fragment):
-    with pytest.raises(PgopsError) as caught:
+    with pytest.raises(PlanError) as caught:
         plan(scripts, current, target)
     assert fragment in str(caught.value)
 
 
 def test_missing_project_names_the_path(tmp_path):
-    with pytest.raises(PgopsError) as caught:
-        load_scripts(str(tmp_path), "alembic.ini")
+    with pytest.raises(PlanError) as caught:
+        load_scripts(str(tmp_path / "alembic.ini"))
     assert str(tmp_path / "alembic.ini") in str(caught.value)
 
 

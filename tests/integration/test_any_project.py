@@ -1,0 +1,127 @@
+"""alembic_migration with a project written the way most teams write theirs (examples/bookshelf): the stock env.py
+reading sqlalchemy.url, psycopg 3 in the application's own virtualenv, the async template, op.get_bind().commit()."""
+
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import ROOT, query, run_module, scratch_database
+
+BOOKSHELF = ROOT / "examples" / "bookshelf"
+BOOKSHELF_PYTHON = ROOT / ".venv-bookshelf" / "bin" / "python"
+CHAIN = ["1f0a2b3c4d5e", "2a1b2c3d4e5f", "3b2c3d4e5f6a", "4c3d4e5f6a7b", "5d4e5f6a7b8c"]
+
+
+def recorded(params):
+    if not query(params, "SELECT to_regclass('alembic_version') IS NOT NULL")[0][0]:
+        return None
+    return query(params, "SELECT version_num FROM alembic_version")[0][0]
+
+
+@pytest.fixture
+def decoy(server):
+    """Another database on the same server, the one a project's own configuration names."""
+    with scratch_database(server, "decoy_") as params:
+        yield params
+
+
+def project_copy(tmp_path, url=None, env_py=None):
+    """The bookshelf project in tmp_path, with its alembic.ini naming `url`, and env.py replaced by `env_py`."""
+    project = tmp_path / "bookshelf"
+    shutil.copytree(BOOKSHELF, project, ignore=shutil.ignore_patterns("__pycache__"))
+    if url:
+        ini = project / "alembic.ini"
+        ini.write_text(ini.read_text().replace("postgresql+psycopg://bookshelf@localhost/bookshelf", url))
+    if env_py:
+        (project / "migrations" / "env.py").write_text(env_py)
+    return project
+
+
+def args(database, project, **more):
+    return dict(database, project_dir=str(project), alembic_python=str(BOOKSHELF_PYTHON), **more)
+
+
+def decoy_url(decoy):
+    return "postgresql+psycopg://{login_user}@{login_host}:{login_port}/{login_db}".format(**decoy)
+
+
+def test_stock_env_py_migrates_the_inventorys_database_not_the_ini_one(database, decoy, tmp_path):
+    project = project_copy(tmp_path, url=decoy_url(decoy))
+    done = run_module("alembic_migration", args(database, project))
+    assert done.get("changed") is True, done
+    assert [step["revision"] for step in done["pending"]] == CHAIN
+    assert recorded(database) == CHAIN[-1]
+    assert query(database, "SELECT enum_range(NULL::book_status)::text")[0][0] == "{draft,published,archived}"
+    assert recorded(decoy) is None and query(decoy, "SELECT to_regclass('books')")[0][0] is None
+    again = run_module("alembic_migration", args(database, project))
+    assert again["changed"] is False and again["direction"] == "none"
+
+    refused = run_module("alembic_migration", args(database, project, target=CHAIN[-2], allow_downgrade=True))
+    assert refused["failed"] is True
+    assert "family names were edited by hand after the split: restore the backup instead" in refused["msg"]
+    assert refused["msg"].endswith(f"the database is now at revision {CHAIN[-1]}")
+
+
+def test_an_env_py_that_connects_elsewhere_is_refused_before_any_statement(database, decoy, tmp_path):
+    # A URL written into env.py (or read from the application's settings) ignores what Alembic is given.
+    env_py = (BOOKSHELF / "migrations" / "env.py").read_text().replace(
+        "connectable = engine_from_config(", f"connectable = engine_from_config({{'sqlalchemy.url': "
+        f"{decoy_url(decoy)!r}}}, prefix='sqlalchemy.', poolclass=pool.NullPool) or engine_from_config(")
+    project = project_copy(tmp_path, env_py=env_py)
+    refused = run_module("alembic_migration", args(database, project))
+    assert refused["failed"] is True
+    assert (f"Alembic's env.py connected to database {decoy['login_db']} on 127.0.0.1 port {decoy['login_port']}, "
+            f"not to the inventory's {database['login_db']}") in refused["msg"], refused["msg"]
+    assert "nothing was run" in refused["msg"] and "\n" not in refused["msg"]
+    assert recorded(database) is None and recorded(decoy) is None
+    assert query(decoy, "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace")[0][0] == 0
+
+
+def test_a_run_alembic_calls_good_that_kept_one_revision_fails(database, tmp_path):
+    # The stock env.py runs everything in one transaction: a revision that commits ends it, and what runs after
+    # it (the next revisions, and Alembic's record of them) is rolled back when Alembic closes the connection.
+    stock = (BOOKSHELF / "migrations" / "env.py").read_text().replace("transaction_per_migration=True,", "")
+    project = project_copy(tmp_path, env_py=stock)
+    result = run_module("alembic_migration", args(database, project))
+    assert result["failed"] is True
+    assert result["msg"].startswith(f"alembic upgrade reported success but the database records revision {CHAIN[0]}, "
+                                    f"not {CHAIN[-1]}: what ran after it was rolled back"), result["msg"]
+    assert query(database, "SELECT to_regclass('reviews')")[0][0] is None
+
+
+def test_the_async_template_runs_on_psycopg_async(database, tmp_path):
+    scratch = tmp_path / "scratch"
+    subprocess.run([str(BOOKSHELF_PYTHON), "-m", "alembic", "init", "-t", "async", str(scratch)], check=True,
+                   capture_output=True, cwd=tmp_path)
+    env_py = (scratch / "env.py").read_text().replace(
+        "context.configure(connection=connection, target_metadata=target_metadata)",
+        "context.configure(connection=connection, target_metadata=target_metadata, transaction_per_migration=True)")
+    assert "transaction_per_migration=True" in env_py
+    project = project_copy(tmp_path, env_py=env_py)
+    done = run_module("alembic_migration", args(database, project, target=CHAIN[2]))
+    assert done.get("changed") is True and recorded(database) == CHAIN[2], done.get("msg")
+    assert query(database, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgops_migration'")[0][0] == 0
+
+
+def test_check_mode_renders_each_revision_it_can_and_says_why_not_for_the_others(database):
+    result = run_module("alembic_migration", args(database, BOOKSHELF), check_mode=True)
+    assert result["changed"] is True and recorded(database) is None
+    assert [item["revision"] for item in result["sql_unrendered"]] == [CHAIN[1]], result["sql_unrendered"]
+    assert "commit" in result["sql_unrendered"][0]["reason"]
+    assert "CREATE TABLE reviews" in result["sql"] and "ALTER TABLE books DROP COLUMN isbn" in result["sql"]
+    assert f"-- revision {CHAIN[1]}: no offline SQL" in result["sql"]
+
+
+@pytest.mark.parametrize("python, fragment", [
+    ("/nonexistent/venv/bin/python", "alembic_python /nonexistent/venv/bin/python is not an executable Python"),
+    # The modules' Python has psycopg2 only: the project's driver is psycopg 3.
+    (None, "No module named 'psycopg'; set alembic_python to the Python of the project's virtualenv"),
+])
+def test_an_interpreter_without_the_projects_driver_is_named(database, python, fragment):
+    module_args = dict(database, project_dir=str(BOOKSHELF))
+    if python:
+        module_args["alembic_python"] = python
+    result = run_module("alembic_migration", module_args)
+    assert result["failed"] is True and fragment in result["msg"] and "\n" not in result["msg"], result["msg"]
+    assert recorded(database) is None
