@@ -240,13 +240,13 @@ def test_two_simultaneous_rollbacks_one_rolls_back(server, guarded_db, tmp_path)
 
 @pytest.mark.one_server_version  # runbook behaviour (the lease, the settings), not the server's
 def test_every_bad_setting_is_named_in_one_message_before_anything_runs(server, guarded_db, tmp_path):
-    bad = json.dumps({"pgops_backup_dir": "backups", "pgops_index_spec_file": "", "pgops_deploy_mode": "fast"})
+    bad = json.dumps({"pgops_backup_dir": "backups", "pgops_reports_dir": "", "pgops_deploy_mode": "fast"})
     result, recap = deploy(server, guarded_db, tmp_path, "-e", bad)
     assert recap["failed"] == 1
     message = failure_message(result)
     assert message.startswith("Bad settings, nothing was changed: ")
     for fragment in ('pgops_backup_dir must be an absolute path on the database host (got "backups")',
-                     "pgops_index_spec_file is not set", "pgops_deploy_mode must be maintenance or online (got fast)"):
+                     "pgops_reports_dir is not set", "pgops_deploy_mode must be maintenance or online (got fast)"):
         assert fragment in message
     assert "TASK [intowork.pgops.preflight" not in result.stdout, "refused before the preflight"
     assert revision(guarded_db) == HEAD and app_can_write(guarded_db)
