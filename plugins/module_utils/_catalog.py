@@ -129,3 +129,119 @@ SELECT
 FROM pg_namespace n
 WHERE n.nspname = %(schema)s
 """
+
+# One round trip: every object of the database's own schemas that a deployment or a rollback may change, each
+# with what makes it what it is (definitions, validity, owners, privileges), keyed by kind and qualified name.
+# Privileges are aclexplode'd with the defaults filled in, so "no ACL" and "the owner's defaults" compare equal.
+SCHEMA_SNAPSHOT = """
+WITH nsp AS (
+  SELECT n.oid, n.nspname
+    FROM pg_namespace n
+   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%%'
+     AND n.nspname NOT LIKE 'pg\\_temp\\_%%'
+     AND (cardinality(%(schemas)s::text[]) = 0 OR n.nspname = ANY(%(schemas)s::text[]))
+     -- Objects of an extension are the extension's: its version stands for them.
+     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass AND d.objid = n.oid
+                                               AND d.deptype = 'e')
+),
+grants AS (
+  SELECT c.oid, coalesce(json_agg(
+           CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END || ':' || a.privilege_type
+           || CASE WHEN a.is_grantable THEN '*' ELSE '' END ORDER BY 1) FILTER (WHERE a.privilege_type IS NOT NULL),
+           '[]'::json) AS acl
+    FROM pg_class c
+    JOIN nsp ON nsp.oid = c.relnamespace
+    LEFT JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault(
+      CASE WHEN c.relkind = 'S' THEN 's'::"char" ELSE 'r'::"char" END, c.relowner))) a ON true
+   GROUP BY c.oid
+)
+SELECT json_build_object(
+  'schemas', (SELECT coalesce(json_object_agg('schema ' || quote_ident(nsp.nspname), json_build_object(
+                'owner', pg_get_userbyid(n.nspowner),
+                'acl', (SELECT coalesce(json_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)
+                                                 END || ':' || a.privilege_type ORDER BY 1), '[]'::json)
+                          FROM aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a))), '{}'::json)
+                FROM nsp JOIN pg_namespace n ON n.oid = nsp.oid),
+  'relations', (SELECT coalesce(json_object_agg(
+                  CASE c.relkind WHEN 'S' THEN 'sequence ' WHEN 'v' THEN 'view ' WHEN 'm' THEN 'materialized view '
+                                 WHEN 'f' THEN 'foreign table ' ELSE 'table ' END
+                  || quote_ident(nsp.nspname) || '.' || quote_ident(c.relname), json_build_object(
+                'oid', c.oid,
+                'kind', c.relkind,
+                'owner', pg_get_userbyid(c.relowner),
+                'persistence', c.relpersistence,
+                'rows_estimate', c.reltuples::bigint,
+                'columns', (SELECT coalesce(json_agg(json_build_object(
+                                'name', a.attname,
+                                'type', format_type(a.atttypid, a.atttypmod),
+                                'not_null', a.attnotnull,
+                                'default', pg_get_expr(ad.adbin, ad.adrelid),
+                                'identity', a.attidentity,
+                                'generated', a.attgenerated,
+                                'collation', CASE WHEN a.attcollation <> t.typcollation THEN a.attcollation::regcollation::text END)
+                              ORDER BY a.attnum), '[]'::json)
+                              FROM pg_attribute a
+                              JOIN pg_type t ON t.oid = a.atttypid
+                              LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+                             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind <> 'S'),
+                'definition', CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END,
+                'sequence', (SELECT json_build_object('type', format_type(s.seqtypid, NULL), 'increment', s.seqincrement,
+                                                      'cycle', s.seqcycle)
+                               FROM pg_sequence s WHERE s.seqrelid = c.oid),
+                'acl', g.acl)), '{}'::json)
+                  FROM pg_class c
+                  JOIN nsp ON nsp.oid = c.relnamespace
+                  JOIN grants g ON g.oid = c.oid
+                 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+                   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                                                             AND d.deptype = 'e')),
+  'indexes', (SELECT coalesce(json_object_agg('index ' || quote_ident(nsp.nspname) || '.' || quote_ident(ic.relname),
+                json_build_object('table', tc.relname, 'definition', pg_get_indexdef(i.indexrelid),
+                                  'valid', i.indisvalid)), '{}'::json)
+                FROM pg_index i
+                JOIN pg_class ic ON ic.oid = i.indexrelid
+                JOIN pg_class tc ON tc.oid = i.indrelid
+                JOIN nsp ON nsp.oid = ic.relnamespace),
+  'constraints', (SELECT coalesce(json_object_agg('constraint ' || quote_ident(nsp.nspname) || '.'
+                    || quote_ident(coalesce(tc.relname, ty.typname)) || '.' || quote_ident(con.conname),
+                    json_build_object('definition', pg_get_constraintdef(con.oid), 'validated', con.convalidated)),
+                    '{}'::json)
+                    FROM pg_constraint con
+                    JOIN nsp ON nsp.oid = con.connamespace
+                    LEFT JOIN pg_class tc ON tc.oid = con.conrelid
+                    LEFT JOIN pg_type ty ON ty.oid = con.contypid),
+  'types', (SELECT coalesce(json_object_agg(
+              CASE t.typtype WHEN 'e' THEN 'enum ' WHEN 'd' THEN 'domain ' ELSE 'type ' END
+              || quote_ident(nsp.nspname) || '.' || quote_ident(t.typname), json_build_object(
+              'owner', pg_get_userbyid(t.typowner),
+              'labels', (SELECT json_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid),
+              'base', CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) END)), '{}'::json)
+              FROM pg_type t
+              JOIN nsp ON nsp.oid = t.typnamespace
+             WHERE t.typtype IN ('e', 'd', 'r', 'm')
+                OR (t.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')),
+  'functions', (SELECT coalesce(json_object_agg('function ' || quote_ident(nsp.nspname) || '.' || quote_ident(p.proname)
+                  || '(' || pg_get_function_identity_arguments(p.oid) || ')', json_build_object(
+                  'owner', pg_get_userbyid(p.proowner),
+                  'result', pg_get_function_result(p.oid),
+                  'body_md5', md5(coalesce(p.prosrc, '')),
+                  'acl', (SELECT coalesce(json_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)
+                                                   END || ':' || a.privilege_type ORDER BY 1), '[]'::json)
+                            FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a))), '{}'::json)
+                  FROM pg_proc p
+                  JOIN nsp ON nsp.oid = p.pronamespace
+                 WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                                                               AND d.deptype = 'e')),
+  'triggers', (SELECT coalesce(json_object_agg('trigger ' || quote_ident(nsp.nspname) || '.' || quote_ident(c.relname)
+                 || '.' || quote_ident(tg.tgname), json_build_object('definition', pg_get_triggerdef(tg.oid),
+                                                                     'enabled', tg.tgenabled)), '{}'::json)
+                 FROM pg_trigger tg
+                 JOIN pg_class c ON c.oid = tg.tgrelid
+                 JOIN nsp ON nsp.oid = c.relnamespace
+                WHERE NOT tg.tgisinternal),
+  'extensions', (SELECT coalesce(json_object_agg('extension ' || quote_ident(e.extname), json_build_object(
+                   'version', e.extversion, 'schema', n.nspname)), '{}'::json)
+                   FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+                  WHERE e.extname <> 'plpgsql')
+)
+"""

@@ -10,10 +10,11 @@ import socket
 import stat
 import time
 
+import psycopg2
 import pytest
 
-from conftest import (APP, HEAD, PASSWORD, PROJECT_DIR, admin_run, failure_message, play_recap, process_argvs,
-                      query, run_playbook, start_playbook)
+from conftest import (APP, HEAD, PASSWORD, PROJECT_DIR, admin_run, connect_as, failure_message, owner_params,
+                      play_recap, process_argvs, query, run_playbook, start_playbook)
 from test_deploy_faults import app_can_write, counts
 from test_deploy_playbook import revision
 
@@ -82,6 +83,7 @@ def test_failed_downgrade_falls_through_to_the_restore(server, guarded_db, tmp_p
     message = failure_message(result)
     assert "Rolled back by restore: the database is at revision f7a8b9c0d1e2" in message, message
     assert "the downgrade had failed" in message and "audit_notes cannot be dropped" in message
+    assert "its catalog and rows as before (" in message, message
     assert revision(guarded_db) == HEAD and counts(guarded_db) == before
     assert query(guarded_db, "SELECT to_regclass('audit_notes')")[0][0] is None
     assert app_can_write(guarded_db) and guard_record(guarded_db) == 0
@@ -318,3 +320,61 @@ def test_a_deployment_guarded_by_revoking_writes_gives_back_exactly_the_grants(s
     assert application_grants(guarded_db) == before and app_can_write(guarded_db) and guard_record(guarded_db) == 0
     kept = record(tmp_path)
     assert kept["outcome"] == "deployed" and kept["backup_taken"] == "with writes off"
+
+
+JOB_TITLES = "CREATE VIEW job_titles AS SELECT id, title FROM jobs"
+# The deployment re-creates a view its readers use (new column), and so does its downgrade: the grant on it is
+# lost both ways. An unfaithful downgrade also gives the view back with its columns in another order.
+VIEW_REBUILT = ("0b00000000c1",
+                "    op.execute('DROP VIEW job_titles')\n"
+                "    op.execute('CREATE VIEW job_titles AS SELECT id, title, company_id FROM jobs')",
+                "    op.execute('DROP VIEW job_titles')\n    op.execute('%s')" % JOB_TITLES)
+VIEW_REBUILT_ELSEWISE = VIEW_REBUILT[:2] + (
+    "    op.execute('DROP VIEW job_titles')\n    op.execute('CREATE VIEW job_titles AS SELECT title, id FROM jobs')",)
+
+
+def app_reads_job_titles(params):
+    conn = connect_as(params, APP, PASSWORD)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT * FROM job_titles LIMIT 1")
+            return [column.name for column in cur.description]
+    except psycopg2.Error:
+        return None
+    finally:
+        conn.close()
+
+
+@pytest.mark.one_server_version
+@pytest.mark.parametrize("downgrade, mode", [(VIEW_REBUILT, "maintenance"), (VIEW_REBUILT_ELSEWISE, "maintenance"),
+                                             (VIEW_REBUILT_ELSEWISE, "online")],
+                         ids=["faithful", "lossy-maintenance", "lossy-online"])
+def test_a_rollback_proves_the_catalog_and_puts_lost_grants_back(server, guarded_db, tmp_path, downgrade, mode):
+    owner = owner_params(server, guarded_db)
+    query(owner, JOB_TITLES)
+    query(owner, f"GRANT SELECT ON job_titles TO {APP}")
+    result, recap = deploy(server, guarded_db, tmp_path, "-e", project(tmp_path, downgrade, FAILING),
+                           "-e", json.dumps({"pgops_deploy_mode": mode}))
+    assert recap["failed"] == 1 and result.returncode != 0
+    message = failure_message(result)
+    report = record(tmp_path)
+    if downgrade is VIEW_REBUILT:
+        assert "Rolled back by downgrade: the database is at revision f7a8b9c0d1e2" in message, message
+        assert "its catalog and rows as before (" in message
+        assert f"privileges the rollback had lost were granted back: SELECT on view public.job_titles to {APP}" \
+            in message, message
+        assert report["outcome"] == "rolled_back"
+    elif mode == "maintenance":
+        assert "Rolled back by restore: the database is at revision f7a8b9c0d1e2" in message, message
+        assert ("the downgrade had not given everything back: view public.job_titles: columns in another order: "
+                "now title, id; was id, title") in message, message
+        assert report["outcome"] == "rolled_back"
+    else:
+        assert "THE ROLLBACK FAILED TOO" in message, message
+        assert ("did not give everything back: view public.job_titles: columns in another order: now title, id; "
+                "was id, title") in message, message
+        assert f"-e method=restore -e backup={report['backup']['path']} -e confirm=yes" in message
+        assert report["outcome"] == "rollback_failed"
+        return
+    assert revision(guarded_db) == HEAD and app_reads_job_titles(guarded_db) == ["id", "title"]
+    assert app_can_write(guarded_db)

@@ -1,0 +1,239 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, INTOWORK platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to intowork.pgops: not a public API, may change without notice.
+"""The catalog of a database as data, and what differs between two such snapshots.
+
+A snapshot holds, per object (keyed "kind schema.name"), what makes it that object: columns in order, definitions,
+validity, owner, privileges; and, per table, its rows (counted exactly where that is cheap, else the planner's
+estimate, and the snapshot says which). Two snapshots compare into one line per difference.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+
+from ansible_collections.intowork.pgops.plugins.module_utils._catalog import SCHEMA_SNAPSHOT
+from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError, sql
+from ansible_collections.intowork.pgops.plugins.module_utils._write_guard import read_catalog as read_guard
+
+SECTIONS = ("schemas", "relations", "indexes", "constraints", "types", "functions", "triggers", "extensions")
+# Attributes that say nothing about the schema: the oid changes with a restore, the estimate with every ANALYZE.
+VOLATILE = ("oid", "rows_estimate")
+# Privileges GRANT accepts per object kind, as aclexplode names them.
+PRIVILEGES = {"table": {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN"},
+              "sequence": {"SELECT", "UPDATE", "USAGE"},
+              "schema": {"USAGE", "CREATE"},
+              "function": {"EXECUTE"}}
+GRANT_TARGET = {"table": "TABLE", "view": "TABLE", "materialized view": "TABLE", "foreign table": "TABLE",
+                "sequence": "SEQUENCE", "schema": "SCHEMA"}
+
+
+def take(conn, schemas=(), exact_count_max_rows=1000000):
+    """The snapshot of `conn`'s database: its objects, and the rows of every table."""
+    with conn.cursor() as cur:
+        cur.execute(SCHEMA_SNAPSHOT, {"schemas": list(schemas)})
+        objects = cur.fetchone()[0]
+        rows = {}
+        for key, relation in sorted(objects["relations"].items()):
+            if relation["kind"] not in ("r", "p", "m"):
+                continue
+            if relation["kind"] == "p":
+                continue  # its partitions hold the rows, and are tables of their own
+            estimate = max(relation["rows_estimate"], 0)
+            name = key.split(" ", 1)[1] if relation["kind"] != "m" else key.split(" ", 2)[2]
+            if estimate <= exact_count_max_rows:
+                cur.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(identifier(name)))
+                rows[name] = {"rows": cur.fetchone()[0], "exact": True}
+            else:
+                rows[name] = {"rows": estimate, "exact": False}
+        held = with_guarded_grants(cur, objects)
+    snapshot = {"objects": objects, "rows": rows, "exact_count_max_rows": exact_count_max_rows,
+                "grants_held_by_write_guard": held}
+    snapshot["object_count"] = sum(len(objects[section]) for section in SECTIONS)
+    return snapshot
+
+
+def with_guarded_grants(cur, objects):
+    """Put the write privileges a write guard took away (maintenance mode) into the relations' privileges, as the
+    guard will give them back: a snapshot reads the same with writes off and on. The number put in."""
+    cur.execute("SELECT pg_catalog.current_database()")
+    state = read_guard(cur, cur.fetchone()[0], [])[1]
+    if not state or state.get("strategy") != "revoke_writes":
+        return 0
+    grants = state["previous"]["grants"]
+    # Names as the catalog query writes them (quote_ident quotes keywords too).
+    cur.execute("SELECT pg_catalog.quote_ident(g.s) || '.' || pg_catalog.quote_ident(g.r) "
+                "FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS g(s, r, n) ORDER BY g.n",
+                ([grant[0] for grant in grants], [grant[1] for grant in grants]))
+    names = [row[0] for row in cur.fetchall()]
+    held = 0
+    for name, (_schema, _relation, _kind, role, privilege, grantable) in zip(names, grants):
+        for kind in ("table", "view", "foreign table", "sequence"):
+            relation_entry = objects["relations"].get("%s %s" % (kind, name))
+            if relation_entry is not None:
+                item = "%s:%s%s" % (role, privilege, "*" if grantable else "")
+                if item not in relation_entry["acl"]:
+                    relation_entry["acl"] = sorted(relation_entry["acl"] + [item])
+                    held += 1
+                break
+    return held
+
+
+def identifier(qualified):
+    """sql.Identifier of a name as the snapshot writes it (quote_ident'ed parts joined by dots)."""
+    parts, part, quoted, index = [], "", False, 0
+    while index < len(qualified):
+        char = qualified[index]
+        if char == '"':
+            if quoted and index + 1 < len(qualified) and qualified[index + 1] == '"':
+                part += '"'
+                index += 1
+            else:
+                quoted = not quoted
+        elif char == "." and not quoted:
+            parts.append(part)
+            part = ""
+        else:
+            part += char
+        index += 1
+    parts.append(part)
+    return sql.Identifier(*parts)
+
+
+def show(value):
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
+
+
+def column_line(column):
+    text = "%s %s" % (column["name"], column["type"])
+    if column.get("not_null"):
+        text += " NOT NULL"
+    if column.get("default"):
+        text += " DEFAULT %s" % column["default"]
+    if column.get("identity"):
+        text += " IDENTITY"
+    if column.get("generated"):
+        text += " GENERATED"
+    if column.get("collation"):
+        text += " COLLATE %s" % column["collation"]
+    return text
+
+
+def compare_columns(key, before, after):
+    lines = []
+    old = dict((column["name"], column) for column in before)
+    new = dict((column["name"], column) for column in after)
+    for name in old:
+        if name not in new:
+            lines.append("%s: column %s is gone" % (key, name))
+        elif column_line(old[name]) != column_line(new[name]):
+            lines.append("%s: column %s was %s, is %s" % (key, name, column_line(old[name]), column_line(new[name])))
+    for name in new:
+        if name not in old:
+            lines.append("%s: new column %s" % (key, column_line(new[name])))
+    common_old = [name for name in old if name in new]
+    common_new = [name for name in new if name in old]
+    if common_old != common_new:
+        lines.append("%s: columns in another order: now %s; was %s" % (
+            key, ", ".join(common_new), ", ".join(common_old)))
+    return lines
+
+
+def compare_acl(key, before, after):
+    lines = []
+    for item in sorted(set(before) - set(after)):
+        grantee, privilege = item.rstrip("*").split(":", 1)
+        lines.append("%s: grant %s to %s is gone" % (key, privilege, grantee))
+    for item in sorted(set(after) - set(before)):
+        grantee, privilege = item.rstrip("*").split(":", 1)
+        lines.append("%s: new grant %s to %s" % (key, privilege, grantee))
+    return lines
+
+
+def compare(before, after, rows=True):
+    """One line per difference between two snapshots' objects, and per table with fewer rows than before."""
+    lines = []
+    for section in SECTIONS:
+        old, new = before["objects"].get(section, {}), after["objects"].get(section, {})
+        for key in sorted(set(old) - set(new)):
+            lines.append("%s is gone" % key)
+        for key in sorted(set(new) - set(old)):
+            lines.append("new %s" % key)
+        for key in sorted(set(old) & set(new)):
+            for attribute in sorted(set(old[key]) | set(new[key])):
+                if attribute in VOLATILE:
+                    continue
+                was, now = old[key].get(attribute), new[key].get(attribute)
+                if was == now:
+                    continue
+                if attribute == "columns":
+                    lines.extend(compare_columns(key, was or [], now or []))
+                elif attribute == "acl":
+                    lines.extend(compare_acl(key, was or [], now or []))
+                else:
+                    lines.append("%s: %s was %s, is %s" % (key, attribute, show(was), show(now)))
+    if rows:
+        lines.extend(compare_rows(before["rows"], after["rows"]))
+    return lines
+
+
+def compare_rows(before, after):
+    lines = []
+    for table in sorted(before):
+        if table not in after:
+            if before[table]["rows"]:
+                lines.append("table %s held %d rows and is gone" % (table, before[table]["rows"]))
+            continue
+        was, now = before[table], after[table]
+        if now["rows"] < was["rows"]:
+            how = "" if was["exact"] and now["exact"] else " (planner estimates: the table is larger than " \
+                                                           "exact_count_max_rows)"
+            lines.append("table %s: %d rows before, %d now (%d lost)%s" % (
+                table, was["rows"], now["rows"], was["rows"] - now["rows"], how))
+    return lines
+
+
+def estimated_tables(snapshot):
+    return sorted(table for table, count in snapshot["rows"].items() if not count["exact"])
+
+
+def lost_grants(before, after):
+    """(kind, name, grantee, privilege, grantable) of every privilege the earlier snapshot has on an object that
+    both have, and the later one lacks."""
+    lost = []
+    for section in ("schemas", "relations", "functions"):
+        old, new = before["objects"].get(section, {}), after["objects"].get(section, {})
+        for key in sorted(set(old) & set(new)):
+            kind, name = split_key(key)
+            for item in sorted(set(old[key].get("acl") or []) - set(new[key].get("acl") or [])):
+                grantee, privilege = item.rstrip("*").split(":", 1)
+                lost.append((kind, name, grantee, privilege, item.endswith("*")))
+    return lost
+
+
+def split_key(key):
+    for kind in ("materialized view", "foreign table"):
+        if key.startswith(kind + " "):
+            return kind, key[len(kind) + 1:]
+    kind, name = key.split(" ", 1)
+    return kind, name
+
+
+def grant_statement(kind, name, grantee, privilege, grantable):
+    """GRANT putting one lost privilege back, identifiers quoted; PgopsError for what cannot be granted so."""
+    if kind == "function":
+        raise PgopsError("grant %s on function %s to %s is gone: put it back by hand (GRANT EXECUTE ON FUNCTION "
+                         "...)" % (privilege, name, grantee))
+    allowed = PRIVILEGES["table" if GRANT_TARGET.get(kind) == "TABLE" else kind]
+    if privilege not in allowed:
+        raise PgopsError("grant %s on %s %s to %s is gone and is not one GRANT gives back here" % (
+            privilege, kind, name, grantee))
+    target = identifier(name)
+    statement = sql.SQL("GRANT {} ON {} {} TO {}{}").format(
+        sql.SQL(privilege), sql.SQL(GRANT_TARGET[kind]), target,
+        sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee),
+        sql.SQL(" WITH GRANT OPTION") if grantable else sql.SQL(""))
+    return statement

@@ -1,0 +1,251 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, INTOWORK platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: schema_snapshot
+short_description: Snapshot a database's catalog and rows, and prove a later state equals it
+version_added: 0.1.0
+description:
+  - Reads, in one read-only transaction, every object of the database's own schemas (not those of extensions)
+    with what makes it that object; tables, views and materialized views with their columns in order, their
+    owner and privileges; sequences, indexes and their validity, constraints and their validity (foreign keys
+    among them), enum and domain types, functions, triggers, schemas, extensions and their versions. It also
+    reads the rows of every table.
+  - Rows are counted exactly in tables the planner estimates at O(exact_count_max_rows) rows or fewer; larger
+    tables carry the planner's estimate, and RV(estimated_tables) names them.
+  - With O(compare_to), an earlier snapshot, lists every difference in one line each (an object gone or new,
+    a column gone, new, changed or moved, a definition, owner or validity changed, a privilege gone or new, a
+    table with fewer rows) and fails when there is one, unless O(fail_on_difference=false).
+  - While a write guard (M(intowork.pgops.write_guard), strategy revoke_writes) holds the application's writes,
+    the privileges it took away are read as the guard will give them back, so a snapshot is the same with writes
+    off and on.
+  - With O(restore_grants), privileges the earlier snapshot had on objects that still exist are granted back
+    first (a downgrade that dropped and re-created a table loses its grants), and the comparison is made after.
+options:
+  schemas:
+    description: Schemas to read; empty reads every schema but the system's.
+    type: list
+    elements: str
+    default: []
+  exact_count_max_rows:
+    description:
+      - Largest planner estimate of a table whose rows are counted exactly.
+      - When comparing, the earlier snapshot's value is used, so that both count alike.
+    type: int
+    default: 1000000
+  compare_to:
+    description: An earlier result's RV(snapshot) to compare with. Mutually exclusive with O(compare_to_file).
+    type: dict
+  compare_to_file:
+    description: A snapshot written earlier by O(path), on the managed host, to compare with.
+    type: path
+  path:
+    description:
+      - Write the snapshot to this file on the managed host (mode 0600, replaced whole), for a later run's
+        O(compare_to_file); a rollback started from another machine, or after this one died, finds it there.
+      - Not written in check mode.
+    type: path
+  restore_grants:
+    description: Grant back the privileges O(compare_to) has and the database lost, before comparing.
+    type: bool
+    default: false
+  compare_rows:
+    description:
+      - Compare the rows too (a table with fewer rows than in O(compare_to) is a difference).
+      - Off when the application has written since the snapshot, and its own deletes are not losses.
+    type: bool
+    default: true
+  fail_on_difference:
+    description: Fail when the comparison finds a difference.
+    type: bool
+    default: true
+extends_documentation_fragment:
+  - intowork.pgops._connection
+  - intowork.pgops._connection.ATTRIBUTES
+attributes:
+  check_mode:
+    support: full
+    details: Reads and compares; grants nothing back, and lists what it would grant.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+author:
+  - INTOWORK platform team (@intowork)
+"""
+
+EXAMPLES = r"""
+- name: Snapshot the catalog before the deployment
+  intowork.pgops.schema_snapshot:
+  register: catalog_before
+
+- name: After a rollback, prove the catalog and rows are as before, granting lost privileges back
+  intowork.pgops.schema_snapshot:
+    compare_to: "{{ catalog_before.snapshot }}"
+    restore_grants: true
+"""
+
+RETURN = r"""
+snapshot:
+  description: The catalog and row counts, to give to a later run as O(compare_to).
+  returned: always
+  type: dict
+seconds:
+  description: Time the snapshot (and the comparison) took.
+  returned: always
+  type: float
+object_count:
+  description: Objects in the snapshot.
+  returned: always
+  type: int
+estimated_tables:
+  description: Tables larger than O(exact_count_max_rows), compared by the planner's estimate.
+  returned: always
+  type: list
+  elements: str
+differences:
+  description: One line per difference from O(compare_to), after any privileges were granted back.
+  returned: when O(compare_to) is given
+  type: list
+  elements: str
+  sample: ["table public.books: column isbn is gone", "table public.books: 5 rows before, 0 now (5 lost)"]
+grants_restored:
+  description: Privileges granted back (in check mode, those that would be).
+  returned: when O(compare_to) is given
+  type: list
+  elements: str
+  sample: ["SELECT on table public.books to bookshelf_reader"]
+"""
+
+import json
+import os
+import tempfile
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.intowork.pgops.plugins.module_utils._connection import (
+    PgopsError,
+    connect,
+    connection_spec,
+    require_psycopg2,
+    run_module,
+    target_label,
+)
+from ansible_collections.intowork.pgops.plugins.module_utils._schema_snapshot import (
+    compare,
+    estimated_tables,
+    grant_statement,
+    lost_grants,
+    take,
+)
+
+
+def read(conn, params):
+    conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+    try:
+        return take(conn, params["schemas"], params["exact_count_max_rows"])
+    finally:
+        conn.rollback()
+        conn.set_session(isolation_level="DEFAULT", readonly=False)
+
+
+def load(path):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as error:
+        raise PgopsError("cannot read the snapshot %s (%s): give the file schema_snapshot wrote with path" % (
+            path, error))
+
+
+def write(path, snapshot):
+    """Replace `path` whole with the snapshot, readable by its owner only."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        handle, partial = tempfile.mkstemp(dir=folder, prefix=".%s." % os.path.basename(path), suffix=".partial")
+        with os.fdopen(handle, "w") as stream:
+            json.dump(snapshot, stream, sort_keys=True)
+        os.rename(partial, path)
+    except OSError as error:
+        raise PgopsError("cannot write the snapshot to %s (%s): give a path in a folder this account can write" % (
+            path, error))
+
+
+def snapshot(params, check_mode):
+    if params["exact_count_max_rows"] < 0:
+        raise PgopsError("exact_count_max_rows %d is negative: give 0 (estimates only) or more" % (
+            params["exact_count_max_rows"]))
+    before = load(params["compare_to_file"]) if params["compare_to_file"] else params["compare_to"]
+    if before is not None and not isinstance(before.get("objects"), dict):
+        raise PgopsError("compare_to is not a snapshot (it has no objects): give an earlier result's snapshot")
+    if before is not None and "exact_count_max_rows" in before:
+        params = dict(params, exact_count_max_rows=before["exact_count_max_rows"])
+    conn = connect(params)
+    try:
+        started = time.monotonic()
+        now = read(conn, params)
+        result = {"changed": False, "snapshot": now, "object_count": now["object_count"],
+                  "estimated_tables": estimated_tables(now)}
+        if before is None:
+            result["seconds"] = round(time.monotonic() - started, 3)
+            if params["path"] and not check_mode:
+                write(params["path"], now)
+                result["changed"] = True
+            return result
+        restored = []
+        if params["restore_grants"]:
+            lost = lost_grants(before, now)
+            statements = [grant_statement(*grant) for grant in lost]
+            restored = ["%s on %s %s to %s" % (privilege, kind, name, grantee)
+                        for kind, name, grantee, privilege, _grantable in lost]
+            if statements and not check_mode:
+                with conn.cursor() as cur:
+                    for statement in statements:
+                        cur.execute(statement)
+                conn.commit()
+                now = read(conn, params)
+                result["snapshot"] = now
+            result["changed"] = bool(statements)
+        result["grants_restored"] = restored
+        result["differences"] = compare(before, now, rows=params["compare_rows"])
+        if check_mode and restored:
+            granted = set("%s: grant %s to %s is gone" % ("%s %s" % (kind, name), privilege, grantee)
+                          for kind, name, grantee, privilege, _grantable in lost_grants(before, now))
+            result["differences"] = [line for line in result["differences"] if line not in granted]
+        result["seconds"] = round(time.monotonic() - started, 3)
+        if result["differences"] and params["fail_on_difference"]:
+            result["failed"] = True
+            result["msg"] = "%s differs from the snapshot in %d way(s): %s" % (
+                target_label(params), len(result["differences"]), "; ".join(result["differences"]))
+        return result
+    finally:
+        conn.close()
+
+
+def main():
+    argument_spec = connection_spec()
+    argument_spec.update(
+        schemas=dict(type="list", elements="str", default=[]),
+        exact_count_max_rows=dict(type="int", default=1000000),
+        compare_to=dict(type="dict"),
+        compare_to_file=dict(type="path"),
+        path=dict(type="path"),
+        restore_grants=dict(type="bool", default=False),
+        fail_on_difference=dict(type="bool", default=True),
+        compare_rows=dict(type="bool", default=True),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           mutually_exclusive=[("compare_to", "compare_to_file")])
+    require_psycopg2(module)
+    run_module(module, snapshot)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""schema_snapshot on a real database: what a snapshot holds, every kind of difference named, lost grants put back."""
+
+import pytest
+
+from conftest import query, run_module
+from test_any_project import BOOKSHELF, BOOKSHELF_PYTHON
+
+READER = "bookshelf_reader"
+
+
+@pytest.fixture
+def bookshelf(database):
+    """The bookshelf example at head, with a reporting role its migration grants SELECT to, and a few rows."""
+    query(database, f"DROP ROLE IF EXISTS {READER}")
+    query(database, f"CREATE ROLE {READER}")
+    done = run_module("alembic_migration", dict(database, project_dir=str(BOOKSHELF),
+                                                alembic_python=str(BOOKSHELF_PYTHON)))
+    assert done.get("changed") is True, done.get("msg")
+    query(database, "INSERT INTO authors (id, name) VALUES (1, 'Ursula K. Le Guin'), (2, 'Italo Calvino')")
+    query(database, "INSERT INTO books (id, author_id, title) VALUES (1, 1, 'The Dispossessed'), "
+                    "(2, 1, 'The Lathe of Heaven'), (3, 2, 'Invisible Cities')")
+    yield database
+    query(database, f"DROP OWNED BY {READER}")
+    query(database, f"DROP ROLE {READER}")
+
+
+def test_a_snapshot_holds_the_catalog_and_compares_equal_to_itself(bookshelf):
+    taken = run_module("schema_snapshot", bookshelf)
+    assert taken["changed"] is False and taken["estimated_tables"] == []
+    objects = taken["snapshot"]["objects"]
+    books = objects["relations"]["table public.books"]
+    assert [column["name"] for column in books["columns"]] == ["id", "author_id", "title", "status", "published_on"]
+    assert f"{READER}:SELECT" in books["acl"]
+    assert objects["types"]["enum public.book_status"]["labels"] == ["draft", "published", "archived"]
+    assert "constraint public.reviews.reviews_book_id_fkey" in objects["constraints"]
+    assert objects["indexes"]["index public.ix_books_author_id"]["valid"] is True
+    assert taken["snapshot"]["rows"]["public.books"] == {"rows": 3, "exact": True}
+
+    same = run_module("schema_snapshot", dict(bookshelf, compare_to=taken["snapshot"]))
+    assert same.get("failed") is not True and same["differences"] == [], same["differences"]
+
+
+def test_every_difference_is_named_and_lost_grants_come_back(bookshelf):
+    before = run_module("schema_snapshot", bookshelf)["snapshot"]
+    query(bookshelf, f"REVOKE SELECT ON books FROM {READER}")
+    query(bookshelf, "DELETE FROM books WHERE id = 3")
+    query(bookshelf, "ALTER TABLE authors DROP COLUMN family_name")
+    query(bookshelf, "ALTER TABLE authors ADD COLUMN family_name varchar(200)")
+    query(bookshelf, "CREATE INDEX ix_books_title ON books (title)")
+    query(bookshelf, "ALTER TABLE reviews DROP CONSTRAINT reviews_stars_check")
+
+    check = run_module("schema_snapshot", dict(bookshelf, compare_to=before, restore_grants=True), check_mode=True)
+    assert check["grants_restored"] == [f"SELECT on table public.books to {READER}"]
+    assert query(bookshelf, f"SELECT has_table_privilege('{READER}', 'books', 'SELECT')")[0][0] is False
+
+    result = run_module("schema_snapshot", dict(bookshelf, compare_to=before, restore_grants=True))
+    assert result["failed"] is True and result["changed"] is True
+    assert result["grants_restored"] == [f"SELECT on table public.books to {READER}"]
+    assert query(bookshelf, f"SELECT has_table_privilege('{READER}', 'books', 'SELECT')")[0][0] is True
+    assert result["differences"] == [
+        "new index public.ix_books_title",
+        "constraint public.reviews.reviews_stars_check is gone",
+        "table public.books: 3 rows before, 2 now (1 lost)",
+    ]
+    assert "in 3 way(s)" in result["msg"] and "\n" not in result["msg"]
+
+
+def test_a_column_put_back_elsewhere_is_named(bookshelf):
+    before = run_module("schema_snapshot", bookshelf)["snapshot"]
+    query(bookshelf, "ALTER TABLE books DROP COLUMN title")
+    query(bookshelf, "ALTER TABLE books ADD COLUMN title varchar(300) NOT NULL DEFAULT ''")
+    query(bookshelf, "ALTER TABLE books ALTER COLUMN title DROP DEFAULT")
+    result = run_module("schema_snapshot", dict(bookshelf, compare_to=before, fail_on_difference=False))
+    assert result.get("failed") is not True
+    assert result["differences"] == ["table public.books: columns in another order: now id, author_id, status, "
+                                     "published_on, title; was id, author_id, title, status, published_on"]
+
+
+def test_large_tables_are_compared_by_estimate_and_named(bookshelf):
+    query(bookshelf, "ANALYZE books")
+    taken = run_module("schema_snapshot", dict(bookshelf, exact_count_max_rows=2))
+    assert taken["estimated_tables"] == ["public.books"]
+    assert taken["snapshot"]["rows"]["public.books"] == {"rows": 3, "exact": False}
+    assert taken["snapshot"]["rows"]["public.authors"] == {"rows": 2, "exact": True}
+
+
+def test_bad_input_is_one_line(bookshelf):
+    result = run_module("schema_snapshot", dict(bookshelf, compare_to={"rows": {}}))
+    assert result["failed"] is True and "compare_to is not a snapshot" in result["msg"]
