@@ -104,7 +104,8 @@ def identifier(qualified):
 
 
 def show(value):
-    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
+    """A value on one line (a view's definition spans several)."""
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else " ".join(str(value).split())
 
 
 def column_line(column):
@@ -194,6 +195,54 @@ def compare_rows(before, after):
             lines.append("table %s: %d rows before, %d now (%d lost)%s" % (
                 table, was["rows"], now["rows"], was["rows"] - now["rows"], how))
     return lines
+
+
+def broken_by_change(before, after, rows=True):
+    """(broken, changes): of the differences between the catalog before a deployment and after it, those that
+    break what was there (a privilege gone from an object that is still there, an index or a constraint that is no
+    longer valid, a new index that duplicates one, an owner changed, an extension gone, rows gone from a table that
+    is still there), and the rest: the changes a migration is for."""
+    broken = []
+    old_objects, new_objects = before["objects"], after["objects"]
+    for section in ("schemas", "relations", "functions"):
+        for key in sorted(set(old_objects.get(section, {})) & set(new_objects.get(section, {}))):
+            was, now = old_objects[section][key], new_objects[section][key]
+            broken.extend(line for line in compare_acl(key, was.get("acl") or [], now.get("acl") or [])
+                          if line.endswith(" is gone"))
+            if was.get("owner") != now.get("owner"):
+                broken.append("%s: owner was %s, is %s" % (key, was.get("owner"), now.get("owner")))
+    for key, index in sorted(new_objects.get("indexes", {}).items()):
+        if not index["valid"] and (key not in old_objects.get("indexes", {}) or old_objects["indexes"][key]["valid"]):
+            broken.append("%s is not valid (a concurrent build that failed): drop it and build it again" % key)
+        if key not in old_objects.get("indexes", {}):
+            twin = duplicate_of(key, index, new_objects["indexes"])
+            # Two new twins: the second one is the duplicate.
+            if twin and (twin in old_objects.get("indexes", {}) or twin < key):
+                broken.append("new %s duplicates %s" % (key, twin))
+    for key, constraint in sorted(new_objects.get("constraints", {}).items()):
+        was = old_objects.get("constraints", {}).get(key)
+        if not constraint["validated"] and (was is None or was["validated"]):
+            broken.append("%s is NOT VALID: existing rows were never checked against it" % key)
+    for key in sorted(set(old_objects.get("extensions", {})) - set(new_objects.get("extensions", {}))):
+        broken.append("%s is gone" % key)
+    if rows:
+        broken.extend(line for line in compare_rows(before["rows"], after["rows"]) if "is gone" not in line)
+    changes = [line for line in compare(before, after, rows=False) if line not in broken]
+    return broken, changes
+
+
+def duplicate_of(key, index, indexes):
+    """The other index of the same table with the same definition but its name, if there is one."""
+    shape = index_shape(key, index)
+    for other_key, other in sorted(indexes.items()):
+        if other_key != key and other["table"] == index["table"] and index_shape(other_key, other) == shape:
+            return other_key
+    return None
+
+
+def index_shape(key, index):
+    name = key.split(".", 1)[1] if "." in key else key
+    return index["definition"].replace(" INDEX %s ON " % name, " INDEX ON ", 1)
 
 
 def estimated_tables(snapshot):

@@ -124,6 +124,16 @@ options:
     description: Seconds between two heartbeats of that lease while Alembic runs.
     type: float
     default: 30
+  detect_destructive:
+    description:
+      - Before an upgrade (and in O(state=status)), render the pending revisions' SQL offline and parse it with
+        PostgreSQL's parser (pglast) for statements that destroy data (DROP TABLE, SCHEMA, TYPE, DOMAIN or
+        SEQUENCE, ALTER TABLE ... DROP COLUMN or ALTER COLUMN ... TYPE, TRUNCATE, DELETE without WHERE).
+        Each pending revision gets RV(pending[].destructive); the runbooks roll such a revision back by restore,
+        never by downgrade, and refuse it in online mode unless allowed.
+      - A revision whose SQL cannot be rendered offline is named in RV(destructive_check) as not checked.
+    type: bool
+    default: true
   alembic_python:
     description:
       - The Python that runs the project's Alembic (its env.py and revisions), for example the interpreter of the
@@ -222,6 +232,17 @@ pending:
     irreversible:
       description: The revision file declares C(irreversible = True); its rollback is a restore.
       type: bool
+    destructive:
+      description: Its statements that destroy data, as written in its offline SQL (see O(detect_destructive)).
+      type: list
+      elements: str
+    destructive_checked:
+      description: Its offline SQL was rendered and parsed; false when it could not be.
+      type: bool
+destructive_check:
+  description: One line on how the pending revisions were checked for statements that destroy data.
+  returned: when an upgrade is pending and O(detect_destructive)
+  type: str
 interrupted:
   description: The revision of O(interrupted_plan) taken as half-applied and undone; null when none.
   returned: always
@@ -280,6 +301,11 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
     run_module,
     target_label,
 )
+from ansible_collections.intowork.pgops.plugins.module_utils._destructive import (
+    HAS_PGLAST,
+    destructive_statements,
+    split_by_revision,
+)
 from ansible_collections.intowork.pgops.plugins.module_utils._lease import LeaseKeeper, LeaseLost, require_lease
 from ansible_collections.intowork.pgops.plugins.module_utils._replication import in_recovery
 
@@ -292,6 +318,31 @@ def lease_fence(params):
     def fence(what):
         require_lease(params, params["lease_owner"], what)
     return fence
+
+
+def mark_destructive(pending, offline_sql, unrendered):
+    """Give each pending revision the statements of its offline SQL that destroy data (`destructive`), and
+    whether its SQL could be read at all (`destructive_checked`); the check's one-line summary."""
+    reasons = dict((item["revision"], item["reason"]) for item in unrendered)
+    if not HAS_PGLAST:
+        for step in pending:
+            step["destructive"], step["destructive_checked"] = [], False
+        return "not checked before running: pglast is not installed for the modules' Python"
+    by_revision = split_by_revision(offline_sql)
+    for step in pending:
+        step["destructive"], step["destructive_checked"] = [], False
+        if step["revision"] in reasons or step["revision"] not in by_revision:
+            continue
+        try:
+            step["destructive"] = destructive_statements(by_revision[step["revision"]])
+            step["destructive_checked"] = True
+        except Exception as error:  # pylint: disable=broad-except  # pglast's ParseError, and only for the note
+            reasons[step["revision"]] = "its offline SQL does not parse (%s)" % " ".join(str(error).split())
+    unchecked = [step["revision"] for step in pending if not step["destructive_checked"]]
+    if not unchecked:
+        return "checked from the offline SQL of every pending revision"
+    return "not checked before running for %s (%s): the catalog comparison after the migration still is" % (
+        ", ".join(unchecked), "; ".join("%s: %s" % (rev, reasons.get(rev, "no offline SQL")) for rev in unchecked))
 
 
 def migrate(params, check_mode):
@@ -320,6 +371,11 @@ def migrate(params, check_mode):
                              "to roll back %d revision(s)" % (params["target"], result["current"], len(pending)))
         leftovers = invalid_indexes(conn) if params["drop_invalid_indexes"] else []
         result["invalid_indexes"] = ["%s.%s" % pair for pair in leftovers]
+        offline = None
+        if direction == "upgrade" and (params["detect_destructive"] or (check_mode and params["offline_sql"])):
+            offline = project.offline_plan_sql(direction, planned["from"], params["target"], pending)
+        if direction == "upgrade" and params["detect_destructive"]:
+            result["destructive_check"] = mark_destructive(pending, *offline)
         if direction == "none" or params["state"] == "status":
             return result
         result["changed"] = True
@@ -329,7 +385,7 @@ def migrate(params, check_mode):
                              "at the primary. Nothing was run" % target_label(params))
         if check_mode:
             if params["offline_sql"]:
-                result["sql"], result["sql_unrendered"] = project.offline_plan_sql(
+                result["sql"], result["sql_unrendered"] = offline or project.offline_plan_sql(
                     direction, planned["from"], params["target"], pending)
             return result
         fence = lease_fence(params)
@@ -394,6 +450,7 @@ def main():
         lease_owner=dict(type="str"),
         lease_heartbeat_interval=dict(type="float", default=30.0),
         alembic_python=dict(type="path"),
+        detect_destructive=dict(type="bool", default=True),
         sqlalchemy_driver=dict(type="str"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

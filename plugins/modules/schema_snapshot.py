@@ -61,8 +61,18 @@ options:
       - Off when the application has written since the snapshot, and its own deletes are not losses.
     type: bool
     default: true
+  judge:
+    description:
+      - V(rollback) counts every difference from O(compare_to) (after a rollback nothing may differ).
+      - V(deployment) fails only on what a deployment broke (RV(broken)), a privilege gone from an object that is
+        still there, an index or constraint no longer valid, a new index that duplicates another, an owner
+        changed, an extension gone, rows gone from a table that is still there; the other differences are the
+        migration's own changes (RV(changes)). What was already there before is never a finding.
+    type: str
+    choices: [rollback, deployment]
+    default: rollback
   fail_on_difference:
-    description: Fail when the comparison finds a difference.
+    description: Fail when the comparison finds a difference (with O(judge=deployment), a broken one).
     type: bool
     default: true
 extends_documentation_fragment:
@@ -115,6 +125,16 @@ differences:
   type: list
   elements: str
   sample: ["table public.books: column isbn is gone", "table public.books: 5 rows before, 0 now (5 lost)"]
+broken:
+  description: With O(judge=deployment), what the deployment broke, one line each.
+  returned: when O(compare_to) is given and O(judge=deployment)
+  type: list
+  elements: str
+changes:
+  description: With O(judge=deployment), the other differences, the migration's own changes.
+  returned: when O(compare_to) is given and O(judge=deployment)
+  type: list
+  elements: str
 grants_restored:
   description: Privileges granted back (in check mode, those that would be).
   returned: when O(compare_to) is given
@@ -139,6 +159,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
     target_label,
 )
 from ansible_collections.intowork.pgops.plugins.module_utils._schema_snapshot import (
+    broken_by_change,
     compare,
     estimated_tables,
     grant_statement,
@@ -220,6 +241,13 @@ def snapshot(params, check_mode):
                           for kind, name, grantee, privilege, _grantable in lost_grants(before, now))
             result["differences"] = [line for line in result["differences"] if line not in granted]
         result["seconds"] = round(time.monotonic() - started, 3)
+        if params["judge"] == "deployment":
+            result["broken"], result["changes"] = broken_by_change(before, now, rows=params["compare_rows"])
+            if result["broken"] and params["fail_on_difference"]:
+                result["failed"] = True
+                result["msg"] = "the deployment broke %d thing(s) on %s: %s" % (
+                    len(result["broken"]), target_label(params), "; ".join(result["broken"]))
+            return result
         if result["differences"] and params["fail_on_difference"]:
             result["failed"] = True
             result["msg"] = "%s differs from the snapshot in %d way(s): %s" % (
@@ -240,6 +268,7 @@ def main():
         restore_grants=dict(type="bool", default=False),
         fail_on_difference=dict(type="bool", default=True),
         compare_rows=dict(type="bool", default=True),
+        judge=dict(type="str", default="rollback", choices=["rollback", "deployment"]),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            mutually_exclusive=[("compare_to", "compare_to_file")])

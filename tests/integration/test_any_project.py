@@ -125,3 +125,18 @@ def test_an_interpreter_without_the_projects_driver_is_named(database, python, f
     result = run_module("alembic_migration", module_args)
     assert result["failed"] is True and fragment in result["msg"] and "\n" not in result["msg"], result["msg"]
     assert recorded(database) is None
+
+
+def test_a_revision_that_drops_data_is_found_before_it_runs(server, database):
+    run_module("alembic_migration", args(database, BOOKSHELF, target=CHAIN[2]))
+    status = run_module("alembic_migration", args(database, BOOKSHELF, state="status"))
+    assert [(step["revision"], step["destructive"], step["destructive_checked"]) for step in status["pending"]] == [
+        (CHAIN[3], ["ALTER TABLE books DROP COLUMN isbn"], True), (CHAIN[4], [], True)]
+    assert status["destructive_check"] == "checked from the offline SQL of every pending revision"
+    # From base, the revision that commits cannot be rendered offline: it is named as not checked.
+    with scratch_database(server) as fresh:
+        status = run_module("alembic_migration", args(fresh, BOOKSHELF, state="status"))
+    assert [step["revision"] for step in status["pending"] if not step["destructive_checked"]] == [CHAIN[1]]
+    assert status["destructive_check"].startswith(f"not checked before running for {CHAIN[1]} ("), \
+        status["destructive_check"]
+    assert status["destructive_check"].endswith("the catalog comparison after the migration still is")

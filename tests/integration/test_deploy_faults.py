@@ -3,6 +3,7 @@ the new revision, and the row counts of the snapshot."""
 
 import json
 import shutil
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -131,13 +132,20 @@ def downgrade():
 '''
 
 
-@pytest.fixture
-def irreversible_project(tmp_path):
-    """The reference project plus a failing revision marked irreversible."""
+# Marked `irreversible = True`, or not marked at all: PostgreSQL's parser finds the DROP COLUMN in its SQL.
+@pytest.fixture(params=[True, False], ids=["marked", "found-by-parser"])
+def irreversible_project(tmp_path, request):
+    """The reference project plus a failing revision that drops a column with data."""
     project = tmp_path / "app"
     shutil.copytree(PROJECT_DIR, project, ignore=shutil.ignore_patterns("__pycache__"))
-    (project / "migrations" / "versions" / "0a1b2c3d4e5f_drop_industry.py").write_text(IRREVERSIBLE_REVISION)
+    text = IRREVERSIBLE_REVISION if request.param else IRREVERSIBLE_REVISION.replace("irreversible = True\n", "")
+    (project / "migrations" / "versions" / "0a1b2c3d4e5f_drop_industry.py").write_text(text)
     return json.dumps({"pgops_alembic_project_dir": str(project)})
+
+
+def irreversible_text(project_setting):
+    project = json.loads(project_setting)["pgops_alembic_project_dir"]
+    return (Path(project) / "migrations" / "versions" / "0a1b2c3d4e5f_drop_industry.py").read_text()
 
 
 @pytest.mark.one_server_version
@@ -157,6 +165,8 @@ def test_irreversible_revision_is_refused_in_online_mode(server, deployable, tmp
     result, recap = guarded(server, deployable, tmp_path, "-e", irreversible_project,
                             "-e", '{"pgops_deploy_mode": "online"}')
     assert recap["failed"] == 1
-    assert "Revision(s) 0a1b2c3d4e5f are marked irreversible" in result.stdout
+    assert ("Revision(s) 0a1b2c3d4e5f cannot be rolled back by a downgrade (0a1b2c3d4e5f: "
+            + ("marked irreversible" if "irreversible = True" in irreversible_text(irreversible_project)
+               else "ALTER TABLE companies DROP COLUMN industry") + ")") in result.stdout, result.stdout[-3000:]
     assert revision(deployable) == BASELINE and app_can_write(deployable)
     assert not list((tmp_path / "backups").glob("**/*.dump")), "refused before the backup"

@@ -324,7 +324,8 @@ def test_a_deployment_guarded_by_revoking_writes_gives_back_exactly_the_grants(s
 
 JOB_TITLES = "CREATE VIEW job_titles AS SELECT id, title FROM jobs"
 # The deployment re-creates a view its readers use (new column), and so does its downgrade: the grant on it is
-# lost both ways. An unfaithful downgrade also gives the view back with its columns in another order.
+# lost both ways, which fails the deployment and then the downgrade's proof. An unfaithful downgrade also gives
+# the view back with its columns in another order.
 VIEW_REBUILT = ("0b00000000c1",
                 "    op.execute('DROP VIEW job_titles')\n"
                 "    op.execute('CREATE VIEW job_titles AS SELECT id, title, company_id FROM jobs')",
@@ -349,15 +350,19 @@ def app_reads_job_titles(params):
 @pytest.mark.parametrize("downgrade, mode", [(VIEW_REBUILT, "maintenance"), (VIEW_REBUILT_ELSEWISE, "maintenance"),
                                              (VIEW_REBUILT_ELSEWISE, "online")],
                          ids=["faithful", "lossy-maintenance", "lossy-online"])
-def test_a_rollback_proves_the_catalog_and_puts_lost_grants_back(server, guarded_db, tmp_path, downgrade, mode):
+def test_a_lost_grant_fails_the_deployment_and_the_rollback_proves_the_catalog(server, guarded_db, tmp_path, downgrade, mode):
     owner = owner_params(server, guarded_db)
     query(owner, JOB_TITLES)
     query(owner, f"GRANT SELECT ON job_titles TO {APP}")
-    result, recap = deploy(server, guarded_db, tmp_path, "-e", project(tmp_path, downgrade, FAILING),
+    result, recap = deploy(server, guarded_db, tmp_path, "-e", project(tmp_path, downgrade),
                            "-e", json.dumps({"pgops_deploy_mode": mode}))
     assert recap["failed"] == 1 and result.returncode != 0
     message = failure_message(result)
     report = record(tmp_path)
+    # The migration ran, and the gate found what it broke: the readers' grant on the view it re-created.
+    assert (f"failed at Check that the deployment broke nothing in the catalog: the deployment broke 1 thing(s) on "
+            f"{server['deploy_user']}@") in message, message
+    assert f"view public.job_titles: grant SELECT to {APP} is gone" in message
     if downgrade is VIEW_REBUILT:
         assert "Rolled back by downgrade: the database is at revision f7a8b9c0d1e2" in message, message
         assert "its catalog and rows as before (" in message

@@ -87,3 +87,27 @@ def test_large_tables_are_compared_by_estimate_and_named(bookshelf):
 def test_bad_input_is_one_line(bookshelf):
     result = run_module("schema_snapshot", dict(bookshelf, compare_to={"rows": {}}))
     assert result["failed"] is True and "compare_to is not a snapshot" in result["msg"]
+
+
+def test_a_deployment_is_judged_on_what_it_broke_not_on_what_was_there(bookshelf):
+    # Already there before: a duplicate index and an unindexed foreign key are not the deployment's doing.
+    query(bookshelf, "CREATE INDEX ix_books_author_again ON books (author_id)")
+    before = run_module("schema_snapshot", bookshelf)["snapshot"]
+    # The deployment: a new column and table (its own changes), and three breakages.
+    query(bookshelf, "ALTER TABLE books ADD COLUMN subtitle text")
+    query(bookshelf, "CREATE TABLE shelves (id int PRIMARY KEY)")
+    query(bookshelf, "CREATE INDEX ix_reviews_book ON reviews (book_id)")
+    query(bookshelf, "CREATE INDEX ix_reviews_book_id ON reviews (book_id)")
+    query(bookshelf, f"REVOKE SELECT ON authors FROM {READER}")
+    query(bookshelf, "ALTER TABLE reviews ADD CONSTRAINT reviews_body_short CHECK (length(body) < 4000) NOT VALID")
+    result = run_module("schema_snapshot", dict(bookshelf, compare_to=before, judge="deployment"))
+    assert result["failed"] is True
+    assert result["broken"] == [
+        f"table public.authors: grant SELECT to {READER} is gone",
+        "new index public.ix_reviews_book_id duplicates index public.ix_reviews_book",
+        "constraint public.reviews.reviews_body_short is NOT VALID: existing rows were never checked against it",
+    ], result["broken"]
+    assert "table public.books: new column subtitle text" in result["changes"]
+    assert "new table public.shelves" in result["changes"]
+    assert not any("ix_books_author_again" in line for line in result["broken"] + result["changes"])
+    assert result["msg"].startswith("the deployment broke 3 thing(s) on ")
