@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, query, run_module, scratch_database
+from conftest import ROOT, admin_run, owner_params, play_recap, query, run_module, run_playbook, scratch_database
 
 BOOKSHELF = ROOT / "examples" / "bookshelf"
 BOOKSHELF_PYTHON = ROOT / ".venv-bookshelf" / "bin" / "python"
@@ -140,3 +140,28 @@ def test_a_revision_that_drops_data_is_found_before_it_runs(server, database):
     assert status["destructive_check"].startswith(f"not checked before running for {CHAIN[1]} ("), \
         status["destructive_check"]
     assert status["destructive_check"].endswith("the catalog comparison after the migration still is")
+
+
+@pytest.mark.one_server_version  # the runbooks' flow with another project; the module tests above cover both
+def test_the_minimum_inventory_deploys_reruns_and_rolls_back(server, database, tmp_path):
+    admin_run(server, "ALTER DATABASE {} OWNER TO {}", database["login_db"], server["deploy_user"])
+    owner = owner_params(server, database)
+    assert run_module("alembic_migration", args(owner, BOOKSHELF, target=CHAIN[2])).get("changed") is True
+    query(owner, "INSERT INTO authors (name) VALUES ('Italo Calvino')")
+    query(owner, "INSERT INTO books (author_id, title, isbn) SELECT id, 'Invisible Cities', '978-0156453806' FROM authors")
+    inventory = ("-i", str(BOOKSHELF / "inventory"))
+
+    deployed = run_playbook("deploy-migration.yml", server, database, tmp_path, *inventory)
+    assert play_recap(deployed)["failed"] == 0, deployed.stdout[-3000:]
+    assert f"{database['login_db']}: deployed {CHAIN[2]} -> {CHAIN[4]} (2 revision(s))" in deployed.stdout
+    again = run_playbook("deploy-migration.yml", server, database, tmp_path, *inventory)
+    assert f"nothing to deploy: at {CHAIN[4]} (head)" in again.stdout, again.stdout[-2000:]
+
+    (report,) = (tmp_path / "reports").glob("deploy-*.json")
+    rolled = run_playbook("rollback.yml", server, database, tmp_path, *inventory, "-e", f"record={report}",
+                          "-e", "confirm=yes")
+    assert play_recap(rolled)["failed"] == 0, rolled.stdout[-3000:]
+    # The head revision's downgrade cannot run: the backup is restored, and proven against the catalog snapshot.
+    assert f"Rolled back by restore: {database['login_db']} is at revision {CHAIN[2]}. Its catalog is as before " \
+           "the deployment (" in rolled.stdout, rolled.stdout[-3000:]
+    assert query(database, "SELECT isbn FROM books")[0][0] == "978-0156453806"
