@@ -78,6 +78,7 @@ def test_an_env_py_that_connects_elsewhere_is_refused_before_any_statement(datab
     assert query(decoy, "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace")[0][0] == 0
 
 
+@pytest.mark.one_server_version  # Alembic's behaviour, not the server's
 def test_a_run_alembic_calls_good_that_kept_one_revision_fails(database, tmp_path):
     # The stock env.py runs everything in one transaction: a revision that commits ends it, and what runs after
     # it (the next revisions, and Alembic's record of them) is rolled back when Alembic closes the connection.
@@ -104,6 +105,7 @@ def test_the_async_template_runs_on_psycopg_async(database, tmp_path):
     assert query(database, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgops_migration'")[0][0] == 0
 
 
+@pytest.mark.one_server_version  # offline rendering needs no server
 def test_check_mode_renders_each_revision_it_can_and_says_why_not_for_the_others(database):
     result = run_module("alembic_migration", args(database, BOOKSHELF), check_mode=True)
     assert result["changed"] is True and recorded(database) is None
@@ -113,6 +115,7 @@ def test_check_mode_renders_each_revision_it_can_and_says_why_not_for_the_others
     assert f"-- revision {CHAIN[1]}: no offline SQL" in result["sql"]
 
 
+@pytest.mark.one_server_version
 @pytest.mark.parametrize("python, fragment", [
     ("/nonexistent/venv/bin/python", "alembic_python /nonexistent/venv/bin/python is not an executable Python"),
     # The modules' Python has psycopg2 only: the project's driver is psycopg 3.

@@ -149,6 +149,7 @@ def irreversible_text(project_setting):
 
 
 @pytest.mark.one_server_version
+@pytest.mark.parametrize("irreversible_project", [True], ids=["marked"], indirect=True)  # parser: the refusal below
 def test_failed_irreversible_revision_is_rolled_back_by_restore(server, deployable, tmp_path, irreversible_project):
     before = counts(deployable)
     industries = query(deployable, "SELECT count(industry) FROM companies")[0][0]
