@@ -83,8 +83,11 @@ def deploy_until_the_host_is_cut(server, params, tmp_path, remote_host, remote_i
     """A deployment whose host drops off the network while Alembic waits for a lock there: (exit status, the
     play's last line, the record). The blocker is let go only after the play has ended."""
     holder = hold_lock(params, BLOCKED_TABLE, "SHARE UPDATE EXCLUSIVE", application_name="blocker")
+    # The migration statement keeps waiting through the cut (no 5 s lock timeout and retry gap in which the
+    # controller's fencing would find no session to end).
     deploy = start_playbook("deploy-migration.yml", server, params, tmp_path, "-e", SETTINGS,
-                            "-e", TOLERATE_BLOCKER, *remote_inventory, *extra)
+                            "-e", TOLERATE_BLOCKER, "-e", '{"migration_lock_timeout": 120000}',
+                            *remote_inventory, *extra)
     try:
         wait_until_migration_waits(params, deploy)
         ssh_host.cut(remote_host)
