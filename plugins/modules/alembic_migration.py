@@ -347,10 +347,10 @@ def mark_destructive(pending, offline_sql, unrendered):
 
 def migrate(params, check_mode):
     """Plan, and unless in check mode run, the move to the target; returns the module result."""
-    AlembicProject(params)  # a missing project or interpreter is said before any connection
+    project = AlembicProject(params)  # a missing project or interpreter is said before any connection
     conn = connect(params, autocommit=True)
     try:
-        project = AlembicProject(params, database_identity(conn))
+        project.expected = database_identity(conn)
         current = current_revisions(conn, params["version_table"], params["version_table_schema"])
         recorded_before = current[0] if current else None
         planned = project.plan(current, params["target"], params["interrupted_plan"])

@@ -237,8 +237,9 @@ def snapshot(params, check_mode):
         result["grants_restored"] = restored
         result["differences"] = compare(before, now, rows=params["compare_rows"])
         if check_mode and restored:
-            granted = set("%s: grant %s to %s is gone" % ("%s %s" % (kind, name), privilege, grantee)
-                          for kind, name, grantee, privilege, _grantable in lost_grants(before, now))
+            # Nothing was granted: the lines of the privileges that would be are not differences left.
+            granted = set("%s %s: grant %s to %s is gone" % (kind, name, privilege, grantee)
+                          for kind, name, grantee, privilege, _grantable in lost)
             result["differences"] = [line for line in result["differences"] if line not in granted]
         result["seconds"] = round(time.monotonic() - started, 3)
         if params["judge"] == "deployment":
