@@ -197,6 +197,33 @@ def compare_rows(before, after):
     return lines
 
 
+def destroyed(before, after):
+    """What held data in the earlier snapshot and is gone or rewritten in the later one, one line each: a table
+    that had rows, a column of such a table, a column whose type changed. A downgrade re-creates these empty, so
+    only a restore gives them back."""
+    lines = []
+    old_relations, new_relations = before["objects"].get("relations", {}), after["objects"].get("relations", {})
+    for name, count in sorted(before["rows"].items()):
+        if not count["rows"]:
+            continue
+        key = "table %s" % name
+        if key not in old_relations:
+            continue  # a materialized view: derived, refreshed from its tables
+        held = "%d rows%s" % (count["rows"], "" if count["exact"] else " by the planner's estimate")
+        if key not in new_relations:
+            lines.append("%s (%s) is gone" % (key, held))
+            continue
+        new_columns = dict((column["name"], column) for column in new_relations[key].get("columns") or [])
+        for column in old_relations[key].get("columns") or []:
+            now = new_columns.get(column["name"])
+            if now is None:
+                lines.append("%s: column %s (%s) is gone" % (key, column["name"], held))
+            elif now["type"] != column["type"]:
+                lines.append("%s: column %s was rewritten from %s to %s (%s)" % (
+                    key, column["name"], column["type"], now["type"], held))
+    return lines
+
+
 def broken_by_change(before, after, rows=True):
     """(broken, changes): of the differences between the catalog before a deployment and after it, those that
     break what was there (a privilege gone from an object that is still there, an index or a constraint that is no
@@ -249,18 +276,51 @@ def estimated_tables(snapshot):
     return sorted(table for table, count in snapshot["rows"].items() if not count["exact"])
 
 
-def lost_grants(before, after):
-    """(kind, name, grantee, privilege, grantable) of every privilege the earlier snapshot has on an object that
-    both have, and the later one lacks."""
-    lost = []
+def privilege_changes(before, after):
+    """What makes the privileges of every object both snapshots have equal to the earlier one's, as
+    (action, kind, name, grantee, privilege) with action GRANT, GRANT WITH OPTION, REVOKE or REVOKE OPTION:
+    privileges a downgrade lost come back, privileges an upgrade granted and its downgrade left go."""
+    changes = []
     for section in ("schemas", "relations", "functions"):
         old, new = before["objects"].get(section, {}), after["objects"].get(section, {})
         for key in sorted(set(old) & set(new)):
             kind, name = split_key(key)
-            for item in sorted(set(old[key].get("acl") or []) - set(new[key].get("acl") or [])):
-                grantee, privilege = item.rstrip("*").split(":", 1)
-                lost.append((kind, name, grantee, privilege, item.endswith("*")))
-    return lost
+            was, now = acl_map(old[key].get("acl")), acl_map(new[key].get("acl"))
+            for item in sorted(set(was) | set(now)):
+                grantee, privilege = item
+                if item not in now:
+                    changes.append(("GRANT WITH OPTION" if was[item] else "GRANT", kind, name, grantee, privilege))
+                elif item not in was:
+                    changes.append(("REVOKE", kind, name, grantee, privilege))
+                elif was[item] and not now[item]:
+                    changes.append(("GRANT WITH OPTION", kind, name, grantee, privilege))
+                elif now[item] and not was[item]:
+                    changes.append(("REVOKE OPTION", kind, name, grantee, privilege))
+    return changes
+
+
+def with_privileges_of(before, objects):
+    """A copy of `objects` whose objects that `before` has too carry before's privileges: what
+    privilege_changes() would make of them."""
+    copy = dict(objects)
+    for section in ("schemas", "relations", "functions"):
+        old = before["objects"].get(section, {})
+        copy[section] = dict((key, dict(value, acl=old[key].get("acl")) if key in old else value)
+                             for key, value in objects.get(section, {}).items())
+    return copy
+
+
+def acl_map(acl):
+    """{(grantee, privilege): grantable} of a snapshot's privilege list."""
+    return dict((tuple(item.rstrip("*").split(":", 1)), item.endswith("*")) for item in acl or [])
+
+
+def privilege_line(action, kind, name, grantee, privilege):
+    if action.startswith("GRANT"):
+        return "%s on %s %s to %s%s" % (privilege, kind, name, grantee,
+                                        " with grant option" if action.endswith("OPTION") else "")
+    return "%s%s on %s %s from %s" % ("grant option for " if action.endswith("OPTION") else "", privilege, kind,
+                                      name, grantee)
 
 
 def split_key(key):
@@ -271,18 +331,20 @@ def split_key(key):
     return kind, name
 
 
-def grant_statement(kind, name, grantee, privilege, grantable):
-    """GRANT putting one lost privilege back, identifiers quoted; PgopsError for what cannot be granted so."""
+def privilege_statement(action, kind, name, grantee, privilege):
+    """The GRANT or REVOKE of one privilege_changes() item, identifiers quoted; PgopsError for what cannot be
+    done so."""
     if kind == "function":
-        raise PgopsError("grant %s on function %s to %s is gone: put it back by hand (GRANT EXECUTE ON FUNCTION "
-                         "...)" % (privilege, name, grantee))
+        raise PgopsError("%s: put it right by hand (GRANT or REVOKE EXECUTE ON FUNCTION ...)" % (
+            privilege_line(action, kind, name, grantee, privilege)))
     allowed = PRIVILEGES["table" if GRANT_TARGET.get(kind) == "TABLE" else kind]
     if privilege not in allowed:
-        raise PgopsError("grant %s on %s %s to %s is gone and is not one GRANT gives back here" % (
-            privilege, kind, name, grantee))
-    target = identifier(name)
-    statement = sql.SQL("GRANT {} ON {} {} TO {}{}").format(
-        sql.SQL(privilege), sql.SQL(GRANT_TARGET[kind]), target,
-        sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee),
-        sql.SQL(" WITH GRANT OPTION") if grantable else sql.SQL(""))
-    return statement
+        raise PgopsError("%s: not a privilege GRANT and REVOKE handle here; put it right by hand" % (
+            privilege_line(action, kind, name, grantee, privilege)))
+    target = sql.SQL("{} {}").format(sql.SQL(GRANT_TARGET[kind]), identifier(name))
+    role = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee)
+    if action.startswith("GRANT"):
+        return sql.SQL("GRANT {} ON {} TO {}{}").format(
+            sql.SQL(privilege), target, role, sql.SQL(" WITH GRANT OPTION" if action.endswith("OPTION") else ""))
+    return sql.SQL("REVOKE {}{} ON {} FROM {}").format(
+        sql.SQL("GRANT OPTION FOR " if action.endswith("OPTION") else ""), sql.SQL(privilege), target, role)

@@ -25,8 +25,10 @@ description:
   - While a write guard (M(intowork.pgops.write_guard), strategy revoke_writes) holds the application's writes,
     the privileges it took away are read as the guard will give them back, so a snapshot is the same with writes
     off and on.
-  - With O(restore_grants), privileges the earlier snapshot had on objects that still exist are granted back
-    first (a downgrade that dropped and re-created a table loses its grants), and the comparison is made after.
+  - With O(restore_grants), the privileges of every object that still exists are made those of the earlier
+    snapshot first, and the comparison is made after. Privileges it had are granted back (a downgrade that dropped
+    and re-created a table loses its grants); privileges it did not have are revoked (a downgrade leaves the
+    grants its upgrade made on tables that stay).
 options:
   schemas:
     description: Schemas to read; empty reads every schema but the system's.
@@ -52,7 +54,11 @@ options:
       - Not written in check mode.
     type: path
   restore_grants:
-    description: Grant back the privileges O(compare_to) has and the database lost, before comparing.
+    description:
+      - Before comparing, grant back the privileges O(compare_to) has and the database lost, and revoke those the
+        database has and O(compare_to) did not, on objects both have.
+      - A REVOKE takes back only what this account granted (or, as the owner, the owner); one it cannot take
+        back stays a difference.
     type: bool
     default: false
   compare_rows:
@@ -135,12 +141,27 @@ changes:
   returned: when O(compare_to) is given and O(judge=deployment)
   type: list
   elements: str
+destroyed:
+  description:
+    - What held data in O(compare_to) and is gone or rewritten now, one line each, from the catalog and the
+      earlier snapshot's rows; a table that had rows, a column of such a table, a column whose type changed.
+    - A downgrade would re-create these empty; only a restore gives their data back.
+  returned: when O(compare_to) is given
+  type: list
+  elements: str
+  sample: ["table public.books: column isbn (5 rows) is gone"]
 grants_restored:
   description: Privileges granted back (in check mode, those that would be).
   returned: when O(compare_to) is given
   type: list
   elements: str
   sample: ["SELECT on table public.books to bookshelf_reader"]
+grants_revoked:
+  description: Privileges revoked (in check mode, those that would be).
+  returned: when O(compare_to) is given
+  type: list
+  elements: str
+  sample: ["SELECT on table public.authors from bookshelf_reader"]
 """
 
 import json
@@ -161,9 +182,12 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
 from ansible_collections.intowork.pgops.plugins.module_utils._schema_snapshot import (
     broken_by_change,
     compare,
+    destroyed,
     estimated_tables,
-    grant_statement,
-    lost_grants,
+    with_privileges_of,
+    privilege_changes,
+    privilege_line,
+    privilege_statement,
     take,
 )
 
@@ -222,10 +246,8 @@ def snapshot(params, check_mode):
             return result
         restored = []
         if params["restore_grants"]:
-            lost = lost_grants(before, now)
-            statements = [grant_statement(*grant) for grant in lost]
-            restored = ["%s on %s %s to %s" % (privilege, kind, name, grantee)
-                        for kind, name, grantee, privilege, _grantable in lost]
+            changes = privilege_changes(before, now)
+            statements = [privilege_statement(*change) for change in changes]
             if statements and not check_mode:
                 with conn.cursor() as cur:
                     for statement in statements:
@@ -233,14 +255,15 @@ def snapshot(params, check_mode):
                 conn.commit()
                 now = read(conn, params)
                 result["snapshot"] = now
+            restored = [privilege_line(*change) for change in changes]
             result["changed"] = bool(statements)
-        result["grants_restored"] = restored
-        result["differences"] = compare(before, now, rows=params["compare_rows"])
+        result["grants_restored"] = [line for line in restored if " to " in line]
+        result["grants_revoked"] = [line for line in restored if " from " in line]
         if check_mode and restored:
-            # Nothing was granted: the lines of the privileges that would be are not differences left.
-            granted = set("%s %s: grant %s to %s is gone" % (kind, name, privilege, grantee)
-                          for kind, name, grantee, privilege, _grantable in lost)
-            result["differences"] = [line for line in result["differences"] if line not in granted]
+            # Nothing was granted or revoked: compare as if it had been.
+            now = dict(now, objects=with_privileges_of(before, now["objects"]))
+        result["differences"] = compare(before, now, rows=params["compare_rows"])
+        result["destroyed"] = destroyed(before, now)
         result["seconds"] = round(time.monotonic() - started, 3)
         if params["judge"] == "deployment":
             result["broken"], result["changes"] = broken_by_change(before, now, rows=params["compare_rows"])

@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, admin_run, owner_params, play_recap, query, run_module, run_playbook, scratch_database
+from conftest import (ROOT, admin_run, failure_message, owner_params, play_recap, query, run_module, run_playbook,
+                      scratch_database)
 
 BOOKSHELF = ROOT / "examples" / "bookshelf"
 BOOKSHELF_PYTHON = ROOT / ".venv-bookshelf" / "bin" / "python"
@@ -145,26 +146,90 @@ def test_a_revision_that_drops_data_is_found_before_it_runs(server, database):
     assert status["destructive_check"].endswith("the catalog comparison after the migration still is")
 
 
-@pytest.mark.one_server_version  # the runbooks' flow with another project; the module tests above cover both
-def test_the_minimum_inventory_deploys_reruns_and_rolls_back(server, database, tmp_path):
+READER = "bookshelf_reader"
+FAILING = '''revision = "6e5f6a7b8c9d"
+down_revision = "5d4e5f6a7b8c"
+
+
+def upgrade():
+    from alembic import op
+    op.execute("SELECT 1 / 0")
+
+
+def downgrade():
+    pass
+'''
+
+
+@pytest.fixture
+def bookshelf_owned(server, database):
+    """The database owned by the deploy role, at the bookshelf's first revision with a book that has an ISBN,
+    and the reporting role its third revision grants SELECT to."""
+    admin_run(server, "DROP ROLE IF EXISTS {}", READER)
+    admin_run(server, "CREATE ROLE {}", READER)
     admin_run(server, "ALTER DATABASE {} OWNER TO {}", database["login_db"], server["deploy_user"])
     owner = owner_params(server, database)
-    assert run_module("alembic_migration", args(owner, BOOKSHELF, target=CHAIN[2])).get("changed") is True
+    assert run_module("alembic_migration", args(owner, BOOKSHELF, target=CHAIN[0])).get("changed") is True
     query(owner, "INSERT INTO authors (name) VALUES ('Italo Calvino')")
     query(owner, "INSERT INTO books (author_id, title, isbn) SELECT id, 'Invisible Cities', '978-0156453806' FROM authors")
+    yield owner
+    query(database, f"DROP OWNED BY {READER}")
+    admin_run(server, "DROP ROLE {}", READER)
+
+
+def test_the_minimum_inventory_through_every_runbook_ends_with_the_catalog_as_before(server, bookshelf_owned, tmp_path):
+    database = bookshelf_owned
     inventory = ("-i", str(BOOKSHELF / "inventory"))
+    name = database["login_db"]
 
-    deployed = run_playbook("deploy-migration.yml", server, database, tmp_path, *inventory)
+    def runbook(playbook, *extra):
+        return run_playbook(playbook, server, database, tmp_path, *inventory, *extra)
+
+    def records():
+        return sorted((tmp_path / "reports").glob("deploy-*.json"), key=lambda path: path.stat().st_mtime)
+
+    # Online, the revision that drops a column holding data is refused before anything runs.
+    refused = runbook("deploy-migration.yml", "-e", "pgops_deploy_mode=online")
+    assert play_recap(refused)["failed"] == 1 and recorded(database) == CHAIN[0]
+    assert f"Revision(s) {CHAIN[3]} cannot be rolled back by a downgrade ({CHAIN[3]}: ALTER TABLE books DROP " \
+           "COLUMN isbn)" in refused.stdout, refused.stdout[-3000:]
+
+    # Maintenance mode, up to the revision that grants to the reporting role; a re-run changes nothing.
+    deployed = runbook("deploy-migration.yml", "-e", f"pgops_migration_target={CHAIN[2]}")
     assert play_recap(deployed)["failed"] == 0, deployed.stdout[-3000:]
-    assert f"{database['login_db']}: deployed {CHAIN[2]} -> {CHAIN[4]} (2 revision(s))" in deployed.stdout
-    again = run_playbook("deploy-migration.yml", server, database, tmp_path, *inventory)
-    assert f"nothing to deploy: at {CHAIN[4]} (head)" in again.stdout, again.stdout[-2000:]
+    assert f"{name}: deployed {CHAIN[0]} -> {CHAIN[2]} (2 revision(s))" in deployed.stdout
+    assert query(database, f"SELECT has_table_privilege('{READER}', 'books', 'SELECT')")[0][0] is True
+    record = records()[-1]
+    again = runbook("deploy-migration.yml", "-e", f"pgops_migration_target={CHAIN[2]}")
+    assert play_recap(again)["failed"] == 0 and f"nothing to deploy: at {CHAIN[2]}" in again.stdout, again.stdout[-2000:]
 
-    (report,) = (tmp_path / "reports").glob("deploy-*.json")
-    rolled = run_playbook("rollback.yml", server, database, tmp_path, *inventory, "-e", f"record={report}",
-                          "-e", "confirm=yes")
+    # Rollback by downgrade: the grants the upgrade made on tables that stay are taken back, and the catalog,
+    # rows included, is proven equal to the snapshot taken before the deployment.
+    rolled = runbook("rollback.yml", "-e", f"record={record}", "-e", "confirm=yes")
     assert play_recap(rolled)["failed"] == 0, rolled.stdout[-3000:]
-    # The head revision's downgrade cannot run: the backup is restored, and proven against the catalog snapshot.
-    assert f"Rolled back by restore: {database['login_db']} is at revision {CHAIN[2]}. Its catalog is as before " \
-           "the deployment (" in rolled.stdout, rolled.stdout[-3000:]
+    assert f"Rolled back by downgrade: {name} is at revision {CHAIN[0]}. Its catalog is as before the deployment (" \
+           in rolled.stdout, rolled.stdout[-3000:]
+    assert query(database, f"SELECT has_table_privilege('{READER}', 'books', 'SELECT')")[0][0] is False
+
+    # Online, the destructive revision allowed, and a failure injected after it: the automatic rollback would
+    # have to downgrade past the dropped column, so it does not, and says what restores it.
+    project = project_copy(tmp_path)
+    (project / "migrations" / "versions" / "6e5f6a7b8c9d_fails.py").write_text(FAILING)
+    failed = runbook("deploy-migration.yml", "-e", "pgops_deploy_mode=online", "-e", f"pgops_alembic_project_dir={project}",
+                     "-e", '{"pgops_allow_destructive": ["%s"]}' % CHAIN[3])
+    assert failed.returncode != 0 and play_recap(failed)["failed"] == 1
+    assert recorded(database) == CHAIN[4] and query(database, "SELECT to_regclass('books')")[0][0] is not None
+    last = failure_message(failed)
+    assert f"A downgrade to {CHAIN[0]} would bring back empty what the deployment destroyed: table public.books: " \
+           "column isbn (1 rows) is gone. Nothing was downgraded." in last, last
+    assert "writes are on (this deployment never turned them off)" in last
+    assert "ansible-playbook playbooks/rollback.yml -e method=restore -e backup=" in last
+
+    # The restore it names gives the column back with its data; the catalog is proven as before.
+    record = records()[-1]
+    restored = runbook("rollback.yml", "-e", f"record={record}", "-e", "method=restore", "-e", "confirm=yes",
+                       "-e", f"pgops_alembic_project_dir={project}")
+    assert play_recap(restored)["failed"] == 0, restored.stdout[-3000:]
+    assert f"Rolled back by restore: {name} is at revision {CHAIN[0]}. Its catalog is as before the deployment (" \
+           in restored.stdout, restored.stdout[-3000:]
     assert query(database, "SELECT isbn FROM books")[0][0] == "978-0156453806"

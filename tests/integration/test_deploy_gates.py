@@ -157,11 +157,16 @@ def test_check_mode_with_a_failing_revision_claims_nothing(server, guarded_db, t
     result, recap = deploy(server, guarded_db, tmp_path, "--check", "-e", project(tmp_path, needs_db, FAILING))
     assert result.returncode == 0, result.stdout[-3000:]
     assert "Check mode: would deploy f7a8b9c0d1e2 -> 0b00000000a2" in result.stdout
-    assert "revision 0b00000000c1: no offline SQL" in result.stdout and "SELECT 1 / 0" in result.stdout
+    assert "not rendered offline (they read the database): 0b00000000c1" in result.stdout
     assert "Rolled back" not in result.stdout
     assert "failed=0" in result.stdout.rstrip().splitlines()[-1]  # the recap: nothing failed
     assert revision(guarded_db) == HEAD and app_can_write(guarded_db)
-    assert not (tmp_path / "reports").exists() and not (tmp_path / "backups").exists()
+    # The SQL it would run is the only thing written: no backup, no deployment record.
+    reports = list((tmp_path / "reports").iterdir())
+    assert [path.suffixes for path in reports] == [[".plan", ".sql"]], reports
+    sql = reports[0].read_text()
+    assert "-- not rendered offline: 0b00000000c1:" in sql and "SELECT 1 / 0" in sql
+    assert not (tmp_path / "backups").exists()
 
 
 def changes_roles(server, allowed):

@@ -40,9 +40,10 @@ def test_a_snapshot_holds_the_catalog_and_compares_equal_to_itself(bookshelf):
     assert same.get("failed") is not True and same["differences"] == [], same["differences"]
 
 
-def test_every_difference_is_named_and_lost_grants_come_back(bookshelf):
+def test_every_difference_is_named_and_privileges_are_made_as_before(bookshelf):
     before = run_module("schema_snapshot", bookshelf)["snapshot"]
     query(bookshelf, f"REVOKE SELECT ON books FROM {READER}")
+    query(bookshelf, f"GRANT UPDATE ON authors TO {READER}")
     query(bookshelf, "DELETE FROM books WHERE id = 3")
     query(bookshelf, "ALTER TABLE authors DROP COLUMN family_name")
     query(bookshelf, "ALTER TABLE authors ADD COLUMN family_name varchar(200)")
@@ -51,18 +52,35 @@ def test_every_difference_is_named_and_lost_grants_come_back(bookshelf):
 
     check = run_module("schema_snapshot", dict(bookshelf, compare_to=before, restore_grants=True), check_mode=True)
     assert check["grants_restored"] == [f"SELECT on table public.books to {READER}"]
-    assert query(bookshelf, f"SELECT has_table_privilege('{READER}', 'books', 'SELECT')")[0][0] is False
+    assert check["grants_revoked"] == [f"UPDATE on table public.authors from {READER}"]
+    assert not any("grant" in line for line in check["differences"]), check["differences"]
+    assert query(bookshelf, f"SELECT has_table_privilege('{READER}', 'books', 'SELECT'), "
+                            f"has_table_privilege('{READER}', 'authors', 'UPDATE')")[0] == (False, True)
 
     result = run_module("schema_snapshot", dict(bookshelf, compare_to=before, restore_grants=True))
     assert result["failed"] is True and result["changed"] is True
     assert result["grants_restored"] == [f"SELECT on table public.books to {READER}"]
-    assert query(bookshelf, f"SELECT has_table_privilege('{READER}', 'books', 'SELECT')")[0][0] is True
+    assert result["grants_revoked"] == [f"UPDATE on table public.authors from {READER}"]
+    assert query(bookshelf, f"SELECT has_table_privilege('{READER}', 'books', 'SELECT'), "
+                            f"has_table_privilege('{READER}', 'authors', 'UPDATE')")[0] == (True, False)
     assert result["differences"] == [
         "new index public.ix_books_title",
         "constraint public.reviews.reviews_stars_check is gone",
         "table public.books: 3 rows before, 2 now (1 lost)",
     ]
     assert "in 3 way(s)" in result["msg"] and "\n" not in result["msg"]
+
+
+def test_data_a_downgrade_cannot_give_back_is_named(bookshelf):
+    before = run_module("schema_snapshot", bookshelf)["snapshot"]
+    query(bookshelf, "ALTER TABLE books DROP COLUMN published_on")  # no row had a value; the table had rows
+    query(bookshelf, "ALTER TABLE authors ALTER COLUMN name TYPE text")
+    query(bookshelf, "DROP TABLE reviews")  # empty: a downgrade gives it back whole
+    result = run_module("schema_snapshot", dict(bookshelf, compare_to=before, fail_on_difference=False))
+    assert result["destroyed"] == [
+        "table public.authors: column name was rewritten from character varying(200) to text (2 rows)",
+        "table public.books: column published_on (3 rows) is gone",
+    ]
 
 
 def test_a_column_put_back_elsewhere_is_named(bookshelf):
