@@ -1,6 +1,7 @@
 """alembic_migration with a project written the way most teams write theirs (examples/bookshelf): the stock env.py
 reading sqlalchemy.url, psycopg 3 in the application's own virtualenv, the async template, op.get_bind().commit()."""
 
+import json
 import shutil
 import subprocess
 
@@ -200,6 +201,8 @@ def test_the_minimum_inventory_through_every_runbook_ends_with_the_catalog_as_be
     assert f"{name}: deployed {CHAIN[0]} -> {CHAIN[2]} (2 revision(s))" in deployed.stdout
     assert query(database, f"SELECT has_table_privilege('{READER}', 'books', 'SELECT')")[0][0] is True
     record = records()[-1]
+    # No application role to guard: the backup is taken with writes on, and the record says so.
+    assert json.loads(record.read_text())["backup_taken"] == "with writes on (no application roles guarded)"
     again = runbook("deploy-migration.yml", "-e", f"pgops_migration_target={CHAIN[2]}")
     assert play_recap(again)["failed"] == 0 and f"nothing to deploy: at {CHAIN[2]}" in again.stdout, again.stdout[-2000:]
 
@@ -211,12 +214,22 @@ def test_the_minimum_inventory_through_every_runbook_ends_with_the_catalog_as_be
            in rolled.stdout, rolled.stdout[-3000:]
     assert query(database, f"SELECT has_table_privilege('{READER}', 'books', 'SELECT')")[0][0] is False
 
-    # Online, the destructive revision allowed, and a failure injected after it: the automatic rollback would
-    # have to downgrade past the dropped column, so it does not, and says what restores it.
+    # A failure injected after the revision that drops a column, allowed so that the offline SQL does not decide:
+    # the automatic rollback would have to downgrade past the dropped column, found gone in the catalog. In
+    # maintenance mode (no application role: writes were never guarded) it restores the backup instead.
     project = project_copy(tmp_path)
     (project / "migrations" / "versions" / "6e5f6a7b8c9d_fails.py").write_text(FAILING)
-    failed = runbook("deploy-migration.yml", "-e", "pgops_deploy_mode=online", "-e", f"pgops_alembic_project_dir={project}",
-                     "-e", '{"pgops_allow_destructive": ["%s"]}' % CHAIN[3])
+    failing = ("-e", f"pgops_alembic_project_dir={project}", "-e", '{"pgops_allow_destructive": ["%s"]}' % CHAIN[3])
+    failed = runbook("deploy-migration.yml", *failing)
+    assert failed.returncode != 0 and play_recap(failed)["failed"] == 1
+    last = failure_message(failed)
+    assert f"Rolled back by restore: the database is at revision {CHAIN[0]}" in last, last
+    assert "not downgraded, as the deployment had destroyed data: table public.books: column isbn (1 rows) is " \
+           "gone" in last, last
+    assert recorded(database) == CHAIN[0] and query(database, "SELECT isbn FROM books")[0][0] == "978-0156453806"
+
+    # Online, the same: it does not downgrade either, and says what restores the column.
+    failed = runbook("deploy-migration.yml", "-e", "pgops_deploy_mode=online", *failing)
     assert failed.returncode != 0 and play_recap(failed)["failed"] == 1
     assert recorded(database) == CHAIN[4] and query(database, "SELECT to_regclass('books')")[0][0] is not None
     last = failure_message(failed)

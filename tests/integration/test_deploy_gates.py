@@ -209,11 +209,11 @@ def test_a_probe_that_fails_still_turns_writes_back_on(server, guarded_db, tmp_p
 
 
 @pytest.mark.one_server_version  # runbook behaviour (the lease, the settings), not the server's
-def test_five_simultaneous_deployments_one_deploys(server, guarded_db, tmp_path):
+def test_three_simultaneous_deployments_one_deploys(server, guarded_db, tmp_path):
     settings = project(tmp_path, ("0b00000000d1", "    op.execute('CREATE TABLE d1 (id int)')",
                                   "    op.execute('DROP TABLE d1')"))
     runs = [start_playbook("deploy-migration.yml", server, guarded_db, tmp_path, "-e", GUARD, "-e", settings)
-            for _run in range(5)]
+            for _run in range(3)]
     outputs = [(run.communicate(timeout=600)[0], run.returncode) for run in runs]
     winners = [out for out, rc in outputs if rc == 0]
     losers = [out for out, rc in outputs if rc != 0]
@@ -257,18 +257,6 @@ def test_every_bad_setting_is_named_in_one_message_before_anything_runs(server, 
         assert fragment in message
     assert "TASK [intowork.pgops.preflight" not in result.stdout, "refused before the preflight"
     assert revision(guarded_db) == HEAD and app_can_write(guarded_db)
-
-
-@pytest.mark.one_server_version
-def test_without_application_roles_a_failed_downgrade_still_falls_through_to_the_restore(server, migrated, tmp_path):
-    before = counts(migrated)
-    result = run_playbook("deploy-migration.yml", server, migrated, tmp_path, "-e",
-                          project(tmp_path, UNDOABLE_TABLE, FAILING))
-    assert play_recap(result)["failed"] == 1
-    message = failure_message(result)
-    assert "Rolled back by restore: the database is at revision f7a8b9c0d1e2" in message, message
-    assert revision(migrated) == HEAD and counts(migrated) == before
-    assert record(tmp_path)["backup_taken"] == "with writes on (no application roles guarded)"
 
 
 def backup_program_waiting(database):
