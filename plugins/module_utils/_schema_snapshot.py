@@ -44,7 +44,7 @@ def take(conn, schemas=(), exact_count_max_rows=1000000):
             estimate = max(relation["rows_estimate"], 0)
             name = key.split(" ", 1)[1] if relation["kind"] != "m" else key.split(" ", 2)[2]
             if estimate <= exact_count_max_rows:
-                counted.append(name)
+                counted.append((name, relation["oid"]))
             else:
                 rows[name] = {"rows": estimate, "exact": False}
         for name, count in count_rows(cur, counted):
@@ -56,9 +56,19 @@ def take(conn, schemas=(), exact_count_max_rows=1000000):
     return snapshot
 
 
-def count_rows(cur, names, per_query=200):
-    """(name, rows) of each table, counted exactly, many tables to a query: one round trip per table would
-    cost more than the counting in a schema of small tables."""
+def count_rows(cur, tables, per_query=200):
+    """(name, rows) of each (name, oid) table, counted exactly. A table without a page on disk has no row, and is
+    not read; the others are counted many to a query (one round trip per table would cost more than the
+    counting in a schema of small tables)."""
+    cur.execute("SELECT t.oid FROM unnest(%s::oid[]) AS t(oid) WHERE pg_catalog.pg_relation_size(t.oid) = 0",
+                ([oid for _name, oid in tables],))
+    empty = set(row[0] for row in cur.fetchall())
+    names = []
+    for name, oid in tables:
+        if oid in empty:
+            yield name, 0
+        else:
+            names.append(name)
     for start in range(0, len(names), per_query):
         batch = names[start:start + per_query]
         cur.execute(sql.SQL(" UNION ALL ").join(
