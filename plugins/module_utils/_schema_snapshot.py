@@ -231,7 +231,8 @@ def destroyed(before, after):
         key = "table %s" % name
         if key not in old_relations:
             continue  # a materialized view: derived, refreshed from its tables
-        held = "%d rows%s" % (count["rows"], "" if count["exact"] else " by the planner's estimate")
+        held = "%d row%s%s" % (count["rows"], "" if count["rows"] == 1 else "s",
+                               "" if count["exact"] else " by the planner's estimate")
         if key not in new_relations:
             lines.append("%s (%s) is gone" % (key, held))
             continue

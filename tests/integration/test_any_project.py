@@ -212,6 +212,8 @@ def test_the_minimum_inventory_through_every_runbook_ends_with_the_catalog_as_be
     assert play_recap(rolled)["failed"] == 0, rolled.stdout[-3000:]
     assert f"Rolled back by downgrade: {name} is at revision {CHAIN[0]}. Its catalog is as before the deployment (" \
            in rolled.stdout, rolled.stdout[-3000:]
+    assert f"Privileges the deployment had granted were revoked: SELECT on table public.authors from {READER}, " \
+           f"SELECT on table public.books from {READER}." in rolled.stdout, rolled.stdout[-3000:]
     assert query(database, f"SELECT has_table_privilege('{READER}', 'books', 'SELECT')")[0][0] is False
 
     # A failure injected after the revision that drops a column, allowed so that the offline SQL does not decide:
@@ -224,7 +226,7 @@ def test_the_minimum_inventory_through_every_runbook_ends_with_the_catalog_as_be
     assert failed.returncode != 0 and play_recap(failed)["failed"] == 1
     last = failure_message(failed)
     assert f"Rolled back by restore: the database is at revision {CHAIN[0]}" in last, last
-    assert "not downgraded, as the deployment had destroyed data: table public.books: column isbn (1 rows) is " \
+    assert "not downgraded, as the deployment had destroyed data: table public.books: column isbn (1 row) is " \
            "gone" in last, last
     assert recorded(database) == CHAIN[0] and query(database, "SELECT isbn FROM books")[0][0] == "978-0156453806"
 
@@ -234,9 +236,9 @@ def test_the_minimum_inventory_through_every_runbook_ends_with_the_catalog_as_be
     assert recorded(database) == CHAIN[4] and query(database, "SELECT to_regclass('books')")[0][0] is not None
     last = failure_message(failed)
     assert f"A downgrade to {CHAIN[0]} would bring back empty what the deployment destroyed: table public.books: " \
-           "column isbn (1 rows) is gone. Nothing was downgraded." in last, last
+           "column isbn (1 row) is gone. Nothing was downgraded." in last, last
     assert "writes are on (this deployment never turned them off)" in last
-    assert "ansible-playbook playbooks/rollback.yml -e method=restore -e backup=" in last
+    assert last.count("ansible-playbook playbooks/rollback.yml -e method=restore -e backup=") == 1, last
 
     # The restore it names gives the column back with its data; the catalog is proven as before.
     record = records()[-1]
