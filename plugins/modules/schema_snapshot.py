@@ -244,7 +244,7 @@ def snapshot(params, check_mode):
                 write(params["path"], now)
                 result["changed"] = True
             return result
-        restored = []
+        changes = []
         if params["restore_grants"]:
             changes = privilege_changes(before, now)
             statements = [privilege_statement(*change) for change in changes]
@@ -255,11 +255,10 @@ def snapshot(params, check_mode):
                 conn.commit()
                 now = read(conn, params)
                 result["snapshot"] = now
-            restored = [privilege_line(*change) for change in changes]
             result["changed"] = bool(statements)
-        result["grants_restored"] = [line for line in restored if " to " in line]
-        result["grants_revoked"] = [line for line in restored if " from " in line]
-        if check_mode and restored:
+        result["grants_restored"] = [privilege_line(*change) for change in changes if change[0].startswith("GRANT")]
+        result["grants_revoked"] = [privilege_line(*change) for change in changes if change[0].startswith("REVOKE")]
+        if check_mode and changes:
             # Nothing was granted or revoked: compare as if it had been.
             now = dict(now, objects=with_privileges_of(before, now["objects"]))
         result["differences"] = compare(before, now, rows=params["compare_rows"])
