@@ -206,13 +206,14 @@ def test_the_minimum_inventory_through_every_runbook_ends_with_the_catalog_as_be
     again = runbook("deploy-migration.yml", "-e", f"pgops_migration_target={CHAIN[2]}")
     assert play_recap(again)["failed"] == 0 and f"nothing to deploy: at {CHAIN[2]}" in again.stdout, again.stdout[-2000:]
 
-    # Rollback by downgrade: the grants the upgrade made on tables that stay are taken back, and the catalog,
-    # rows included, is proven equal to the snapshot taken before the deployment.
+    # Rollback by downgrade: the grants the upgrade made on tables that stay are taken back, and the catalog is
+    # proven equal to the snapshot taken before the deployment (not the rows: the deployment finished, they are
+    # the application's since).
     rolled = runbook("rollback.yml", "-e", f"record={record}", "-e", "confirm=yes")
     assert play_recap(rolled)["failed"] == 0, rolled.stdout[-3000:]
-    assert f"Rolled back by downgrade: {name} is at revision {CHAIN[0]}. Its catalog is as before the deployment (" \
-           in rolled.stdout, rolled.stdout[-3000:]
-    assert f"Privileges the deployment had granted were revoked: SELECT on table public.authors from {READER}, " \
+    assert f"Rolled back by downgrade: the database is at revision {CHAIN[0]}, as before the deployment, its " \
+           f"catalog as before (" in rolled.stdout, rolled.stdout[-3000:]
+    assert f"; privileges the deployment had granted were revoked: SELECT on table public.authors from {READER}, " \
            f"SELECT on table public.books from {READER}." in rolled.stdout, rolled.stdout[-3000:]
     assert query(database, f"SELECT has_table_privilege('{READER}', 'books', 'SELECT')")[0][0] is False
 
@@ -245,6 +246,6 @@ def test_the_minimum_inventory_through_every_runbook_ends_with_the_catalog_as_be
     restored = runbook("rollback.yml", "-e", f"record={record}", "-e", "method=restore", "-e", "confirm=yes",
                        "-e", f"pgops_alembic_project_dir={project}")
     assert play_recap(restored)["failed"] == 0, restored.stdout[-3000:]
-    assert f"Rolled back by restore: {name} is at revision {CHAIN[0]}. Its catalog is as before the deployment (" \
-           in restored.stdout, restored.stdout[-3000:]
+    assert f"Rolled back by restore: the database is at revision {CHAIN[0]}, as before the deployment, its " \
+           f"catalog as before (" in restored.stdout, restored.stdout[-3000:]
     assert query(database, "SELECT isbn FROM books")[0][0] == "978-0156453806"
