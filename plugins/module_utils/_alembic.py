@@ -145,14 +145,18 @@ class AlembicProject:
                               env=alembic_environment(self.params), cwd=self.params["project_dir"],
                               capture_output=True, text=True, timeout=timeout, check=False)
 
-    def plan(self, recorded, target, interrupted_plan):
-        """The runner's full_plan: interrupted, direction, pending, revision, history, heads, from."""
+    def plan(self, recorded, target, interrupted_plan, offline=()):
+        """The runner's full_plan: interrupted, direction, pending, revision, history, heads, from; when the
+        direction is one of `offline` (upgrade, downgrade), also `sql` and `sql_unrendered` (see offline_plan_sql)."""
         result = self._run({"command": "plan", "recorded": list(recorded), "target": target,
-                            "interrupted_plan": list(interrupted_plan)}, timeout=300)
+                            "interrupted_plan": list(interrupted_plan), "offline": list(offline)}, timeout=300)
         if result.returncode != 0:
             raise PgopsError(own_error(result.stderr) or "reading the Alembic project at %s failed: %s" % (
                 self.params["project_dir"], failure_reason(result.stderr.splitlines()) or "exit %d" % result.returncode))
-        return json.loads(result.stdout.strip().splitlines()[-1])
+        planned = json.loads(result.stdout.strip().splitlines()[-1])
+        if "offline" in planned:
+            planned["sql"], planned["sql_unrendered"] = offline_plan_sql(planned.pop("offline"))
+        return planned
 
     def run(self, command, target, timeout):
         """`alembic upgrade|downgrade|stamp target`; the output lines. PgopsError with the database's words."""
@@ -170,37 +174,6 @@ class AlembicProject:
                 reason += "; set alembic_python to the Python of the project's virtualenv"
             raise PgopsError("%s failed: %s" % (what, reason))
         return output
-
-    def offline_sql(self, direction, current, target):
-        """The SQL Alembic would run (--sql), for check mode."""
-        span = "%s:%s" % (current, target) if current else target
-        result = self._run({"command": "sql", "direction": direction, "span": span}, timeout=300)
-        if result.returncode != 0:
-            raise PgopsError("alembic %s --sql %s failed: %s" % (
-                direction, span, own_error(result.stderr) or failure_reason(result.stderr.splitlines())
-                or "exit %d" % result.returncode))
-        return result.stdout
-
-    def offline_plan_sql(self, direction, current, target, pending):
-        """(sql, unrendered): the SQL of the whole span, or, when that cannot be rendered offline (a revision that
-        reads the database through op.get_bind()), of each revision that can, and the reason for each that cannot."""
-        try:
-            return self.offline_sql(direction, current, target), []
-        except PgopsError:
-            if direction != "upgrade":
-                raise
-        parts, unrendered = [], []
-        for step in pending:
-            if isinstance(step["down_revision"], (list, tuple)):
-                unrendered.append({"revision": step["revision"],
-                                   "reason": "a merge revision is rendered only with its span"})
-                continue
-            try:
-                parts.append(self.offline_sql(direction, step["down_revision"], step["revision"]))
-            except PgopsError as error:
-                unrendered.append({"revision": step["revision"], "reason": str(error)})
-                parts.append("-- revision %s: no offline SQL (%s)\n" % (step["revision"], error))
-        return "".join(parts), unrendered
 
     def run_with_retries(self, direction, target, timeout, retries, backoff, fence=None):
         """run, again after a lock timeout: each revision commits, so a retry resumes where it stopped.
@@ -221,6 +194,28 @@ class AlembicProject:
                         raise PgopsError("%s (after %d attempts)" % (error, attempt))
                     raise
                 time.sleep(backoff * (2 ** (attempt - 1)))
+
+
+def offline_plan_sql(offline):
+    """(sql, unrendered) from the runner's offline_plan: the SQL of the whole upgrade, or that of each revision that
+    renders offline, with a comment in place of each that does not, and, for those, the reason."""
+    if "sql" in offline:
+        return offline["sql"], []
+    if "error" in offline:
+        raise PgopsError("alembic downgrade --sql %s failed: %s" % (
+            offline["span"], failure_reason(offline["error"].splitlines()) or "no reason given"))
+    parts, unrendered = [], []
+    for step in offline["steps"]:
+        if step.get("merge"):
+            unrendered.append({"revision": step["revision"], "reason": "a merge revision is rendered only with its span"})
+        elif step["error"] is None:
+            parts.append(step["sql"])
+        else:
+            reason = "alembic upgrade --sql %s failed: %s" % (
+                step["span"], failure_reason(step["error"].splitlines()) or "no reason given")
+            unrendered.append({"revision": step["revision"], "reason": reason})
+            parts.append("-- revision %s: no offline SQL (%s)\n" % (step["revision"], reason))
+    return "".join(parts), unrendered
 
 
 _RUNNER_SOURCE = []

@@ -6,9 +6,10 @@
 
 alembic_migration feeds this file's source on stdin to the project's interpreter (alembic_python; the module's
 own by default), with one JSON request as its only argument. It needs nothing but Alembic and SQLAlchemy there:
-no collection, no psycopg2 unless the project uses it. It answers `plan` with one JSON line on stdout; `upgrade`,
-`downgrade`, `stamp` and `sql` run Alembic's own commands, with the project's env.py, against the inventory's
-database only:
+no collection, no psycopg2 unless the project uses it. It answers `plan` with one JSON line on stdout (with the
+offline SQL of a pending upgrade when asked: one process for the plan and every revision's rendering); `upgrade`,
+`downgrade` and `stamp` run Alembic's own commands, with the project's env.py, against the inventory's database
+only:
 - the URL is handed over twice, as DATABASE_URL and as the Config's sqlalchemy.url (never by editing a file),
   with no host, user or password in it: the driver reads them from the libpq variables the module set;
 - every connection any engine opens is checked, before a statement of env.py or of a revision runs, against the
@@ -215,19 +216,56 @@ def prove_each_connection(expected):
     event.listen(Pool, "connect", check)
 
 
-def run_command(request):
+def project_config(request, output_buffer=None):
+    """The project's Config, pointed at the inventory's database (DATABASE_URL and sqlalchemy.url)."""
     Config = load_alembic()[0]
-    from alembic import command
-    config = Config(request["ini"])
+    config = Config(request["ini"], output_buffer=output_buffer)
     url = project_url(config, request.get("driver"))
     os.environ["DATABASE_URL"] = url
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    name = request["command"]
-    if name == "sql":
-        getattr(command, request["direction"])(config, request["span"], sql=True)
-        return
+    return config
+
+
+def offline_sql(request, direction, span):
+    """The SQL `alembic <direction> --sql <span>` prints, or the exception's last lines when it cannot render."""
+    import io
+    import traceback
+    from alembic import command
+    buffer = io.StringIO()
+    try:
+        getattr(command, direction)(project_config(request, buffer), span, sql=True)
+    except Exception as error:  # pylint: disable=broad-except  # any failure of env.py or a revision is a reason
+        return None, "".join(traceback.format_exception_only(type(error), error))
+    return buffer.getvalue(), None
+
+
+def offline_plan(request, planned):
+    """{sql} of the whole span; when that cannot be rendered offline (a revision that reads the database through
+    op.get_bind()), for an upgrade {steps}: each revision's sql, or the error that stopped it, and for a downgrade
+    {error}. All in this one process: each rendering is its own offline run of env.py."""
+    start, direction = planned["from"], planned["direction"]
+    sql, error = offline_sql(request, direction, "%s:%s" % (start, request["target"]) if start else request["target"])
+    if error is None:
+        return {"sql": sql}
+    if direction != "upgrade":
+        return {"error": error, "span": "%s:%s" % (start, request["target"])}
+    steps = []
+    for step in planned["pending"]:
+        down = step["down_revision"]
+        if isinstance(down, (list, tuple)):
+            steps.append({"revision": step["revision"], "merge": True})
+            continue
+        span = "%s:%s" % (down, step["revision"]) if down else step["revision"]
+        sql, error = offline_sql(request, "upgrade", span)
+        steps.append({"revision": step["revision"], "span": span, "sql": sql, "error": error})
+    return {"steps": steps}
+
+
+def run_command(request):
+    from alembic import command
+    config = project_config(request)
     prove_each_connection(request["expected"])
-    getattr(command, name)(config, request["target"])
+    getattr(command, request["command"])(config, request["target"])
 
 
 def refusal(error):
@@ -246,8 +284,10 @@ def main(argv):
     try:
         if request["command"] == "plan":
             scripts = load_scripts(request["ini"])
-            plan_json = json.dumps(full_plan(scripts, request["recorded"], request["target"], request["interrupted_plan"]))
-            sys.stdout.write(plan_json + "\n")
+            planned = full_plan(scripts, request["recorded"], request["target"], request["interrupted_plan"])
+            if planned["direction"] in request.get("offline", []):
+                planned["offline"] = offline_plan(request, planned)
+            sys.stdout.write(json.dumps(planned) + "\n")
             return 0
         run_command(request)
         return 0

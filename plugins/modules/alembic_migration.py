@@ -353,7 +353,12 @@ def migrate(params, check_mode):
         project.expected = database_identity(conn)
         current = current_revisions(conn, params["version_table"], params["version_table_schema"])
         recorded_before = current[0] if current else None
-        planned = project.plan(current, params["target"], params["interrupted_plan"])
+        # The offline SQL comes with the plan (one run of the project's Python): for the destructive check, and for
+        # check mode to show.
+        planned = project.plan(current, params["target"], params["interrupted_plan"],
+                               offline=(["upgrade", "downgrade"] if check_mode and params["offline_sql"]
+                                        and params["state"] != "status" else
+                                        ["upgrade"] if params["detect_destructive"] else []))
         interrupted, direction, pending = planned["interrupted"], planned["direction"], planned["pending"]
         result = {
             "current": recorded_before,
@@ -371,11 +376,8 @@ def migrate(params, check_mode):
                              "to roll back %d revision(s)" % (params["target"], result["current"], len(pending)))
         leftovers = invalid_indexes(conn) if params["drop_invalid_indexes"] else []
         result["invalid_indexes"] = ["%s.%s" % pair for pair in leftovers]
-        offline = None
-        if direction == "upgrade" and (params["detect_destructive"] or (check_mode and params["offline_sql"])):
-            offline = project.offline_plan_sql(direction, planned["from"], params["target"], pending)
         if direction == "upgrade" and params["detect_destructive"]:
-            result["destructive_check"] = mark_destructive(pending, *offline)
+            result["destructive_check"] = mark_destructive(pending, planned["sql"], planned["sql_unrendered"])
         if direction == "none" or params["state"] == "status":
             return result
         result["changed"] = True
@@ -385,8 +387,7 @@ def migrate(params, check_mode):
                              "at the primary. Nothing was run" % target_label(params))
         if check_mode:
             if params["offline_sql"]:
-                result["sql"], result["sql_unrendered"] = offline or project.offline_plan_sql(
-                    direction, planned["from"], params["target"], pending)
+                result["sql"], result["sql_unrendered"] = planned["sql"], planned["sql_unrendered"]
             return result
         fence = lease_fence(params)
         if fence:

@@ -90,6 +90,13 @@ def test_check_mode_returns_the_sql_it_would_run(database):
     assert "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS uq_users_email ON users (email)" in result["sql"]
     assert f"UPDATE alembic_version SET version_num='{INDEX_REVISION}'" in result["sql"]
     assert recorded(database) == BASELINE
+    # And the way back, rendered in the same run of the project's Python as the plan.
+    alembic(database, "upgrade", INDEX_REVISION)
+    back = run_module("alembic_migration", dict(database, project_dir=str(PROJECT_DIR), target=BASELINE,
+                                                allow_downgrade=True), check_mode=True)
+    assert back["direction"] == "downgrade" and "DROP INDEX" in back["sql"], back.get("msg")
+    assert f"UPDATE alembic_version SET version_num='{BASELINE}'" in back["sql"]
+    assert recorded(database) == INDEX_REVISION
 
 
 def test_lock_timeout_is_retried_then_reported_and_resumes(database):
