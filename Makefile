@@ -28,7 +28,7 @@ pytest:
 	python -m pytest -n 2 tests
 
 molecule:
-	molecule test --all
+	./tools/molecule.sh
 
 clean:
 	if [ -x $(VENV)/python ]; then python tools/sandbox.py down --name demo; fi

@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from conftest import APP, BASELINE, HEAD, PASSWORD, PROJECT_DIR, alembic, query, run_module
-from test_deploy_faults import counts, guarded
+from test_deploy_faults import app_can_write, counts, guarded
 from test_deploy_playbook import revision
 
 PROBES = str(PROJECT_DIR / "smoke_probes.yml")
@@ -96,21 +96,26 @@ def mails(box):
 
 
 @pytest.mark.one_server_version
-def test_deploy_passes_its_smoke_checks_and_mails_start_and_success(server, deployable, tmp_path, application,
-                                                                    mailbox):
+def test_a_guarded_deployment_turns_writes_off_and_back_on_passes_its_smoke_checks_and_mails_start_and_success(
+        server, deployable, tmp_path, application, mailbox):
     program, box = mailbox
     settings = {"pgops_app_http_endpoints": [{"name": "health", "url": application + "/health",
                                               "contains": "jobs served"}],
                 "pgops_notify_mail_to": ["dba@intowork.example"], "pgops_sendmail_program": str(program)}
     result, recap = guarded(server, deployable, tmp_path, "-e", json.dumps(settings))
     assert recap["failed"] == 0, result.stdout[-3000:]
-    assert revision(deployable) == HEAD
+    assert "Set the application's writes to read_only" in result.stdout
+    assert revision(deployable) == HEAD and app_can_write(deployable)
+    assert PASSWORD not in result.stdout
     start, success = mails(box)
     assert "Subject: [pgops] start:" in start and "writes off for about" in start
     assert "estimated_write_off_seconds:" in start
     assert "Subject: [pgops] success:" in success
     (record,) = (tmp_path / "reports").glob("deploy-*.json")
-    assert "smoke" in [phase["phase"] for phase in json.loads(record.read_text())["phases"]]
+    report = json.loads(record.read_text())
+    assert report["outcome"] == "deployed" and float(report["write_off_seconds"]) > 0
+    assert report["backup_taken"] == "with writes off"
+    assert [phase["phase"] for phase in report["phases"]] == ["preflight", "backup", "migration", "verification", "smoke"]
 
 
 @pytest.mark.one_server_version
