@@ -16,7 +16,10 @@ demo: setup
 demo-down:
 	python tools/sandbox.py down --name demo
 
-test: setup lint sanity pytest molecule
+# lint and sanity side by side (one core each; each one's output printed whole when it ends), then the suites.
+test: setup
+	$(MAKE) --no-print-directory -j2 --output-sync=target lint sanity
+	$(MAKE) --no-print-directory pytest molecule
 
 lint:
 	ansible-lint

@@ -33,6 +33,7 @@ for name in "${scenarios[@]}"; do
 done
 
 started=$SECONDS
+# shellcheck disable=SC2016  # "$1" is the inner shell's: the scenario xargs hands it
 if printf '%s\n' "${scenarios[@]}" | xargs -P "$lanes" -I{} bash -c 'run_one "$1"' _ {}; then
     echo "molecule: ${#scenarios[@]} scenarios passed in $((SECONDS - started)) s ($lanes at a time)"
 else
