@@ -199,11 +199,14 @@ class AlembicProject:
 def offline_plan_sql(offline):
     """(sql, unrendered) from the runner's offline_plan: the SQL of the whole upgrade, or that of each revision that
     renders offline, with a comment in place of each that does not, and, for those, the reason."""
+    def failed(direction, rendering):
+        return "alembic %s --sql %s failed: %s" % (
+            direction, rendering["span"], failure_reason(rendering["error"].splitlines()) or "no reason given")
+
     if "sql" in offline:
         return offline["sql"], []
     if "error" in offline:
-        raise PgopsError("alembic downgrade --sql %s failed: %s" % (
-            offline["span"], failure_reason(offline["error"].splitlines()) or "no reason given"))
+        raise PgopsError(failed("downgrade", offline))
     parts, unrendered = [], []
     for step in offline["steps"]:
         if step.get("merge"):
@@ -211,8 +214,7 @@ def offline_plan_sql(offline):
         elif step["error"] is None:
             parts.append(step["sql"])
         else:
-            reason = "alembic upgrade --sql %s failed: %s" % (
-                step["span"], failure_reason(step["error"].splitlines()) or "no reason given")
+            reason = failed("upgrade", step)
             unrendered.append({"revision": step["revision"], "reason": reason})
             parts.append("-- revision %s: no offline SQL (%s)\n" % (step["revision"], reason))
     return "".join(parts), unrendered

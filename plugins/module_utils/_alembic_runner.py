@@ -244,11 +244,12 @@ def offline_plan(request, planned):
     op.get_bind()), for an upgrade {steps}: each revision's sql, or the error that stopped it, and for a downgrade
     {error}. All in this one process: each rendering is its own offline run of env.py."""
     start, direction = planned["from"], planned["direction"]
-    sql, error = offline_sql(request, direction, "%s:%s" % (start, request["target"]) if start else request["target"])
+    span = "%s:%s" % (start, request["target"]) if start else request["target"]
+    sql, error = offline_sql(request, direction, span)
     if error is None:
         return {"sql": sql}
     if direction != "upgrade":
-        return {"error": error, "span": "%s:%s" % (start, request["target"])}
+        return {"error": error, "span": span}
     steps = []
     for step in planned["pending"]:
         down = step["down_revision"]

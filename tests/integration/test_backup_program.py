@@ -2,10 +2,12 @@
 
 import datetime
 import fcntl
+import getpass
 import json
 import os
 import resource
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASELINE, ROOT, Hook, alembic, load_reference_data, query
+from conftest import BASELINE, ROOT, Hook, alembic, load_reference_data, query, run_module
 
 PROGRAM = ROOT / "roles" / "backup" / "files" / "pgops_backup.py"
 TABLES = ["jobs", "job_applications"]
@@ -319,3 +321,30 @@ def test_row_counts_are_of_the_named_table_not_one_earlier_in_the_search_path(se
     result = run_program("backup", config, loaded["login_password"])
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["row_counts"]["jobs"] == query(loaded, "SELECT count(*) FROM public.jobs")[0][0]
+
+
+def test_backup_install_writes_once_with_its_modes_and_check_mode_writes_nothing(tmp_path):
+    owner = getpass.getuser()
+    args = {"program_dir": str(tmp_path / "lib"), "config_dir": str(tmp_path / "etc"),
+            "config_file": str(tmp_path / "etc" / "backup-appdb.json"), "config": {"database": "appdb", "port": 5432},
+            "backup_dir": str(tmp_path / "backups"), "owner": owner,
+            "pgpass_file": str(tmp_path / "etc" / "pgpass-appdb"), "pgpass": "*:5432:*:backup:s3cret-pw\n"}
+    checked = run_module("backup_install", args, check_mode=True)
+    assert checked["changed"] is True and checked["connected_as"] == owner
+    assert not (tmp_path / "lib").exists() and not (tmp_path / "etc").exists(), "check mode wrote nothing"
+    installed = run_module("backup_install", args)
+    assert installed["changed"] is True and "s3cret-pw" not in json.dumps(installed)
+    modes = {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in
+             ["lib", "etc", "backups", "lib/pgops_write_guard.py", "etc/backup-appdb.json", "etc/pgpass-appdb"]}
+    assert modes == {"lib": 0o755, "etc": 0o755, "backups": 0o700, "lib/pgops_write_guard.py": 0o644,
+                     "etc/backup-appdb.json": 0o600, "etc/pgpass-appdb": 0o600}, modes
+    assert json.loads((tmp_path / "etc" / "backup-appdb.json").read_text()) == {"database": "appdb", "port": 5432}
+    assert (tmp_path / "etc" / "pgpass-appdb").read_text() == "*:5432:*:backup:s3cret-pw\n"
+    assert "def writes_back" in (tmp_path / "lib" / "pgops_write_guard.py").read_text()
+    assert run_module("backup_install", args)["changed"] is False, "a second run changes nothing"
+    (tmp_path / "etc" / "pgpass-appdb").chmod(0o644)
+    again = run_module("backup_install", args)
+    assert again["written"] == [str(tmp_path / "etc" / "pgpass-appdb")]
+    assert stat.S_IMODE((tmp_path / "etc" / "pgpass-appdb").stat().st_mode) == 0o600
+    refused = run_module("backup_install", dict(args, owner="no-such-account"))
+    assert refused["failed"] is True and "owner no-such-account is not an account" in refused["msg"]
