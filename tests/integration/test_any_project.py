@@ -4,11 +4,13 @@ reading sqlalchemy.url, psycopg 3 in the application's own virtualenv, the async
 import json
 import shutil
 import subprocess
+import types
 
 import pytest
 
-from conftest import (ROOT, admin_run, failure_message, owner_params, play_recap, query, run_module, run_playbook,
-                      scratch_database)
+from conftest import (ROOT, admin_run, failure_message, hold_lock, owner_params, play_recap, query, run_module,
+                      run_playbook, scratch_database, start_playbook)
+from test_deploy_interruptions import TOLERATE_BLOCKER, kill_alembic, wait_until_migration_waits
 
 BOOKSHELF = ROOT / "examples" / "bookshelf"
 BOOKSHELF_PYTHON = ROOT / ".venv-bookshelf" / "bin" / "python"
@@ -147,6 +149,10 @@ def test_a_revision_that_drops_data_is_found_before_it_runs(server, database):
     assert status["destructive_check"].endswith("the catalog comparison after the migration still is")
 
 
+def enum_values(params):
+    return [row[0] for row in query(params, "SELECT unnest(enum_range(NULL::book_status))::text")]
+
+
 READER = "bookshelf_reader"
 FAILING = '''revision = "6e5f6a7b8c9d"
 down_revision = "5d4e5f6a7b8c"
@@ -249,3 +255,36 @@ def test_the_minimum_inventory_through_every_runbook_ends_with_the_catalog_as_be
     assert f"Rolled back by restore: the database is at revision {CHAIN[0]}, as before the deployment, its " \
            f"catalog as before (" in restored.stdout, restored.stdout[-3000:]
     assert query(database, "SELECT isbn FROM books")[0][0] == "978-0156453806"
+
+
+@pytest.mark.parametrize("mode", ["maintenance", "online"])
+def test_alembic_killed_after_its_revision_committed_part_of_itself(server, bookshelf_owned, tmp_path, mode):
+    """The revision that commits its new enum value, then waits for a lock on books, killed there: the database
+    still records the old revision, its catalog is not the one before, and the revision's downgrade cannot run
+    on half of it. Maintenance mode restores the backup; online mode (writes made since) names the restore."""
+    database = bookshelf_owned
+    holder = hold_lock(database, "books", application_name="report-job")
+    deploy = start_playbook("deploy-migration.yml", server, database, tmp_path, "-i", str(BOOKSHELF / "inventory"),
+                            "-e", f"pgops_migration_target={CHAIN[1]}", "-e", TOLERATE_BLOCKER,
+                            "-e", f"pgops_deploy_mode={mode}")
+    try:
+        wait_until_migration_waits(database, deploy, half_applied=lambda: "archived" in enum_values(database))
+        kill_alembic(database)
+    finally:
+        holder.rollback()
+        holder.close()
+    output = types.SimpleNamespace(stdout=deploy.communicate(timeout=600)[0])
+    assert deploy.returncode != 0 and play_recap(output)["failed"] == 1
+    last = failure_message(output)
+    assert f"alembic upgrade to {CHAIN[1]} on " in last and " was killed (signal 9); the database is now at " \
+           f"revision {CHAIN[0]}." in last, last
+    assert f"the half-applied revision {CHAIN[1]} could not be undone by its downgrade" in last, last
+    assert recorded(database) == CHAIN[0]
+    if mode == "maintenance":
+        assert f"Rolled back by restore: the database is at revision {CHAIN[0]}, as before the deployment, its " \
+               "catalog and rows as before (" in last, last
+        assert enum_values(database) == ["draft", "published"]
+        assert query(database, "SELECT isbn FROM books")[0][0] == "978-0156453806"
+    else:
+        assert "THE ROLLBACK FAILED TOO" in last and "-e method=restore -e backup=" in last, last
+        assert "archived" in enum_values(database), "nothing restored over the writes made online"

@@ -35,20 +35,25 @@ def counts(params):
                               "FROM job_applications UNION ALL SELECT 'users', count(*) FROM users"))
 
 
-@pytest.mark.one_server_version
-def test_revision_failing_mid_chain_is_rolled_back_by_downgrade(server, deployable, tmp_path):
+@pytest.mark.parametrize("mode", ["maintenance", "online"])
+def test_revision_failing_mid_chain_is_rolled_back_by_downgrade(server, deployable, tmp_path, mode):
     query(deployable, "UPDATE jobs SET salary_min = salary_max + 1 WHERE id = 1")  # d5e6f7a8b9c0 cannot validate
     before = counts(deployable)
-    result, recap = guarded(server, deployable, tmp_path)
-    assert recap["failed"] == 1
-    assert "Rolled back by downgrade: the database is at revision a7f3b2c1d9e8" in result.stdout
+    result, recap = guarded(server, deployable, tmp_path, "-e", f"pgops_deploy_mode={mode}")
+    assert recap["failed"] == 1 and result.returncode != 0
+    last = failure_message(result)
+    # Online, the application wrote all along: only fewer rows than before would be a loss.
+    rows = "no table with fewer rows" if mode == "online" else "with the same row counts"
+    assert f"Rolled back by downgrade: the database is at revision a7f3b2c1d9e8, as before the deployment, {rows}, " \
+           "its catalog and rows as before (" in last, last
     assert revision(deployable) == BASELINE
     assert counts(deployable) == before
     assert app_can_write(deployable), "writes are back on"
     assert query(deployable, "SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'ix\\_%'")[0][0] == 0
     (record,) = (tmp_path / "reports").glob("deploy-*.json")
-    assert json.loads(record.read_text())["outcome"] == "rolled_back"
-    assert "Rolled back by downgrade" in failure_message(result)
+    record = json.loads(record.read_text())
+    assert record["outcome"] == "rolled_back"
+    assert record["backup_taken"] == ("with writes on (online mode)" if mode == "online" else "with writes off")
     lock = run_module("deploy_lock", dict(deployable, state="acquired", owner="next-deploy"))
     assert lock["changed"] is True, "the failed deployment released its lock"
 
