@@ -4,7 +4,7 @@
 
 For each scale and each mode (online: writes stay on; maintenance: the write guard turns them off),
 a fresh database at the baseline revision gets pgbench writing as the application role (a new job and
-an application for it per transaction, rate-limited on loopback) while deploy-migration.yml runs to
+an application for it per transaction, rate-limited on loopback) while deploy_migration.yml runs to
 h8c2d6e5f4g3 (the 15 indexes and 3 unique constraints). Printed: failed writes, p99 and max write
 latency while the deployment ran, the deployment's duration, and the write-off window.
 Targets (safe-deploy issue): online mode 0 failed writes and max latency under 200 ms at scale 1 and
@@ -89,7 +89,7 @@ def measure(state, scale, mode, rate, work):
                 "pgops_backup_dir": str(work / f"{database}-backups"), "pgops_reports_dir": str(work / "reports")}
     started = time.time()
     deploy = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"),
-                             str(ROOT / "playbooks" / "deploy-migration.yml"), "-e", json.dumps(settings)],
+                             str(ROOT / "playbooks" / "deploy_migration.yml"), "-e", json.dumps(settings)],
                             cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     ended = time.time()
     time.sleep(2)

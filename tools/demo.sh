@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The demo: a fresh sandbox PostgreSQL, INTOWORK at its baseline revision with the reference data,
-# then deploy-migration.yml twice (the second run must change nothing).
+# then deploy_migration.yml twice (the second run must change nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -20,11 +20,11 @@ step "INTOWORK schema at the baseline revision"
 step "Reference data (scale $SCALE)"
 python examples/intowork/generate_data.py --scale "$SCALE"
 
-step "ansible-playbook playbooks/deploy-migration.yml"
-ansible-playbook playbooks/deploy-migration.yml | tail -n 14
+step "ansible-playbook playbooks/deploy_migration.yml"
+ansible-playbook playbooks/deploy_migration.yml | tail -n 14
 
 step "Second run: nothing pending, so nothing may change"
-ansible-playbook playbooks/deploy-migration.yml | tee /tmp/pgops-demo-second.log | tail -n 3
+ansible-playbook playbooks/deploy_migration.yml | tee /tmp/pgops-demo-second.log | tail -n 3
 grep -Eq "changed=0 +unreachable=0 +failed=0" /tmp/pgops-demo-second.log
 
 step "Done in $(( $(date +%s) - started )) s"

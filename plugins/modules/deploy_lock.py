@@ -37,7 +37,7 @@ options:
   details:
     description:
       - What the holder is doing, kept in the lease so a later run can finish or undo it after the holder
-        died (deploy-migration.yml keeps its revision before, its plan and its backup here).
+        died (deploy_migration.yml keeps its revision before, its plan and its backup here).
       - Acquiring a lock already held with other details updates them.
       - Keep secrets out of it; any database user can read it.
     type: dict
@@ -56,7 +56,7 @@ options:
   identity:
     description:
       - Who runs the holder, kept in the lease as C(by) when the lock is taken and named to anyone refused,
-        for example the controller's host name, the operator's OS user and the job id (deploy-migration.yml and
+        for example the controller's host name, the operator's OS user and the job id (deploy_migration.yml and
         rollback.yml pass C(controller), C(user) and C(run_id)).
       - The lease's C(host) is where the module ran, which is the database host over SSH, not the operator's.
     type: dict

@@ -333,7 +333,7 @@ def gather(params, check_mode):
             hit_ratio, params["min_cache_hit_ratio"]))
     total_connections = sum(by_state.values())
     if total_connections > params["max_connection_ratio"] * max_connections:
-        findings.append("%d connections of max_connections %d: check the pools (pool-config.yml)" % (
+        findings.append("%d connections of max_connections %d: check the pools (pool_config.yml)" % (
             total_connections, max_connections))
     for constraint in not_valid:
         findings.append("constraint %s on %s is NOT VALID: VALIDATE CONSTRAINT it once the data is clean" % (

@@ -196,20 +196,20 @@ def test_the_minimum_inventory_through_every_runbook_ends_with_the_catalog_as_be
         return sorted((tmp_path / "reports").glob("deploy-*.json"), key=lambda path: path.stat().st_mtime)
 
     # Online, the revision that drops a column holding data is refused before anything runs.
-    refused = runbook("deploy-migration.yml", "-e", "pgops_deploy_mode=online")
+    refused = runbook("deploy_migration.yml", "-e", "pgops_deploy_mode=online")
     assert play_recap(refused)["failed"] == 1 and recorded(database) == CHAIN[0]
     assert f"Revision(s) {CHAIN[3]} cannot be rolled back by a downgrade ({CHAIN[3]}: ALTER TABLE books DROP " \
            "COLUMN isbn)" in refused.stdout, refused.stdout[-3000:]
 
     # Maintenance mode, up to the revision that grants to the reporting role; a re-run changes nothing.
-    deployed = runbook("deploy-migration.yml", "-e", f"pgops_migration_target={CHAIN[2]}")
+    deployed = runbook("deploy_migration.yml", "-e", f"pgops_migration_target={CHAIN[2]}")
     assert play_recap(deployed)["failed"] == 0, deployed.stdout[-3000:]
     assert f"{name}: deployed {CHAIN[0]} -> {CHAIN[2]} (2 revision(s))" in deployed.stdout
     assert query(database, f"SELECT has_table_privilege('{READER}', 'books', 'SELECT')")[0][0] is True
     record = records()[-1]
     # No application role to guard: the backup is taken with writes on, and the record says so.
     assert json.loads(record.read_text())["backup_taken"] == "with writes on (no application roles guarded)"
-    again = runbook("deploy-migration.yml", "-e", f"pgops_migration_target={CHAIN[2]}")
+    again = runbook("deploy_migration.yml", "-e", f"pgops_migration_target={CHAIN[2]}")
     assert play_recap(again)["failed"] == 0 and f"nothing to deploy: at {CHAIN[2]}" in again.stdout, again.stdout[-2000:]
 
     # Rollback by downgrade: the grants the upgrade made on tables that stay are taken back, and the catalog is
@@ -229,7 +229,7 @@ def test_the_minimum_inventory_through_every_runbook_ends_with_the_catalog_as_be
     project = project_copy(tmp_path)
     (project / "migrations" / "versions" / "6e5f6a7b8c9d_fails.py").write_text(FAILING)
     failing = ("-e", f"pgops_alembic_project_dir={project}", "-e", '{"pgops_allow_destructive": ["%s"]}' % CHAIN[3])
-    failed = runbook("deploy-migration.yml", *failing)
+    failed = runbook("deploy_migration.yml", *failing)
     assert failed.returncode != 0 and play_recap(failed)["failed"] == 1
     last = failure_message(failed)
     assert f"Rolled back by restore: the database is at revision {CHAIN[0]}" in last, last
@@ -238,7 +238,7 @@ def test_the_minimum_inventory_through_every_runbook_ends_with_the_catalog_as_be
     assert recorded(database) == CHAIN[0] and query(database, "SELECT isbn FROM books")[0][0] == "978-0156453806"
 
     # Online, the same: it does not downgrade either, and says what restores the column.
-    failed = runbook("deploy-migration.yml", "-e", "pgops_deploy_mode=online", *failing)
+    failed = runbook("deploy_migration.yml", "-e", "pgops_deploy_mode=online", *failing)
     assert failed.returncode != 0 and play_recap(failed)["failed"] == 1
     assert recorded(database) == CHAIN[4] and query(database, "SELECT to_regclass('books')")[0][0] is not None
     last = failure_message(failed)
@@ -264,7 +264,7 @@ def test_alembic_killed_after_its_revision_committed_part_of_itself(server, book
     on half of it. Maintenance mode restores the backup; online mode (writes made since) names the restore."""
     database = bookshelf_owned
     holder = hold_lock(database, "books", application_name="report-job")
-    deploy = start_playbook("deploy-migration.yml", server, database, tmp_path, "-i", str(BOOKSHELF / "inventory"),
+    deploy = start_playbook("deploy_migration.yml", server, database, tmp_path, "-i", str(BOOKSHELF / "inventory"),
                             "-e", f"pgops_migration_target={CHAIN[1]}", "-e", TOLERATE_BLOCKER,
                             "-e", f"pgops_deploy_mode={mode}")
     try:

@@ -45,7 +45,7 @@ def test_playbook_and_cron_backups_belong_to_the_backup_account(server, migrated
     (first_dump,) = backups.glob("*.dump")
     assert set(owners(backups).values()) == {ACCOUNT}, owners(backups)
 
-    schedule = run_playbook("backup-cron.yml", server, migrated, tmp_path, "-e", settings)
+    schedule = run_playbook("backup_cron.yml", server, migrated, tmp_path, "-e", settings)
     assert schedule.returncode == 0, schedule.stdout[-3000:]
     account, command = cron_command(host_dirs / "cron.d" / f"pgops-backup-{migrated['login_db']}")
     assert account == ACCOUNT

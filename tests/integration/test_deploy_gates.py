@@ -1,4 +1,4 @@
-"""Every decision deploy-migration.yml and rollback.yml take, driven down the branch an operator fears, through
+"""Every decision deploy_migration.yml and rollback.yml take, driven down the branch an operator fears, through
 ansible-playbook: the play's exit status, its last line and the database afterwards."""
 
 import fcntl
@@ -56,7 +56,7 @@ GUARD = json.dumps({"pgops_app_roles": [APP], "pgops_app_probe_user": APP, "pgop
 
 
 def deploy(server, params, tmp_path, *extra):
-    result = run_playbook("deploy-migration.yml", server, params, tmp_path, "-e", GUARD, *extra)
+    result = run_playbook("deploy_migration.yml", server, params, tmp_path, "-e", GUARD, *extra)
     return result, play_recap(result)
 
 
@@ -212,7 +212,7 @@ def test_a_probe_that_fails_still_turns_writes_back_on(server, guarded_db, tmp_p
 def test_three_simultaneous_deployments_one_deploys(server, guarded_db, tmp_path):
     settings = project(tmp_path, ("0b00000000d1", "    op.execute('CREATE TABLE d1 (id int)')",
                                   "    op.execute('DROP TABLE d1')"))
-    runs = [start_playbook("deploy-migration.yml", server, guarded_db, tmp_path, "-e", GUARD, "-e", settings)
+    runs = [start_playbook("deploy_migration.yml", server, guarded_db, tmp_path, "-e", GUARD, "-e", settings)
             for _run in range(3)]
     outputs = [(run.communicate(timeout=600)[0], run.returncode) for run in runs]
     winners = [out for out, rc in outputs if rc == 0]
@@ -279,7 +279,7 @@ def test_a_deployment_in_a_long_backup_keeps_its_lease_and_is_never_taken_over(s
     with open(backups / ".pgops-backup.lock", "w", encoding="utf-8") as other_backup:
         # Another backup of this database holds the lock: the deployment's backup waits for it, a long step.
         fcntl.flock(other_backup, fcntl.LOCK_EX)
-        first = start_playbook("deploy-migration.yml", server, guarded_db, tmp_path, "-e", GUARD, "-e", settings,
+        first = start_playbook("deploy_migration.yml", server, guarded_db, tmp_path, "-e", GUARD, "-e", settings,
                                *quick_leases, "-e", "backup_lock_wait_seconds=300")
         deadline = time.monotonic() + 240
         while not backup_program_waiting(guarded_db["login_db"]):

@@ -81,9 +81,9 @@ def assert_back_where_it_was(params, before):
 
 
 def cut_off_deployment(server, params, tmp_path, interrupt):
-    """Start deploy-migration.yml, and when its migration is half-way, call interrupt(process)."""
+    """Start deploy_migration.yml, and when its migration is half-way, call interrupt(process)."""
     holder = hold_lock(params, BLOCKED_TABLE, "SHARE UPDATE EXCLUSIVE", application_name="blocker")
-    deploy = start_playbook("deploy-migration.yml", server, params, tmp_path, "-e", SETTINGS,
+    deploy = start_playbook("deploy_migration.yml", server, params, tmp_path, "-e", SETTINGS,
                             "-e", TOLERATE_BLOCKER)
     try:
         wait_until_migration_waits(params, deploy)
@@ -163,7 +163,7 @@ def test_a_cut_off_deployment_taken_over_by_force_never_migrates_again(server, d
     # 1 s lock waits, then a 40 s pause before the retry: time for the takeover to happen in between.
     retry_later = json.dumps({"migration_lock_timeout": 1000, "migration_lock_retries": 3,
                               "migration_lock_retry_backoff": 40})
-    deploy = start_playbook("deploy-migration.yml", server, deployable, tmp_path, "-e", SETTINGS,
+    deploy = start_playbook("deploy_migration.yml", server, deployable, tmp_path, "-e", SETTINGS,
                             "-e", TOLERATE_BLOCKER, "-e", retry_later)
     try:
         wait_until_migration_backs_off(deployable, deploy)

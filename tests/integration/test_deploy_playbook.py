@@ -1,4 +1,4 @@
-"""deploy-migration.yml end to end on a sandbox database: check mode, real run, second run, evidence."""
+"""deploy_migration.yml end to end on a sandbox database: check mode, real run, second run, evidence."""
 
 import hashlib
 import json
@@ -12,7 +12,7 @@ from conftest import BASELINE, HEAD, alembic, load_reference_data, play_recap, q
 
 
 def playbook(server, params, tmp_path, *extra):
-    result = run_playbook("deploy-migration.yml", server, params, tmp_path, *extra)
+    result = run_playbook("deploy_migration.yml", server, params, tmp_path, *extra)
     return result, play_recap(result)
 
 

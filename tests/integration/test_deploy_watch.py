@@ -135,7 +135,7 @@ def test_a_guard_that_is_not_the_abandoned_deployments_is_left_on(server, deploy
 
 @pytest.mark.one_server_version
 def test_backup_cron_installs_the_switch_that_gives_writes_back(server, deployable, host_dirs, tmp_path):
-    """As production provisions it: backup-cron.yml writes the guard account's password line and the choice, and
+    """As production provisions it: backup_cron.yml writes the guard account's password line and the choice, and
     the watch line, run as cron runs it, gives the abandoned deployment's writes back."""
     as_backup = dict(deployable, login_user=server["backup_user"], login_password=server["backup_password"])
     settings = {
@@ -143,7 +143,7 @@ def test_backup_cron_installs_the_switch_that_gives_writes_back(server, deployab
         "pgops_backup_dir": str(host_dirs / "backups"), "pgops_program_dir": str(host_dirs / "lib"),
         "pgops_config_dir": str(host_dirs / "pgops etc"), "pgops_cron_dir": str(host_dirs / "cron.d"),
         "pgops_deploy_watch_stale_after_seconds": 600, "pgops_deploy_watch_writes_on": "sometimes"}
-    refused = run_playbook("backup-cron.yml", server, as_backup, tmp_path, "-e", json.dumps(settings))
+    refused = run_playbook("backup_cron.yml", server, as_backup, tmp_path, "-e", json.dumps(settings))
     assert refused.returncode == 2, refused.stdout[-3000:]
     assert failure_message(refused) == (
         'Bad backup settings, nothing was written: backup_watch_writes_on (pgops_deploy_watch_writes_on) "sometimes" is '
@@ -152,7 +152,7 @@ def test_backup_cron_installs_the_switch_that_gives_writes_back(server, deployab
 
     settings.update(pgops_deploy_watch_writes_on="before_migration", pgops_deploy_watch_guard_user=server["deploy_user"],
                     pgops_deploy_watch_guard_password=server["deploy_password"])
-    scheduled = run_playbook("backup-cron.yml", server, as_backup, tmp_path, "-e", json.dumps(settings))
+    scheduled = run_playbook("backup_cron.yml", server, as_backup, tmp_path, "-e", json.dumps(settings))
     assert scheduled.returncode == 0, scheduled.stdout[-3000:]
     assert server["deploy_password"] not in scheduled.stdout
     writes_off_by(deployable, server, "deploy-dead-2")

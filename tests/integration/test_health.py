@@ -79,13 +79,13 @@ def browser_dom(path):
 def test_weekly_report_shows_growth_and_its_charts_in_a_browser(server, unhealthy, tmp_path):
     database, backups = unhealthy
     settings = json.dumps({"pgops_app_roles": [APP], "pgops_backup_dir": str(backups)})
-    first = run_playbook("health-report.yml", server, database, tmp_path, "-e", settings)
+    first = run_playbook("health_report.yml", server, database, tmp_path, "-e", settings)
     assert first.returncode == 0, first.stdout[-3000:]
     query(database, "INSERT INTO job_applications (job_id, candidate_id, cover_letter) "
                     "SELECT 1 + i / 500, 1 + i % 500, repeat('growth ', 50) FROM generate_series(0, 4999) i "
                     "ON CONFLICT DO NOTHING")
     time.sleep(1.1)  # report names carry the second
-    second = run_playbook("health-report.yml", server, database, tmp_path, "-e", settings)
+    second = run_playbook("health_report.yml", server, database, tmp_path, "-e", settings)
     assert second.returncode == 0, second.stdout[-3000:]
     assert "NEEDS ACTION: " in second.stdout and "security: app_web has CREATEROLE" in second.stdout
     folder = tmp_path / "reports" / "health" / database["login_db"]

@@ -28,12 +28,12 @@ def written(tmp_path):
 
 
 @pytest.mark.parametrize("playbook, settings, expected", [
-    ("backup-cron.yml", {"backup_schedule_mailto": "ops@example.com" + INJECTED},
+    ("backup_cron.yml", {"backup_schedule_mailto": "ops@example.com" + INJECTED},
      "Bad schedule, nothing was written"),
-    ("backup-cron.yml", {"backup_schedule_drill_hour": "4" + INJECTED}, "Bad schedule, nothing was written"),
-    ("backup-cron.yml", {"backup_schedule_drill_rto_target_seconds": "900 --x"},
+    ("backup_cron.yml", {"backup_schedule_drill_hour": "4" + INJECTED}, "Bad schedule, nothing was written"),
+    ("backup_cron.yml", {"backup_schedule_drill_rto_target_seconds": "900 --x"},
      "backup_schedule_drill_rto_target_seconds' is of type str and we were unable to convert to int"),
-    ("maintenance-cron.yml", {"maintenance_jobs_mailto": "ops@example.com" + INJECTED,
+    ("maintenance_cron.yml", {"maintenance_jobs_mailto": "ops@example.com" + INJECTED,
                               "pgops_maintenance_jobs": []}, "mailto \"ops@example.com\\n* * * * * root"),
     ("backup.yml", {"pgops_db_name": "../../etc/appdb"},
      'backup_db_name "../../etc/appdb" cannot name a file safely'),

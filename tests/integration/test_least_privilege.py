@@ -67,7 +67,7 @@ def test_backups_and_the_restore_drill_run_as_the_read_only_backup_role(server, 
     backed_up = run_playbook("backup.yml", server, backup_login, tmp_path)
     assert backed_up.returncode == 0, backed_up.stdout[-3000:]
     assert_quiet(backed_up)
-    drill = run_playbook("restore-drill.yml", server, backup_login, tmp_path)
+    drill = run_playbook("restore_drill.yml", server, backup_login, tmp_path)
     assert drill.returncode == 0, drill.stdout[-3000:]
     assert "row counts match the manifest" in drill.stdout
     scratch = query(database_params(server, "postgres"),

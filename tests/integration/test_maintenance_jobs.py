@@ -122,7 +122,7 @@ def test_playbook_installs_runs_and_reports_a_failing_job(server, setup, tmp_pat
     extra = json.dumps({"pgops_maintenance_jobs": broken, "maintenance_jobs_run_now": ["all"],
                         "pgops_cron_dir": str(tmp_path / "cron.d"), "pgops_program_dir": str(tmp_path / "lib"),
                         "pgops_config_dir": str(tmp_path / "etc")})
-    result = run_playbook("maintenance-cron.yml", server, database, tmp_path, "-e", extra)
+    result = run_playbook("maintenance_cron.yml", server, database, tmp_path, "-e", extra)
     assert result.returncode != 0
     assert 'Maintenance job broken failed: ' in result.stdout and "no_such_column" in result.stdout
     assert_quiet(result)
@@ -140,6 +140,6 @@ def test_playbook_installs_runs_and_reports_a_failing_job(server, setup, tmp_pat
 def test_playbook_refuses_bad_jobs_before_writing(server, setup, tmp_path, jobs, fragment):
     database = setup[0]
     extra = json.dumps({"pgops_maintenance_jobs": jobs, "pgops_cron_dir": str(tmp_path / "cron.d")})
-    result = run_playbook("maintenance-cron.yml", server, database, tmp_path, "-e", extra)
+    result = run_playbook("maintenance_cron.yml", server, database, tmp_path, "-e", extra)
     assert result.returncode != 0 and fragment in result.stdout
     assert not (tmp_path / "cron.d").exists()

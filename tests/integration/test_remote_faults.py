@@ -56,7 +56,7 @@ def test_a_connection_lost_mid_migration_is_survived(server, deployable, tmp_pat
     on the host, so the next poll reconnects and the deployment finishes as if nothing had happened, over SSH
     throughout."""
     holder = hold_lock(deployable, BLOCKED_TABLE, "SHARE UPDATE EXCLUSIVE", application_name="blocker")
-    deploy = start_playbook("deploy-migration.yml", server, deployable, tmp_path, "-e", SETTINGS,
+    deploy = start_playbook("deploy_migration.yml", server, deployable, tmp_path, "-e", SETTINGS,
                             "-e", TOLERATE_BLOCKER, *remote_inventory)
     try:
         wait_until_migration_waits(deployable, deploy)
@@ -85,7 +85,7 @@ def deploy_until_the_host_is_cut(server, params, tmp_path, remote_host, remote_i
     holder = hold_lock(params, BLOCKED_TABLE, "SHARE UPDATE EXCLUSIVE", application_name="blocker")
     # The migration statement keeps waiting through the cut (no 5 s lock timeout and retry gap in which the
     # controller's fencing would find no session to end).
-    deploy = start_playbook("deploy-migration.yml", server, params, tmp_path, "-e", SETTINGS,
+    deploy = start_playbook("deploy_migration.yml", server, params, tmp_path, "-e", SETTINGS,
                             "-e", TOLERATE_BLOCKER, "-e", '{"migration_lock_timeout": 120000}',
                             *remote_inventory, *extra)
     try:
@@ -157,7 +157,7 @@ def test_a_host_cut_off_before_migrating_gets_its_writes_back_from_the_controlle
     started, so nothing can be half-applied: writes come back on and the lock is released, from the controller."""
     started = tmp_path / "pg_dump-started"
     slow_client = client_bin(tmp_path, server, pg_dump=f'touch "{started}"\nsleep 20\nexec "$REAL/pg_dump" "$@"\n')
-    deploy = start_playbook("deploy-migration.yml", server, deployable, tmp_path, "-e", SETTINGS, *remote_inventory,
+    deploy = start_playbook("deploy_migration.yml", server, deployable, tmp_path, "-e", SETTINGS, *remote_inventory,
                             "-e", f"pgops_pg_bin_dir={slow_client}",
                             "-e", f"pgops_db_host_from_controller={deployable['login_host']}")
     try:

@@ -183,14 +183,14 @@ def test_a_backup_is_read_from_the_standby_only_when_it_is_one_and_caught_up(ser
 def test_the_backup_schedule_reads_from_the_standby_when_the_inventory_says_so(server, standby, migrated, tmp_path):
     settings = ["-e", f"pgops_cron_dir={tmp_path / 'cron.d'}", "-e", f"pgops_config_dir={tmp_path / 'etc'}",
                 "-e", "pgops_backup_from_standby=true"]
-    unnamed = run_playbook("backup-cron.yml", server, migrated, tmp_path, *settings)
+    unnamed = run_playbook("backup_cron.yml", server, migrated, tmp_path, *settings)
     assert unnamed.returncode == 2
     assert failure_message(unnamed).startswith(
         "backup_schedule_from_standby (pgops_backup_from_standby) is on but no standby is named"), unnamed.stdout[-2000:]
     assert not (tmp_path / "cron.d").exists()
 
     run_module("replication_wait", dict(migrated, timeout=60))
-    scheduled = run_playbook("backup-cron.yml", server, migrated, tmp_path, *settings,
+    scheduled = run_playbook("backup_cron.yml", server, migrated, tmp_path, *settings,
                              "-e", f"pgops_backup_standby_host={standby['host']}",
                              "-e", f"pgops_backup_standby_port={standby['port']}")
     assert scheduled.returncode == 0, scheduled.stdout[-3000:]

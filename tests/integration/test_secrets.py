@@ -1,6 +1,6 @@
 """No secret on a command line, in the output or in a file: the database password is looked for in every
 process's argv (sampled while the runbooks run), in their -vvv output, and in every file they write. Only the
-0600 password file may hold it. (monitoring.yml and pool-config.yml change the server and the application's
+0600 password file may hold it. (monitoring.yml and pool_config.yml change the server and the application's
 environment file, which holds the application's own password by design; they are not run here.)"""
 
 import json
@@ -63,12 +63,12 @@ def test_no_password_on_a_command_line_in_output_or_in_files(server, guarded_db,
             "maintenance_jobs_run_now": ["all"]}
     settings = project(tmp_path, ("0b00000000f1", "    op.execute('CREATE TABLE f1 (id int)')",
                                   "    op.execute('DROP TABLE f1')"))
-    runs = [("deploy-migration.yml", ["-e", GUARD, "-e", settings]),
+    runs = [("deploy_migration.yml", ["-e", GUARD, "-e", settings]),
             ("backup.yml", []),
-            ("restore-drill.yml", []),
-            ("maintenance-cron.yml", ["-e", json.dumps(jobs)]),
-            ("backup-cron.yml", []),
-            ("health-report.yml", ["-e", json.dumps({"pgops_app_roles": [APP]})]),
+            ("restore_drill.yml", []),
+            ("maintenance_cron.yml", ["-e", json.dumps(jobs)]),
+            ("backup_cron.yml", []),
+            ("health_report.yml", ["-e", json.dumps({"pgops_app_roles": [APP]})]),
             ("rollback.yml", ["-e", GUARD, "-e", settings, "-e", "method=restore", "-e", "confirm=yes"]),
             ("verify.yml", [])]
     started = time.time()

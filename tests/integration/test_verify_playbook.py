@@ -1,4 +1,4 @@
-"""verify.yml, the gate an operator runs (and deploy-migration runs after migrating), fails on each kind of
+"""verify.yml, the gate an operator runs (and deploy_migration runs after migrating), fails on each kind of
 damage a restore, a failed deployment or a hand fix leaves behind, with the finding in its last message."""
 
 import pytest
