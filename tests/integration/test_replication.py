@@ -41,6 +41,12 @@ def replay_paused(standby_state):
     conn = admin_connect(standby_state)
     with conn.cursor() as cur:
         cur.execute("SELECT pg_wal_replay_pause()")
+        # The call only asks for the pause; replay goes on until the startup process takes it.
+        deadline = time.monotonic() + 10
+        cur.execute("SELECT pg_get_wal_replay_pause_state()")
+        while cur.fetchone()[0] != "paused" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            cur.execute("SELECT pg_get_wal_replay_pause_state()")
     try:
         yield
     finally:
