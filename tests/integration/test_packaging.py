@@ -19,11 +19,13 @@ NOT_SHIPPED = ("build/", "reports/", "backups/", "tools/", "tests/", "molecule/"
                "inventories/", "requirements-dev.txt", "Makefile", ".venv", ".collections/", "__pycache__", ".pyc")
 
 
-def galaxy(*args, cwd, collections):
-    """ansible-galaxy with nothing of the checkout's configuration, and `collections` the only collections path."""
+def tool(name, *args, cwd, collections=None):
+    """A tool of the virtualenv (ansible-galaxy, ansible-builder) with nothing of the checkout's configuration,
+    and `collections` the only collections path; its output, after it succeeded."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("ANSIBLE_")}
-    env.update(ANSIBLE_COLLECTIONS_PATH=str(collections))
-    result = subprocess.run([str(BIN / "ansible-galaxy"), *args], cwd=cwd, env=env, capture_output=True, text=True,
+    if collections:
+        env.update(ANSIBLE_COLLECTIONS_PATH=str(collections))
+    result = subprocess.run([str(BIN / name), *args], cwd=cwd, env=env, capture_output=True, text=True,
                             check=False, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
@@ -34,10 +36,11 @@ def installed(tmp_path_factory):
     """The collection built from the checkout and installed into an empty collections path."""
     where = tmp_path_factory.mktemp("packaging")
     collections = where / "collections"
-    galaxy("collection", "build", str(ROOT), "--output-path", str(where / "dist"), cwd=where, collections=collections)
+    tool("ansible-galaxy", "collection", "build", str(ROOT), "--output-path", str(where / "dist"), cwd=where,
+         collections=collections)
     (tarball,) = (where / "dist").glob("intowork-pgops-*.tar.gz")
-    installing = galaxy("collection", "install", "--offline", "-p", str(collections), str(tarball), cwd=where,
-                        collections=collections)
+    installing = tool("ansible-galaxy", "collection", "install", "--offline", "-p", str(collections), str(tarball),
+                      cwd=where, collections=collections)
     assert "[WARNING]" not in installing.stdout + installing.stderr, installing.stdout + installing.stderr
     return tarball, collections
 
@@ -85,17 +88,10 @@ def test_a_runbook_runs_from_the_installed_collection_by_fqcn(server, bookshelf_
     assert '"pgops_deployments"' in stats and '"outcome": "deployed"' in stats, stats[:2000]
 
 
-def builder(*args, cwd):
-    result = subprocess.run([str(BIN / "ansible-builder"), *args], cwd=cwd, capture_output=True, text=True,
-                            check=False, stdin=subprocess.DEVNULL)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
-
-
 def test_an_execution_environment_gets_the_collections_requirements(installed, tmp_path):
     tarball, collections = installed
     # What ansible-builder's introspection (run inside the image build) takes from the installed collection.
-    found = builder("introspect", "--sanitize", str(collections), cwd=tmp_path)
+    found = tool("ansible-builder", "introspect", "--sanitize", str(collections), cwd=tmp_path).stdout
     for requirement in ("psycopg2-binary>=2.9,<3", "pglast>=7", "alembic>=1.13", "SQLAlchemy>=2.0",
                         "postgresql15 [platform:rpm]", "postgresql18 [platform:rpm]",
                         "postgresql-client-15 [platform:dpkg]", "postgresql-client-18 [platform:dpkg]"):
@@ -106,7 +102,7 @@ def test_an_execution_environment_gets_the_collections_requirements(installed, t
     definition = ROOT / "docs" / "automation-platform" / "execution-environment.yml"
     (tmp_path / "execution-environment.yml").write_bytes(definition.read_bytes())
     (tmp_path / "intowork-pgops.tar.gz").write_bytes(tarball.read_bytes())
-    builder("create", "-f", "execution-environment.yml", "-c", "context", cwd=tmp_path)
+    tool("ansible-builder", "create", "-f", "execution-environment.yml", "-c", "context", cwd=tmp_path)
     context = tmp_path / "context"
     assert (context / "_build" / "collections" / "intowork-pgops.tar.gz").read_bytes() == tarball.read_bytes()
     assert "/build/collections/intowork-pgops.tar.gz" in (context / "_build" / "requirements.yml").read_text()
