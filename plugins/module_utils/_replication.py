@@ -44,9 +44,28 @@ def in_recovery(cur):
     return cur.fetchone()[0]
 
 
+def lsn_number(text):
+    high, low = text.split("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def lsn_text(number):
+    return "%X/%X" % (number >> 32, number & 0xFFFFFFFF)
+
+
 def current_lsn(cur):
-    cur.execute("SELECT pg_current_wal_lsn()::text")
-    return cur.fetchone()[0]
+    """The end of everything the primary has logged so far, commits not yet flushed included: with
+    synchronous_commit off a commit returns before its WAL is written, so pg_current_wal_lsn() (the write
+    position) can be short of it."""
+    cur.execute("SELECT pg_current_wal_insert_lsn()::text, current_setting('wal_block_size')::int")
+    insert_lsn, block_size = cur.fetchone()
+    position = lsn_number(insert_lsn)
+    # Right after a page header (24 bytes, 40 at a segment's start) the last record ended at the page boundary,
+    # which is the position a standby reports once it has replayed it.
+    offset = position % block_size
+    if 24 <= offset <= 40:
+        position -= offset
+    return lsn_text(position)
 
 
 def read_standbys(cur, target_lsn=None):
