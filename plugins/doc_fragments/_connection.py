@@ -56,6 +56,23 @@ options:
     type: str
     default: prefer
     choices: [disable, allow, prefer, require, verify-ca, verify-full]
+  ca_cert:
+    description:
+      - File of the certificate authorities the server's certificate must be signed by (libpq C(sslrootcert)).
+      - Checked with O(ssl_mode=verify-ca) or O(ssl_mode=verify-full).
+      - If not set, the E(PGSSLROOTCERT) environment variable is used, then C(~/.postgresql/root.crt).
+    type: str
+    aliases: [ssl_rootcert]
+  ssl_cert:
+    description:
+      - Client certificate presented to the server (libpq C(sslcert)), for C(hostssl ... cert) authentication.
+      - If not set, the E(PGSSLCERT) environment variable is used, then C(~/.postgresql/postgresql.crt).
+    type: path
+  ssl_key:
+    description:
+      - Private key of O(ssl_cert) (libpq C(sslkey)); libpq refuses a key file others can read (mode 0600).
+      - If not set, the E(PGSSLKEY) environment variable is used, then C(~/.postgresql/postgresql.key).
+    type: path
   connect_timeout:
     description:
       - Seconds to wait for the server to answer before failing.

@@ -25,7 +25,8 @@ COMMANDS = ["backup", "restore", "drill", "drop-scratch", "job"]
 # The program's own one-line reason on stderr: a failed run, a refused lock, a bad config.
 REASON = re.compile(r"(FAILED|refused|pgops-backup):")
 # Variables a caller's environment could carry into the program and point it elsewhere.
-INHERITED_LIBPQ = ("PGPASSWORD", "PGPASSFILE", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGOPTIONS")
+INHERITED_LIBPQ = ("PGPASSWORD", "PGPASSFILE", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGOPTIONS",
+                   "PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY")
 
 
 def program_argv(params):

@@ -31,6 +31,9 @@ CONNECTION_ARGUMENT_SPEC = dict(
     login_user=dict(type="str", aliases=["user"], fallback=(env_fallback, ["PGUSER"])),
     login_password=dict(type="str", aliases=["password"], no_log=True, fallback=(env_fallback, ["PGPASSWORD"])),
     ssl_mode=dict(type="str", default="prefer", choices=SSL_MODES, fallback=(env_fallback, ["PGSSLMODE"])),
+    ca_cert=dict(type="str", aliases=["ssl_rootcert"], fallback=(env_fallback, ["PGSSLROOTCERT"])),
+    ssl_cert=dict(type="path", fallback=(env_fallback, ["PGSSLCERT"])),
+    ssl_key=dict(type="path", no_log=False, fallback=(env_fallback, ["PGSSLKEY"])),
     connect_timeout=dict(type="int", default=10),
     session_role=dict(type="str"),
 )
@@ -65,6 +68,9 @@ def libpq_params(params):
         "user": params.get("login_user"),
         "password": params.get("login_password"),
         "sslmode": params.get("ssl_mode"),
+        "sslrootcert": params.get("ca_cert"),
+        "sslcert": params.get("ssl_cert"),
+        "sslkey": params.get("ssl_key"),
         "connect_timeout": params.get("connect_timeout"),
         "application_name": APPLICATION_NAME,
     }
@@ -74,7 +80,8 @@ def libpq_params(params):
 def libpq_environment(params):
     """The same target as PG* variables, for child programs (pg_dump, alembic): no password on argv."""
     names = {"host": "PGHOST", "port": "PGPORT", "dbname": "PGDATABASE", "user": "PGUSER",
-             "password": "PGPASSWORD", "sslmode": "PGSSLMODE", "connect_timeout": "PGCONNECT_TIMEOUT",
+             "password": "PGPASSWORD", "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT",
+             "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY", "connect_timeout": "PGCONNECT_TIMEOUT",
              "application_name": "PGAPPNAME"}
     env = dict((names[key], str(value)) for key, value in libpq_params(params).items())
     if params.get("session_role"):
@@ -94,6 +101,8 @@ def explain_connect_error(params, error):
         hint = "check login_user or PGUSER"
     elif "connection refused" in lower or "no such file or directory" in lower or "could not translate" in lower:
         hint = "is the server running and listening there? check login_host, login_port or PGHOST/PGPORT"
+    elif "ssl" in lower or "certificate" in lower or "hostssl" in lower:
+        hint = "check ssl_mode, ca_cert, ssl_cert and ssl_key (PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY)"
     elif "timeout" in lower:
         hint = "the server did not answer within connect_timeout; check the network path"
     else:

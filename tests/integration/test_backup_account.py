@@ -16,7 +16,8 @@ ACCOUNT = SANDBOX_USER
 
 def cron_command(cron_file, action="backup"):
     """The `action` line's command, exactly as cron would run it, and the account it runs as."""
-    (line,) = [line for line in cron_file.read_text().splitlines() if f" {action} '--config=" in line]
+    (line,) = [line for line in cron_file.read_text().splitlines()
+               if f" {action} '--config=" in line or f" {action} --config=" in line]
     fields = line.split(None, 6)
     return fields[5], fields[6]
 

@@ -12,6 +12,7 @@ PARAMS = {"login_host": "db1", "login_port": 5433, "login_db": "intowork", "logi
 @pytest.mark.parametrize("option, variable", [
     ("login_host", "PGHOST"), ("login_port", "PGPORT"), ("login_db", "PGDATABASE"),
     ("login_user", "PGUSER"), ("login_password", "PGPASSWORD"), ("ssl_mode", "PGSSLMODE"),
+    ("ca_cert", "PGSSLROOTCERT"), ("ssl_cert", "PGSSLCERT"), ("ssl_key", "PGSSLKEY"),
 ])
 def test_options_fall_back_to_libpq_variables(option, variable):
     assert c.CONNECTION_ARGUMENT_SPEC[option]["fallback"][1] == [variable]
@@ -45,6 +46,16 @@ def test_child_environment_carries_the_password_and_role():
     assert env["PGPASSWORD"] == "s3cret"
     assert env["PGHOST"] == "db1" and env["PGPORT"] == "5433" and env["PGAPPNAME"] == "pgops"
     assert env["PGOPTIONS"] == "-c role=app_owner"
+
+
+def test_the_tls_files_reach_psycopg2_and_child_programs_alike():
+    tls = dict(PARAMS, ssl_mode="verify-full", ca_cert="/etc/pgops/ca.crt", ssl_cert="/etc/pgops/client.crt",
+               ssl_key="/etc/pgops/client.key")
+    kwargs, env = c.libpq_params(tls), c.libpq_environment(tls)
+    assert (kwargs["sslmode"], kwargs["sslrootcert"], kwargs["sslcert"], kwargs["sslkey"]) == (
+        "verify-full", "/etc/pgops/ca.crt", "/etc/pgops/client.crt", "/etc/pgops/client.key")
+    assert (env["PGSSLMODE"], env["PGSSLROOTCERT"], env["PGSSLCERT"], env["PGSSLKEY"]) == (
+        "verify-full", "/etc/pgops/ca.crt", "/etc/pgops/client.crt", "/etc/pgops/client.key")
 
 
 def test_target_label_never_shows_the_password():

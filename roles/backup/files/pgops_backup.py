@@ -82,6 +82,7 @@ CONFIG_KEYS = {
     "label": str, "passfile": str, "metrics_dir": str,
     "standby_host": str, "standby_port": int, "max_standby_lag_seconds": int,
     "watch_writes_on": str, "guard_user": str,
+    "ssl_mode": str, "ca_cert": str, "ssl_cert": str, "ssl_key": str,
 }
 DEFAULTS = {
     "host": "", "port": 5432, "user": "", "bin_dir": "", "format": "custom", "jobs": 2, "compression": "auto",
@@ -89,7 +90,12 @@ DEFAULTS = {
     "lock_wait_seconds": 0, "label": "", "passfile": "", "metrics_dir": "",
     "standby_host": "", "standby_port": 0, "max_standby_lag_seconds": 300,
     "watch_writes_on": "never", "guard_user": "",
+    "ssl_mode": "", "ca_cert": "", "ssl_cert": "", "ssl_key": "",
 }
+# The connection's TLS settings: config key, libpq keyword and variable (pg_dump and psycopg2 alike).
+TLS_SETTINGS = (("ssl_mode", "sslmode", "PGSSLMODE"), ("ca_cert", "sslrootcert", "PGSSLROOTCERT"),
+                ("ssl_cert", "sslcert", "PGSSLCERT"), ("ssl_key", "sslkey", "PGSSLKEY"))
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 WATCH_WRITES_ON = ("never", "before_migration", "always")
 FORMATS = {"custom": ".dump", "directory": ".dir"}
 
@@ -138,6 +144,8 @@ def load_config(path):
     if config["watch_writes_on"] not in WATCH_WRITES_ON:
         raise BackupError("config %s: watch_writes_on %r, choose %s" % (
             path, config["watch_writes_on"], ", ".join(WATCH_WRITES_ON)))
+    if config["ssl_mode"] and config["ssl_mode"] not in SSL_MODES:
+        raise BackupError("config %s: ssl_mode %r is not one of %s" % (path, config["ssl_mode"], ", ".join(SSL_MODES)))
     if config["retention_count"] < 1:
         raise BackupError("config %s: retention_count must keep at least 1 backup" % path)
     if not re.match(r"^[A-Za-z0-9_.-]+$", config["database"]):
@@ -155,7 +163,8 @@ def program(config, name):
 def libpq_env(config, database=None):
     env = dict(os.environ)
     for key, value in (("PGHOST", config["host"]), ("PGPORT", str(config["port"])), ("PGUSER", config["user"]),
-                       ("PGDATABASE", database or config["database"]), ("PGAPPNAME", "pgops-backup")):
+                       ("PGDATABASE", database or config["database"]), ("PGAPPNAME", "pgops-backup")) + tuple(
+                           (variable, config[key]) for key, _keyword, variable in TLS_SETTINGS):
         if value:
             env[key] = value
     return env
@@ -169,7 +178,8 @@ def connect(config, database=None):
     try:
         conn = psycopg2.connect(host=config["host"] or None, port=config["port"], user=config["user"] or None,
                                 dbname=database or config["database"], application_name="pgops-backup",
-                                connect_timeout=10)
+                                connect_timeout=10, **dict((keyword, config[key]) for key, keyword, _variable
+                                                           in TLS_SETTINGS if config[key]))
     except psycopg2.Error as error:
         raise BackupError("cannot connect to %s: %s" % (target, " ".join(str(error).split())))
     return conn
