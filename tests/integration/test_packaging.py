@@ -88,6 +88,23 @@ def test_a_runbook_runs_from_the_installed_collection_by_fqcn(server, bookshelf_
     assert '"pgops_deployments"' in stats and '"outcome": "deployed"' in stats, stats[:2000]
 
 
+def test_every_role_used_alone_by_fqcn_starts_with_no_inventory(installed, tmp_path):
+    """Each role's defaults and argument spec stand without any pgops_* variable: a play of all of them, run
+    for their argument validation only (tagged always), passes, and ansible-doc shows literal defaults."""
+    _tarball, collections = installed
+    roles = sorted(path.name for path in (ROOT / "roles").iterdir() if (path / "meta" / "argument_specs.yml").exists())
+    (tmp_path / "hosts.yml").write_text(json.dumps({"all": {"hosts": {"alone": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
+    (tmp_path / "alone.yml").write_text(json.dumps([{
+        "name": "Every role by FQCN", "hosts": "alone", "gather_facts": False,
+        "roles": [f"intowork.pgops.{role}" for role in roles]}]))
+    result = tool("ansible-playbook", "-i", "hosts.yml", "alone.yml", "--tags", "argument_validation_only",
+                  cwd=tmp_path, collections=collections)
+    assert play_recap(result) == {"ok": len(roles), "changed": 0, "unreachable": 0, "failed": 0}, result.stdout
+    shown = tool("ansible-doc", "-t", "role", "intowork.pgops.backup", cwd=tmp_path, collections=collections).stdout
+    assert "default: /var/backups/pgops" in shown and "{{" not in shown, shown[:3000]
+
+
 def test_an_execution_environment_gets_the_collections_requirements(installed, tmp_path):
     tarball, collections = installed
     # What ansible-builder's introspection (run inside the image build) takes from the installed collection.
