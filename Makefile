@@ -30,7 +30,7 @@ sanity:
 	./tools/sanity.sh
 
 pytest:
-	python -m pytest -n 2 tests
+	python -m pytest -n 2 --durations=30 tests
 
 molecule:
 	./tools/molecule.sh
