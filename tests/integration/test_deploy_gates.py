@@ -259,6 +259,32 @@ def test_every_bad_setting_is_named_in_one_message_before_anything_runs(server, 
     assert revision(guarded_db) == HEAD and app_can_write(guarded_db)
 
 
+@pytest.mark.one_server_version  # runbook behaviour (tags), not the server's
+@pytest.mark.parametrize("playbook, tags, refusal", [
+    ("deploy_migration.yml", ["--tags", "backup"],
+     "--tags backup would run only part of the deployment, which runs whole: leave --tags out. Nothing was changed."),
+    ("deploy_migration.yml", ["--skip-tags", "smoke,backup"],
+     "--skip-tags backup is not a part the deployment can do without: it can skip smoke, notify. Nothing was changed."),
+    ("rollback.yml", ["--skip-tags", "notify", "-e", "revision=" + HEAD, "-e", "confirm=yes"],
+     "--skip-tags notify is not a part the rollback can do without: it skips nothing. Nothing was changed."),
+])
+def test_a_runbook_refuses_tags_that_would_run_part_of_it(server, guarded_db, tmp_path, playbook, tags, refusal):
+    result = run_playbook(playbook, server, guarded_db, tmp_path, "-e", GUARD, *tags)
+    assert result.returncode == 2 and play_recap(result)["failed"] == 1, result.stdout[-3000:]
+    assert failure_message(result) == refusal
+    assert "TASK [intowork.pgops." not in result.stdout, "refused before any role ran"
+    assert revision(guarded_db) == HEAD and app_can_write(guarded_db)
+
+
+@pytest.mark.one_server_version  # runbook behaviour (tags), not the server's
+def test_a_deployment_without_its_optional_parts_passes_the_tag_check(server, guarded_db, tmp_path):
+    result = run_playbook("deploy_migration.yml", server, guarded_db, tmp_path, "-e", GUARD, "--check",
+                          "--tags", "deploy", "--skip-tags", "smoke,notify")
+    assert result.returncode == 0 and play_recap(result)["failed"] == 0, result.stdout[-3000:]
+    assert "TASK [intowork.pgops.preflight" in result.stdout
+    assert "nothing to deploy: at %s (head)" % HEAD in result.stdout
+
+
 def backup_program_waiting(database):
     """True once the backup program runs for `database` (here: waiting for the backup lock)."""
     for _pid, argv in process_argvs():
