@@ -240,8 +240,9 @@ def playbook_command(name, server, params, tmp_path, *extra):
     """(argv, environment) of ansible-playbook playbooks/<name> on the local inventory, against `params`,
     as the deploy role when it owns the database (the runbooks' least-privilege account)."""
     env = libpq_env(owner_params(server, params))
+    # The set_stats data (a job's artifacts in Automation Platform) are printed after the recap, for artifacts().
     env.update(PGOPS_SANDBOX_BINDIR=server["bindir"], ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")
+               ANSIBLE_SHOW_CUSTOM_STATS="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")
     cmd = [str(Path(sys.executable).parent / "ansible-playbook"), str(ROOT / "playbooks" / name),
            "-e", f"pgops_backup_dir={tmp_path / 'backups'}", "-e", f"pgops_reports_dir={tmp_path / 'reports'}", *extra]
     return cmd, env
@@ -259,6 +260,14 @@ def start_playbook(name, server, params, tmp_path, *extra):
     cmd, env = playbook_command(name, server, params, tmp_path, *extra)
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def artifacts(result):
+    """The run's set_stats data, as Automation Platform keeps them for the job (printed after the recap)."""
+    for line in result.stdout.splitlines():
+        if line.startswith("\tRUN: "):
+            return json.loads(line[len("\tRUN: "):])
+    return {}
 
 
 def play_recap(result):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import APP, HEAD, PASSWORD, alembic, load_reference_data, query, run_module, run_playbook
+from conftest import APP, HEAD, PASSWORD, alembic, artifacts, load_reference_data, query, run_module, run_playbook
 
 
 @pytest.fixture
@@ -88,6 +88,8 @@ def test_weekly_report_shows_growth_and_its_charts_in_a_browser(server, unhealth
     second = run_playbook("health_report.yml", server, database, tmp_path, "-e", settings)
     assert second.returncode == 0, second.stdout[-3000:]
     assert "NEEDS ACTION: " in second.stdout and "security: app_web has CREATEROLE" in second.stdout
+    (published,) = artifacts(second)["pgops_health_reports"].values()
+    assert "app_web has CREATEROLE" in " ".join(published["findings"]) and published["trend"]["table_growth"]
     folder = tmp_path / "reports" / "health" / database["login_db"]
     reports = sorted(folder.glob("health-*.json"))
     assert len(reports) == 2

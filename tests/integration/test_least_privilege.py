@@ -7,7 +7,7 @@ import json
 import psycopg2
 import pytest
 
-from conftest import (APP, BACKUP_ROLE, DEPLOY_ROLE, HEAD, PASSWORD, connect_as, create_accounts, database_params,
+from conftest import (APP, BACKUP_ROLE, DEPLOY_ROLE, HEAD, PASSWORD, artifacts, connect_as, create_accounts, database_params,
                       query, run_playbook)
 from test_deploy_playbook import assert_quiet, playbook, revision
 
@@ -70,6 +70,9 @@ def test_backups_and_the_restore_drill_run_as_the_read_only_backup_role(server, 
     drill = run_playbook("restore_drill.yml", server, backup_login, tmp_path)
     assert drill.returncode == 0, drill.stdout[-3000:]
     assert "row counts match the manifest" in drill.stdout
+    (manifest,) = artifacts(backed_up)["pgops_backups"].values()
+    (drilled,) = artifacts(drill)["pgops_restore_drills"].values()
+    assert drilled["backup"] == manifest["path"] and drilled["rto_seconds"] > 0
     scratch = query(database_params(server, "postgres"),
                     "SELECT datname FROM pg_catalog.pg_database WHERE datname LIKE %s",
                     (migrated["login_db"] + "%",))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, libpq_env, owner_params, play_recap, query
+from conftest import ROOT, artifacts, libpq_env, owner_params, play_recap, query
 from test_any_project import CHAIN, BOOKSHELF_PYTHON, recorded
 from test_any_project import bookshelf_owned  # noqa: F401  # pylint: disable=unused-import  # a fixture
 
@@ -84,8 +84,10 @@ def test_a_runbook_runs_from_the_installed_collection_by_fqcn(server, bookshelf_
     assert recorded(bookshelf_owned) == CHAIN[2]
     assert query(bookshelf_owned, "SELECT count(*) FROM books")[0][0] == 1
     # The record is a job artifact too (set_stats), for a controller whose disk goes with the job.
-    stats = result.stdout.split("CUSTOM STATS: ", 1)[1]
-    assert '"pgops_deployments"' in stats and '"outcome": "deployed"' in stats, stats[:2000]
+    published = artifacts(result)
+    (deployment,) = published["pgops_deployments"].values()
+    (backup,) = published["pgops_backups"].values()
+    assert deployment["outcome"] == "deployed" and backup["sha256"] == deployment["backup"]["sha256"], published
 
 
 def test_every_role_used_alone_by_fqcn_starts_with_no_inventory(installed, tmp_path):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASELINE, HEAD, alembic, load_reference_data, query, run_module, run_playbook
+from conftest import BASELINE, HEAD, alembic, artifacts, load_reference_data, query, run_module, run_playbook
 from test_deploy_playbook import playbook, revision
 
 
@@ -31,6 +31,8 @@ def test_rollback_from_the_backup_file(server, database, tmp_path):
     assert "Rolled back by restore" in result.stdout
     assert revision(database) == BASELINE
     assert query(database, "SELECT count(*) FROM companies WHERE name = 'written after the backup'")[0][0] == 0
+    (published,) = artifacts(result)["pgops_rollbacks"].values()  # the job artifact, as the record says
+    assert published["method"] == "restore" and published["revision"] == BASELINE
     assert query(database, "SELECT count(*) FROM job_applications")[0][0] == report["backup"]["row_counts"]["job_applications"]
 
 
