@@ -9,6 +9,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible_collections.intowork.pgops.plugins.module_utils._text import size_text
+
 # On a standby pg_current_wal_lsn() raises: every figure here is the primary's view (pg_stat_replication
 # needs pg_read_all_stats, or pg_monitor, for other roles' senders).
 STANDBYS = """
@@ -29,13 +31,6 @@ SELECT coalesce(json_agg(json_build_object(
          ORDER BY slot_name), '[]')
   FROM pg_replication_slots
 """
-
-
-def size_text(count):
-    """WAL sizes as people read them: small lags in kB (a few bytes behind is not "0.0 MB")."""
-    if count < 2 ** 20:
-        return "%d kB" % max(1, round(count / 1024.0)) if count else "0 kB"
-    return "%.1f MB" % (count / 2.0 ** 20)
 
 
 def in_recovery(cur):

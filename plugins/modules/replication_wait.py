@@ -85,8 +85,8 @@ from ansible_collections.intowork.pgops.plugins.module_utils._replication import
     current_lsn,
     in_recovery,
     read_standbys,
-    size_text,
 )
+from ansible_collections.intowork.pgops.plugins.module_utils._text import size_text
 
 
 def wait(params, check_mode):

@@ -3,11 +3,14 @@ unprivileged backup account write the same lock, log and backups, and neither lo
 
 import json
 import pwd
+import re
 import subprocess
+import time
 
 import pytest
 
-from conftest import run_playbook
+from conftest import hold_lock, run_playbook, start_playbook
+from test_deploy_interruptions import let_go
 from sandbox import SANDBOX_USER
 
 # The account that runs the server is the one production backs up as (postgres); here, the sandbox's.
@@ -27,6 +30,20 @@ def run_as_cron(account, command):
                            "/bin/sh", "-c", command], capture_output=True, text=True, check=False)
 
 
+def wait_for_line(process, pattern, timeout=120):
+    """The output of a running playbook up to the first line matching `pattern` (fails after `timeout` s)."""
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if pattern.search(line):
+            return "".join(seen)
+    process.kill()
+    raise AssertionError("no line matching %s in:\n%s" % (pattern.pattern, "".join(seen)[-3000:]))
+
+
 def owners(folder):
     return {path.name: pwd.getpwuid(path.stat().st_uid).pw_name for path in folder.iterdir()}
 
@@ -35,16 +52,27 @@ def owners(folder):
 def test_playbook_and_cron_backups_belong_to_the_backup_account(server, migrated, host_dirs, tmp_path):
     backups = host_dirs / "backups"  # the other folders have spaces: the cron line quotes every path
     # As the read-only backup role (docs/sql/least-privilege.sql): the pgpass file and the cron line use it too.
-    migrated = dict(migrated, login_user=server["backup_user"], login_password=server["backup_password"])
+    admin, migrated = migrated, dict(migrated, login_user=server["backup_user"], login_password=server["backup_password"])
     settings = json.dumps({
         "pgops_backup_os_user": ACCOUNT, "backup_python": "/usr/bin/python3", "pgops_backup_dir": str(backups),
         "pgops_program_dir": str(host_dirs / "pgops lib"), "pgops_config_dir": str(host_dirs / "pgops etc"),
         "pgops_cron_dir": str(host_dirs / "cron.d"), "pgops_backup_retention_count": 1,
         "pgops_backup_retention_days": 0})
-    first = run_playbook("backup.yml", server, migrated, tmp_path, "-e", settings)
-    assert first.returncode == 0, first.stdout[-3000:]
+    # A backup is a job the controller polls, a progress line per poll: held up by a lock for a few polls here.
+    holder = hold_lock(admin, "sessions", "ACCESS EXCLUSIVE")
+    try:
+        first = start_playbook("backup.yml", server, migrated, tmp_path, "-e", settings,
+                               "-e", "pgops_async_poll_seconds=1")
+        progress = wait_for_line(first, re.compile(r"backup of \S+: dumping, \d+(\.\d)? (kB|MB) written, \d+ s so far"))
+    finally:
+        let_go(holder)
+    output = progress + first.communicate(timeout=300)[0]
+    assert first.returncode == 0, output[-3000:]
+    assert "Wait, a progress line per poll, for the backup of" in output, "the backup ran as a polled job"
     (first_dump,) = backups.glob("*.dump")
     assert set(owners(backups).values()) == {ACCOUNT}, owners(backups)
+    # What the poll read and the job's result file are gone once it has ended.
+    assert not list(backups.glob(".pgops-progress-*")) and not list((backups / ".ansible_async").iterdir())
 
     schedule = run_playbook("backup_cron.yml", server, migrated, tmp_path, "-e", settings)
     assert schedule.returncode == 0, schedule.stdout[-3000:]

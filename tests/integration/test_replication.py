@@ -94,6 +94,9 @@ def test_preflight_stops_on_a_forgotten_replication_slot(server, standby, migrat
 
 
 def test_a_migration_is_refused_on_the_standby(server, standby, migrated):
+    # The database was made a moment ago: the standby has it once it has replayed that far.
+    caught_up = run_module("replication_wait", dict(migrated, timeout=60))
+    assert not caught_up.get("failed"), caught_up.get("msg")
     replica = on_standby(standby, migrated)
     result = run_module("alembic_migration", {**replica, "project_dir": str(PROJECT_DIR), "target": "base",
                                               "allow_downgrade": True})

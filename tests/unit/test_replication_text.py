@@ -1,6 +1,7 @@
 """How WAL distances read in the replication messages."""
 
-from ansible_collections.intowork.pgops.plugins.module_utils._replication import current_lsn, size_text
+from ansible_collections.intowork.pgops.plugins.module_utils._replication import current_lsn
+from ansible_collections.intowork.pgops.plugins.module_utils._text import size_text
 
 
 def test_small_lags_read_in_kilobytes_and_large_ones_in_megabytes():
@@ -9,6 +10,8 @@ def test_small_lags_read_in_kilobytes_and_large_ones_in_megabytes():
     assert size_text(1024) == "1 kB"
     assert size_text(300 * 1024) == "300 kB"
     assert size_text(64 * 2 ** 20) == "64.0 MB"
+    assert size_text(3 * 2 ** 30 + 2 ** 29) == "3.5 GB"  # a multi-hour dump's size
+    assert size_text(2 * 2 ** 40) == "2.0 TB"
 
 
 class OneRow:

@@ -98,6 +98,8 @@ TLS_SETTINGS = (("ssl_mode", "sslmode", "PGSSLMODE"), ("ca_cert", "sslrootcert",
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 WATCH_WRITES_ON = ("never", "before_migration", "always")
 FORMATS = {"custom": ".dump", "directory": ".dir"}
+# How often a long step rewrites its progress file.
+PROGRESS_SECONDS = 2
 
 
 class BackupError(Exception):
@@ -187,19 +189,36 @@ def connect(config, database=None):
 
 # ---------------------------------------------------------------- small helpers
 
-def run(cmd, env, what):
-    """Run a client program; BackupError with its last error line on failure (never its environment)."""
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        if result.returncode < 0:
-            reason = "killed by signal %s" % signal.Signals(-result.returncode).name
+def run(cmd, env, what, progress=None, measure=None, phase=None):
+    """Run a client program; BackupError with its last error line on failure (never its environment).
+    With an active `progress`, its file is rewritten every PROGRESS_SECONDS meanwhile (`phase`, and the
+    bytes `measure()` returns)."""
+    if progress is None or not progress.active:
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        returncode, stdout, stderr = result.returncode, result.stdout, result.stderr
+    else:
+        with tempfile.TemporaryFile(mode="w+") as out, tempfile.TemporaryFile(mode="w+") as err:
+            child = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
+            while True:
+                progress(phase or what, measure() if measure else None)
+                try:
+                    returncode = child.wait(timeout=PROGRESS_SECONDS)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read(), err.read()
+    if returncode != 0:
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        if returncode < 0:
+            reason = "killed by signal %s" % signal.Signals(-returncode).name
             if lines:
                 reason += ": " + lines[-1]
         else:
-            reason = lines[-1] if lines else "exit status %d" % result.returncode
+            reason = lines[-1] if lines else "exit status %d" % returncode
         raise BackupError("%s failed: %s" % (what, reason))
-    return result.stdout
+    return stdout
 
 
 def client_major(config):
@@ -268,6 +287,37 @@ def size_of(path):
     if os.path.isfile(path):
         return os.path.getsize(path)
     return sum(os.path.getsize(os.path.join(path, name)) for name in os.listdir(path))
+
+
+def size_so_far(path):
+    """size_of a file still being written: 0 before it exists."""
+    try:
+        return size_of(path)
+    except OSError:
+        return 0
+
+
+class Progress(object):
+    """What a run is doing, in a small JSON file (--progress-file) that the controller's polls read and print:
+    {"phase", "bytes", "bytes_are", "elapsed_seconds"}. Without a file it does nothing."""
+
+    def __init__(self, path):
+        self.path = path
+        self.active = bool(path)
+        self.started = time.monotonic()
+
+    def __call__(self, phase, measured=None, measured_are="written"):
+        if not self.active:
+            return
+        try:
+            write_json_atomically(self.path, {"phase": phase, "bytes": measured, "bytes_are": measured_are,
+                                              "elapsed_seconds": round(time.monotonic() - self.started, 1)})
+        except OSError:
+            self.active = False  # progress is for people watching; it never fails the run
+
+    def close(self):
+        if self.path:
+            remove(self.path)
 
 
 def remove(path):
@@ -484,7 +534,7 @@ def standby_source(config):
     return source, {"source": "standby %s" % where, "standby_replay_lag_seconds": round(lag, 1)}
 
 
-def backup(config, log, from_standby=False):
+def backup(config, log, from_standby=False, progress=None):
     source_facts = {"source": "primary"}
     if from_standby:
         config, source_facts = standby_source(config)
@@ -498,6 +548,8 @@ def backup(config, log, from_standby=False):
         raise BackupError("%s already exists: one backup per second at most" % final)
     major = client_major(config)
     compress = compression_option(config, major)
+    if progress:
+        progress("reading the database's revision and row counts")
 
     conn = connect(config)
     try:
@@ -517,7 +569,7 @@ def backup(config, log, from_standby=False):
         if config["format"] == "directory":
             cmd.append("--jobs=%d" % config["jobs"])
         dump_started = time.monotonic()
-        run(cmd, libpq_env(config), "pg_dump")
+        run(cmd, libpq_env(config), "pg_dump", progress, lambda: size_so_far(partial), "dumping")
         dump_seconds = time.monotonic() - dump_started
     finally:
         conn.rollback()
@@ -527,7 +579,11 @@ def backup(config, log, from_standby=False):
     verify_started = time.monotonic()
     listing = run([program(config, "pg_restore"), "--list", partial], os.environ, "pg_restore --list")
     # --list reads only the table of contents; restoring to /dev/null reads and decompresses every byte.
-    run([program(config, "pg_restore"), "--file=/dev/null", partial], os.environ, "pg_restore read-back")
+    dumped = size_so_far(partial)
+    run([program(config, "pg_restore"), "--file=/dev/null", partial], os.environ, "pg_restore read-back", progress,
+        lambda: dumped, "reading the dump back")
+    if progress:
+        progress("checksumming", dumped)
     digest = checksum(partial)
     verify_seconds = time.monotonic() - verify_started
     os.rename(partial, final)
@@ -596,10 +652,12 @@ def choose_backup(config, chosen):
     raise BackupError("no verified backup of %s in %s" % (config["database"], config["backup_dir"]))
 
 
-def drill(config, log, options, chosen=None, keep=False):
+def drill(config, log, options, chosen=None, keep=False, progress=None):
     path, manifest = choose_backup(config, chosen)
     started = time.monotonic()
     log("drill: checking %s" % os.path.basename(path))
+    if progress:
+        progress("checking the checksum of %s" % os.path.basename(path))
     digest = checksum(path)
     if digest != manifest.get("sha256"):
         raise BackupError("%s is corrupt: sha256 %s, manifest says %s" % (path, digest[:12], str(manifest.get("sha256"))[:12]))
@@ -613,8 +671,20 @@ def drill(config, log, options, chosen=None, keep=False):
         # The restore session's settings decide how fast the indexes build.
         env["PGOPTIONS"] = "-c maintenance_work_mem=%s -c synchronous_commit=off" % options.maintenance_work_mem
         restore_started = time.monotonic()
+
+        def restored_so_far():
+            try:
+                with admin.cursor() as cur:
+                    cur.execute("SELECT pg_database_size(%s)", (scratch,))
+                    return cur.fetchone()[0]
+            except DatabaseError:
+                return None
+
         run([program(config, "pg_restore"), "--dbname=%s" % scratch, "--jobs=%d" % options.jobs,
-             "--no-owner", "--exit-on-error", "--no-password", path], env, "pg_restore into %s" % scratch)
+             "--no-owner", "--exit-on-error", "--no-password", path], env, "pg_restore into %s" % scratch,
+            progress, restored_so_far, "restoring into %s" % scratch)
+        if progress:
+            progress("counting rows in %s" % scratch)
         restore_seconds = time.monotonic() - restore_started
         conn = connect(config, database=scratch)
         try:
@@ -745,7 +815,7 @@ def first_error(handle, fallback):
     return (errors or lines or [fallback])[0]
 
 
-def stream_restore(config, path, schema, before, after):
+def stream_restore(config, path, schema, before, after, progress=None):
     """pg_restore's SQL for `schema`, between `before` and `after`, into psql, in one explicit transaction that
     commits only when pg_restore read the whole archive; returns nothing or raises with the reason.
 
@@ -762,8 +832,13 @@ def stream_restore(config, path, schema, before, after):
         psql_stopped = False
         try:
             load.stdin.write(("BEGIN;\n" + "\n".join(before) + "\n").encode())
+            loaded, told = 0, 0.0
             for block in iter(lambda: dump.stdout.read(1 << 20), b""):
                 load.stdin.write(block)
+                loaded += len(block)
+                if progress and time.monotonic() - told >= PROGRESS_SECONDS:
+                    progress("restoring schema %s" % schema, loaded, "of SQL loaded")
+                    told = time.monotonic()
         except BrokenPipeError:
             psql_stopped = True  # it stopped at an error; its message says why
         if psql_stopped:
@@ -787,7 +862,7 @@ def stream_restore(config, path, schema, before, after):
                 path, first_error(dump_errors, "exit status %d" % dump_status)))
 
 
-def restore_in_place(config, log, chosen, schema):
+def restore_in_place(config, log, chosen, schema, progress=None):
     """Replace `schema` of the live database with the backup's, in one transaction; all or nothing.
 
     Other schemas are left as they are; extensions that the archive does not have (created after the
@@ -854,8 +929,10 @@ def restore_in_place(config, log, chosen, schema):
     after = ["DROP EXTENSION IF EXISTS %s CASCADE;" % quote_ident(ext) for ext in dropped]
     after += ["DROP SCHEMA %s CASCADE;" % quote_ident(aside)]
     log("restore: replacing schema %s of %s with %s" % (schema, config["database"], os.path.basename(path)))
+    if progress:
+        progress("restoring schema %s" % schema)
     started = time.monotonic()
-    stream_restore(config, path, schema, before, after)
+    stream_restore(config, path, schema, before, after, progress)
     seconds = time.monotonic() - started
     log("restore: %s restored into %s in %.1f s%s" % (
         os.path.basename(path), config["database"], seconds,
@@ -1093,6 +1170,8 @@ def main(argv=None):
                         help="watch: a deployment lease with no heartbeat for this long is abandoned")
     parser.add_argument("--jobs-file", help="job: the maintenance jobs file (JSON)")
     parser.add_argument("--job", help="job: the name of the job to run")
+    parser.add_argument("--progress-file", help="backup, drill, restore: rewrite this JSON file with the step and its "
+                        "bytes every %d s, for a poll to print" % PROGRESS_SECONDS)
     args = parser.parse_args(argv)
     os.umask(0o077)
     try:
@@ -1121,18 +1200,19 @@ def main(argv=None):
         print("pgops-backup: cannot write the log %s: %s; the backup folder and its files must belong to the user "
               "that runs the program (here %s), as cron runs it" % (log.path, error.strerror, run_as()), file=sys.stderr)
         return EXIT_FAILED
+    progress = Progress(args.progress_file)
     try:
         with Lock(config, lock_name):
             if args.action == "backup":
                 clean_partials(config, log)
                 try:
-                    result = backup(config, log, args.from_standby)
+                    result = backup(config, log, args.from_standby, progress)
                 finally:
                     clean_partials(config, log)
                 result["retention_removed"] = apply_retention(config, log)
                 write_metrics(config, result)
             elif args.action == "drill":
-                result = drill(config, log, args, args.backup, args.keep)
+                result = drill(config, log, args, args.backup, args.keep, progress)
             elif args.action == "job":
                 result = run_job(config, log, args.job, load_job(args.jobs_file, args.job))
             elif args.action == "watch":
@@ -1140,7 +1220,7 @@ def main(argv=None):
             elif args.action == "restore":
                 if not args.replace_schema:
                     raise BackupError("restore replaces live data: add --replace-schema public to mean it")
-                result = restore_in_place(config, log, args.backup, args.replace_schema)
+                result = restore_in_place(config, log, args.backup, args.replace_schema, progress)
             else:
                 result = drop_scratch(config, log, args.scratch)
     except Locked as error:
@@ -1161,6 +1241,8 @@ def main(argv=None):
         log("FAILED: %s" % message)
         alert(config, log, action, message)
         return EXIT_FAILED
+    finally:
+        progress.close()
     print(json.dumps(result, sort_keys=True))
     return 0
 

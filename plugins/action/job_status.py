@@ -1,0 +1,82 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, INTOWORK platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Poll a job started with async and poll 0, printing what it is doing from the progress file it writes."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import base64
+import json
+import time
+
+from ansible.errors import AnsibleError
+from ansible.module_utils.common.text.converters import to_text
+from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+from ansible.utils.vars import merge_hash
+from ansible_collections.intowork.pgops.plugins.module_utils._text import duration_text, size_text
+
+display = Display()
+
+# A job that ends within seconds is seen within about a second; a long one costs one round trip every few seconds.
+LOOK_AFTER = (1, 1, 1, 2, 2, 3, 5)
+
+
+def progress_line(progress):
+    """One line from the progress file's JSON: its phase, the bytes it has written, the time since the start."""
+    parts = [to_text(progress.get("phase") or "running")]
+    if progress.get("bytes") is not None:
+        parts.append("%s %s" % (size_text(progress["bytes"]), progress.get("bytes_are") or "written"))
+    if progress.get("elapsed_seconds") is not None:
+        parts.append(duration_text(progress["elapsed_seconds"]) + " so far")
+    return ", ".join(parts)
+
+
+class ActionModule(ActionBase):
+    """async_status, waiting up to `wait` seconds in one call and printing a progress line when it returns."""
+
+    _VALID_ARGS = frozenset(("jid", "progress_file", "label", "wait"))
+    _requires_connection = True
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(ActionModule, self).run(tmp, task_vars)
+        _validation, args = self.validate_argument_spec(argument_spec={
+            "jid": {"type": "str", "required": True},
+            "progress_file": {"type": "str"},
+            "label": {"type": "str", "default": "the job"},
+            "wait": {"type": "int", "default": 10},
+        })
+        async_dir = self._remote_expand_user(self.get_shell_option("async_dir", default="~/.ansible_async"))
+        deadline = time.monotonic() + max(args["wait"], 0)
+        looks = 0
+        while True:
+            status = self._execute_module(module_name="ansible.legacy.async_status", task_vars=task_vars,
+                                          module_args={"jid": args["jid"], "_async_dir": async_dir})
+            if status.get("finished") or status.get("failed") or time.monotonic() >= deadline:
+                break
+            time.sleep(min(LOOK_AFTER[min(looks, len(LOOK_AFTER) - 1)], max(deadline - time.monotonic(), 0)))
+            looks += 1
+        result = merge_hash(result, status)
+        result["started"], result["finished"] = bool(result.get("started")), bool(result.get("finished"))
+        if result["finished"]:
+            # The job's result file holds what the module returned; the registered result keeps it.
+            self._execute_module(module_name="ansible.legacy.async_status", task_vars=task_vars,
+                                 module_args={"jid": args["jid"], "mode": "cleanup", "_async_dir": async_dir})
+        elif not result.get("failed") and args["progress_file"]:
+            line = self._progress(args["progress_file"], task_vars)
+            if line:
+                result["progress"] = line
+                display.display("%s: %s: %s" % (task_vars.get("inventory_hostname", "?"), args["label"], line))
+        return result
+
+    def _progress(self, path, task_vars):
+        """The job's progress file as a line; None while it has not written one (or it cannot be read)."""
+        read = self._execute_module(module_name="ansible.legacy.slurp", task_vars=task_vars, module_args={"src": path})
+        if read.get("failed") or "content" not in read:
+            return None
+        try:
+            return progress_line(json.loads(base64.b64decode(read["content"])))
+        except (ValueError, TypeError, AttributeError, AnsibleError):
+            return None
