@@ -158,11 +158,13 @@ class AlembicProject:
             planned["sql"], planned["sql_unrendered"] = offline_plan_sql(planned.pop("offline"))
         return planned
 
-    def run(self, command, target, timeout):
-        """`alembic upgrade|downgrade|stamp target`; the output lines. PgopsError with the database's words."""
+    def run(self, command, target, timeout, progress=(None, ())):
+        """`alembic upgrade|downgrade|stamp target`; the output lines. PgopsError with the database's words.
+        `progress`: (file, the plan's revision ids), for the runner to say which one runs (or no file)."""
         what = "alembic %s to %s on %s" % (command, target, target_label(self.params))
         try:
-            result = self._run({"command": command, "target": target}, timeout)
+            result = self._run({"command": command, "target": target, "progress_file": progress[0],
+                                "progress_plan": progress[1]}, timeout)
         except subprocess.TimeoutExpired:
             raise PgopsError("%s did not finish within %s s (raise timeout or check for locks)" % (what, timeout))
         output = (result.stdout + result.stderr).splitlines()
@@ -175,7 +177,7 @@ class AlembicProject:
             raise PgopsError("%s failed: %s" % (what, reason))
         return output
 
-    def run_with_retries(self, direction, target, timeout, retries, backoff, fence=None):
+    def run_with_retries(self, direction, target, timeout, retries, backoff, fence=None, progress=(None, ())):
         """run, again after a lock timeout: each revision commits, so a retry resumes where it stopped.
 
         `fence(what)` runs before every attempt and raises when this run may no longer write (its deployment lock
@@ -187,7 +189,7 @@ class AlembicProject:
             if fence:
                 fence("attempt %d of alembic %s to %s" % (attempt, direction, target))
             try:
-                return self.run(direction, target, timeout), attempt
+                return self.run(direction, target, timeout, progress), attempt
             except PgopsError as error:
                 if attempt > retries or not is_lock_timeout(str(error)):
                     if attempt > 1:

@@ -24,6 +24,8 @@ __metaclass__ = type
 import json
 import os
 import sys
+import threading
+import time
 
 ERROR_MARK = "PGOPS-ERROR "
 PLAN_EXIT, REFUSED_EXIT = 2, 3
@@ -262,11 +264,80 @@ def offline_plan(request, planned):
     return {"steps": steps}
 
 
+class RevisionProgress(object):
+    """Which revision of the plan runs, and for how long, in the progress file (rewritten at each revision and every
+    2 s), for the controller's polls to print. Counted by Alembic's on_version_apply, which env.py cannot turn off:
+    the runner adds it to whatever env.py passes to configure()."""
+
+    def __init__(self, path, plan):
+        self.path, self.plan, self.started = path, plan, time.monotonic()
+        self.applied, self.running = 0, True
+        self.guard = threading.Lock()
+        threading.Thread(target=self.tick, daemon=True).start()
+
+    def step(self):
+        if self.applied >= len(self.plan):
+            return "%d of %d revisions applied, recording" % (self.applied, len(self.plan))
+        return "revision %d of %d (%s)" % (self.applied + 1, len(self.plan), self.plan[self.applied])
+
+    def on_version_apply(self, **_kwargs):
+        with self.guard:
+            self.applied += 1
+        self.write()
+
+    def tick(self):
+        while self.running:
+            self.write()
+            time.sleep(2)
+
+    def write(self):
+        with self.guard:
+            if not self.running:
+                return
+            partial = "%s.%d.partial" % (self.path, os.getpid())
+            try:
+                with open(partial, "w") as handle:
+                    json.dump({"phase": self.step(), "elapsed_seconds": round(time.monotonic() - self.started, 1)},
+                              handle)
+                os.rename(partial, self.path)
+            except OSError:
+                self.running = False  # progress is for people watching; it never fails the migration
+
+    def close(self):
+        with self.guard:
+            self.running = False
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+def count_revisions(progress):
+    """Every EnvironmentContext.configure() env.py makes also calls progress.on_version_apply."""
+    from alembic.runtime.environment import EnvironmentContext
+    configure = EnvironmentContext.configure
+
+    def configure_counting(self, *args, **kwargs):
+        callbacks = kwargs.get("on_version_apply") or []
+        kwargs["on_version_apply"] = ([callbacks] if callable(callbacks) else list(callbacks)) + [progress.on_version_apply]
+        return configure(self, *args, **kwargs)
+
+    EnvironmentContext.configure = configure_counting
+
+
 def run_command(request):
     from alembic import command
     config = project_config(request)
     prove_each_connection(request["expected"])
-    getattr(command, request["command"])(config, request["target"])
+    progress = None
+    if request.get("progress_file") and request["command"] in ("upgrade", "downgrade"):
+        progress = RevisionProgress(request["progress_file"], request.get("progress_plan") or [])
+        count_revisions(progress)
+    try:
+        getattr(command, request["command"])(config, request["target"])
+    finally:
+        if progress:
+            progress.close()
 
 
 def refusal(error):

@@ -100,6 +100,12 @@ options:
     description: In check mode, return the SQL of the pending revisions (C(alembic --sql)).
     type: bool
     default: true
+  progress_file:
+    description:
+      - While Alembic runs, keep this JSON file on the host saying which revision of the plan runs and for how long
+        (C(revision 2 of 3, a1 -> b2)), for M(intowork.pgops.job_status) to print when the migration runs as a job.
+      - Removed when Alembic ends. Not given, none is written.
+    type: path
   interrupted_plan:
     description:
       - For a rollback after an upgrade that was cut off (process killed, server restarted, machine lost),
@@ -404,7 +410,7 @@ def migrate(params, check_mode):
             with LeaseKeeper(params, params["lease_owner"], params["lease_heartbeat_interval"]) as keeper:
                 result["alembic_output"], result["attempts"] = project.run_with_retries(
                     direction, params["target"], params["timeout"], params["lock_retries"],
-                    params["lock_retry_backoff"], fence)
+                    params["lock_retry_backoff"], fence, progress=(params["progress_file"], [step["revision"] for step in pending]))
             if keeper.lost:
                 raise PgopsError("the deployment lock of %s was taken from %s while Alembic ran" % (
                     conn.info.dbname, params["lease_owner"]))
@@ -447,6 +453,7 @@ def main():
         lock_retry_backoff=dict(type="float", default=2.0),
         drop_invalid_indexes=dict(type="bool", default=True),
         offline_sql=dict(type="bool", default=True),
+        progress_file=dict(type="path"),
         interrupted_plan=dict(type="list", elements="str", default=[]),
         lease_owner=dict(type="str"),
         lease_heartbeat_interval=dict(type="float", default=30.0),

@@ -62,7 +62,7 @@ def test_playbook_and_cron_backups_belong_to_the_backup_account(server, migrated
     holder = hold_lock(admin, "sessions", "ACCESS EXCLUSIVE")
     try:
         first = start_playbook("backup.yml", server, migrated, tmp_path, "-e", settings,
-                               "-e", "pgops_async_poll_seconds=1")
+                               "-e", "pgops_backup_poll_seconds=1")
         progress = wait_for_line(first, re.compile(r"backup of \S+: dumping, \d+(\.\d)? (kB|MB) written, \d+ s so far"))
     finally:
         let_go(holder)

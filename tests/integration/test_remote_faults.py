@@ -72,6 +72,8 @@ def test_a_connection_lost_mid_migration_is_survived(server, deployable, tmp_pat
     assert deploy.returncode == 0, output[-3000:]
     assert re.search(r"db-remote\s*: ok=\d+\s+changed=\d+\s+unreachable=0\s+failed=0", output), output[-500:]
     assert "TASK [intowork.pgops.migration : Wait for the migration job" in output, "the migration is a polled job"
+    # Each poll says which revision of the plan is running, and for how long.
+    assert re.search(r"db-remote: migration to \S+: revision 1 of \d+ \(\w+\), \d+ s so far", output), output[-3000:]
     (path,) = (tmp_path / "reports").glob("deploy-*.json")
     report = json.loads(path.read_text())
     assert report["outcome"] == "deployed" and report["writes"] == "on" and report["revision_after"] == HEAD

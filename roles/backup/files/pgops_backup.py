@@ -62,6 +62,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -189,36 +190,19 @@ def connect(config, database=None):
 
 # ---------------------------------------------------------------- small helpers
 
-def run(cmd, env, what, progress=None, measure=None, phase=None):
-    """Run a client program; BackupError with its last error line on failure (never its environment).
-    With an active `progress`, its file is rewritten every PROGRESS_SECONDS meanwhile (`phase`, and the
-    bytes `measure()` returns)."""
-    if progress is None or not progress.active:
-        result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        returncode, stdout, stderr = result.returncode, result.stdout, result.stderr
-    else:
-        with tempfile.TemporaryFile(mode="w+") as out, tempfile.TemporaryFile(mode="w+") as err:
-            child = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
-            while True:
-                progress(phase or what, measure() if measure else None)
-                try:
-                    returncode = child.wait(timeout=PROGRESS_SECONDS)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-            out.seek(0)
-            err.seek(0)
-            stdout, stderr = out.read(), err.read()
-    if returncode != 0:
-        lines = [line for line in stderr.splitlines() if line.strip()]
-        if returncode < 0:
-            reason = "killed by signal %s" % signal.Signals(-returncode).name
+def run(cmd, env, what):
+    """Run a client program; BackupError with its last error line on failure (never its environment)."""
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        if result.returncode < 0:
+            reason = "killed by signal %s" % signal.Signals(-result.returncode).name
             if lines:
                 reason += ": " + lines[-1]
         else:
-            reason = lines[-1] if lines else "exit status %d" % returncode
+            reason = lines[-1] if lines else "exit status %d" % result.returncode
         raise BackupError("%s failed: %s" % (what, reason))
-    return stdout
+    return result.stdout
 
 
 def client_major(config):
@@ -299,23 +283,43 @@ def size_so_far(path):
 
 class Progress(object):
     """What a run is doing, in a small JSON file (--progress-file) that the controller's polls read and print:
-    {"phase", "bytes", "bytes_are", "elapsed_seconds"}. Without a file it does nothing."""
+    {"phase", "bytes", "bytes_are", "elapsed_seconds"}, rewritten at each step and every PROGRESS_SECONDS
+    meanwhile (the bytes from the step's `measure`). Without a file it does nothing."""
 
     def __init__(self, path):
         self.path = path
         self.active = bool(path)
         self.started = time.monotonic()
+        self.step = None
+        self.lock = threading.Lock()
+        if self.active:
+            threading.Thread(target=self._tick, daemon=True).start()
 
-    def __call__(self, phase, measured=None, measured_are="written"):
-        if not self.active:
-            return
-        try:
-            write_json_atomically(self.path, {"phase": phase, "bytes": measured, "bytes_are": measured_are,
-                                              "elapsed_seconds": round(time.monotonic() - self.started, 1)})
-        except OSError:
-            self.active = False  # progress is for people watching; it never fails the run
+    def __call__(self, phase, measure=None, measured_are="written"):
+        with self.lock:
+            self.step = (phase, measure, measured_are)
+        self._write()
+
+    def _tick(self):
+        while self.active:
+            time.sleep(PROGRESS_SECONDS)
+            self._write()
+
+    def _write(self):
+        with self.lock:
+            if not self.active or self.step is None:
+                return
+            phase, measure, measured_are = self.step
+            try:
+                measured = measure() if measure else None
+                write_json_atomically(self.path, {"phase": phase, "bytes": measured, "bytes_are": measured_are,
+                                                  "elapsed_seconds": round(time.monotonic() - self.started, 1)})
+            except (OSError, DatabaseError):
+                self.active = False  # progress is for people watching; it never fails the run
 
     def close(self):
+        with self.lock:
+            self.active = False
         if self.path:
             remove(self.path)
 
@@ -569,7 +573,9 @@ def backup(config, log, from_standby=False, progress=None):
         if config["format"] == "directory":
             cmd.append("--jobs=%d" % config["jobs"])
         dump_started = time.monotonic()
-        run(cmd, libpq_env(config), "pg_dump", progress, lambda: size_so_far(partial), "dumping")
+        if progress:
+            progress("dumping", lambda: size_so_far(partial))
+        run(cmd, libpq_env(config), "pg_dump")
         dump_seconds = time.monotonic() - dump_started
     finally:
         conn.rollback()
@@ -580,10 +586,11 @@ def backup(config, log, from_standby=False, progress=None):
     listing = run([program(config, "pg_restore"), "--list", partial], os.environ, "pg_restore --list")
     # --list reads only the table of contents; restoring to /dev/null reads and decompresses every byte.
     dumped = size_so_far(partial)
-    run([program(config, "pg_restore"), "--file=/dev/null", partial], os.environ, "pg_restore read-back", progress,
-        lambda: dumped, "reading the dump back")
     if progress:
-        progress("checksumming", dumped)
+        progress("reading the dump back", lambda: dumped, "dumped")
+    run([program(config, "pg_restore"), "--file=/dev/null", partial], os.environ, "pg_restore read-back")
+    if progress:
+        progress("checksumming", lambda: dumped, "dumped")
     digest = checksum(partial)
     verify_seconds = time.monotonic() - verify_started
     os.rename(partial, final)
@@ -680,9 +687,10 @@ def drill(config, log, options, chosen=None, keep=False, progress=None):
             except DatabaseError:
                 return None
 
+        if progress:
+            progress("restoring into %s" % scratch, restored_so_far)
         run([program(config, "pg_restore"), "--dbname=%s" % scratch, "--jobs=%d" % options.jobs,
-             "--no-owner", "--exit-on-error", "--no-password", path], env, "pg_restore into %s" % scratch,
-            progress, restored_so_far, "restoring into %s" % scratch)
+             "--no-owner", "--exit-on-error", "--no-password", path], env, "pg_restore into %s" % scratch)
         if progress:
             progress("counting rows in %s" % scratch)
         restore_seconds = time.monotonic() - restore_started
@@ -832,13 +840,12 @@ def stream_restore(config, path, schema, before, after, progress=None):
         psql_stopped = False
         try:
             load.stdin.write(("BEGIN;\n" + "\n".join(before) + "\n").encode())
-            loaded, told = 0, 0.0
+            loaded = [0]
+            if progress:
+                progress("restoring schema %s" % schema, lambda: loaded[0], "of SQL loaded")
             for block in iter(lambda: dump.stdout.read(1 << 20), b""):
                 load.stdin.write(block)
-                loaded += len(block)
-                if progress and time.monotonic() - told >= PROGRESS_SECONDS:
-                    progress("restoring schema %s" % schema, loaded, "of SQL loaded")
-                    told = time.monotonic()
+                loaded[0] += len(block)
         except BrokenPipeError:
             psql_stopped = True  # it stopped at an error; its message says why
         if psql_stopped:
@@ -929,8 +936,6 @@ def restore_in_place(config, log, chosen, schema, progress=None):
     after = ["DROP EXTENSION IF EXISTS %s CASCADE;" % quote_ident(ext) for ext in dropped]
     after += ["DROP SCHEMA %s CASCADE;" % quote_ident(aside)]
     log("restore: replacing schema %s of %s with %s" % (schema, config["database"], os.path.basename(path)))
-    if progress:
-        progress("restoring schema %s" % schema)
     started = time.monotonic()
     stream_restore(config, path, schema, before, after, progress)
     seconds = time.monotonic() - started
