@@ -67,6 +67,9 @@ def test_backups_and_the_restore_drill_run_as_the_read_only_backup_role(server, 
     backed_up = run_playbook("backup.yml", server, backup_login, tmp_path)
     assert backed_up.returncode == 0, backed_up.stdout[-3000:]
     assert_quiet(backed_up)
+    foreseen = run_playbook("restore_drill.yml", server, backup_login, tmp_path, "--check")
+    assert foreseen.returncode == 0, foreseen.stdout[-3000:]
+    assert "Check mode: would restore the newest verified backup of " in foreseen.stdout
     drill = run_playbook("restore_drill.yml", server, backup_login, tmp_path)
     assert drill.returncode == 0, drill.stdout[-3000:]
     assert "row counts match the manifest" in drill.stdout

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASELINE, HEAD, alembic, artifacts, load_reference_data, query, run_module, run_playbook
+from conftest import (BASELINE, HEAD, alembic, artifacts, load_reference_data, play_recap, query, run_module,
+                      run_playbook)
 from test_deploy_playbook import playbook, revision
 
 
@@ -37,6 +38,16 @@ def test_rollback_from_the_backup_file(server, database, tmp_path):
 
 
 @pytest.mark.one_server_version
+def test_check_mode_says_what_the_rollback_would_do_and_changes_nothing(server, database, tmp_path):
+    alembic(database, "upgrade", HEAD)
+    result = rollback(server, database, tmp_path, "--check", "-e", f"revision={BASELINE}", "-e", "method=downgrade")
+    assert result.returncode == 0 and play_recap(result)["failed"] == 0, result.stdout[-2000:]
+    assert f"Check mode: would roll back {database['login_db']}" in result.stdout
+    assert f"to revision {BASELINE}" in result.stdout and "Nothing was changed." in result.stdout
+    assert "TASK [intowork.pgops.rollback" not in result.stdout, "check mode stops at the plan"
+    assert revision(database) == HEAD
+
+
 def test_unconfirmed_or_corrupt_rollbacks_change_nothing_then_the_record_rolls_back(server, database, tmp_path):
     """One deployment, three rollbacks: without confirm=yes, and from a corrupt backup, nothing changes (both
     fail); from the deployment record, it rolls back by downgrade."""
