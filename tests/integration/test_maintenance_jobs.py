@@ -3,6 +3,7 @@
 import fcntl
 import hashlib
 import json
+import re
 
 import pytest
 
@@ -115,7 +116,7 @@ def test_bad_jobs_are_one_clear_line(setup, name, jobs, fragment):
 @pytest.mark.one_server_version
 def test_playbook_installs_runs_and_reports_a_failing_job(server, setup, tmp_path):
     database, _config, _backups, _jobs = setup
-    broken = [{"name": "expire_sessions", "kind": "delete", "table": "sessions", "schedule": "20 3 * * *",
+    broken = [{"name": "expire_sessions", "kind": "delete", "table": "sessions", "schedule": "20 3 * * mon",
                "where": "expires < now() - make_interval(days => %(days)s)", "params": {"days": 30}},
               {"name": "broken", "kind": "delete", "table": "sessions", "where": "no_such_column < now()",
                "schedule": "0 * * * *"}]
@@ -125,9 +126,13 @@ def test_playbook_installs_runs_and_reports_a_failing_job(server, setup, tmp_pat
     result = run_playbook("maintenance_cron.yml", server, database, tmp_path, "-e", extra)
     assert result.returncode != 0
     assert 'Maintenance job broken failed: ' in result.stdout and "no_such_column" in result.stdout
+    # Each job's result is in the play, the good one's figures too.
+    assert re.search(r'"msg": "expire_sessions: deleted \d+ row\(s\) of sessions in \d+ batch\(es\) in [0-9.]+ s"',
+                     result.stdout), result.stdout[-3000:]
+    assert '"msg": "broken: FAILED: ' in result.stdout
     assert_quiet(result)
     cron = (tmp_path / "cron.d" / f"pgops-maintenance-{database['login_db']}").read_text()
-    assert "--job=expire_sessions" in cron and "--job=broken" in cron
+    assert "20 3 * * mon " in cron and "--job=expire_sessions" in cron and "--job=broken" in cron
     assert query(database, "SELECT count(*) FROM sessions WHERE expires < now() - interval '30 days'")[0][0] == 0
 
 
@@ -136,6 +141,8 @@ def test_playbook_installs_runs_and_reports_a_failing_job(server, setup, tmp_pat
      "Bad maintenance jobs"),
     ([{"name": "x", "kind": "delete", "table": "sessions", "where": "true", "schedule": "every hour"}],
      "x / delete / every hour"),
+    ([{"name": "x", "kind": "delete", "table": "sessions", "where": "true", "schedule": "0 4 * * mun"}],
+     "cron schedule (day of week 'mun': each value must be * or 0-7 or sun/mon/tue/wed/thu/fri/sat)"),
 ])
 def test_playbook_refuses_bad_jobs_before_writing(server, setup, tmp_path, jobs, fragment):
     database = setup[0]
