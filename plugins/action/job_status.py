@@ -61,9 +61,13 @@ class ActionModule(ActionBase):
         result = merge_hash(result, status)
         result["started"], result["finished"] = bool(result.get("started")), bool(result.get("finished"))
         if result["finished"]:
-            # The job's result file holds what the module returned; the registered result keeps it.
-            self._execute_module(module_name="ansible.legacy.async_status", task_vars=task_vars,
-                                 module_args={"jid": args["jid"], "mode": "cleanup", "_async_dir": async_dir})
+            # The job's result file holds what the module returned; the registered result keeps it. Removing it
+            # is tidying only: a link lost now must not turn a finished job's verdict into a lost host.
+            try:
+                self._execute_module(module_name="ansible.legacy.async_status", task_vars=task_vars,
+                                     module_args={"jid": args["jid"], "mode": "cleanup", "_async_dir": async_dir})
+            except AnsibleError as error:
+                display.vvv("job_status: could not remove the result file of job %s: %s" % (args["jid"], error))
         elif not result.get("failed") and args["progress_file"]:
             line = self._progress(args["progress_file"], task_vars)
             if line:
