@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from conftest import HEAD, Hook, alembic, load_reference_data, query, run_playbook
+from conftest import HEAD, Hook, alembic, failure_message, load_reference_data, query, run_playbook
 from test_backup_program import run_program, write_config
 from test_deploy_playbook import assert_quiet
 
@@ -114,26 +114,40 @@ def test_bad_jobs_are_one_clear_line(setup, name, jobs, fragment):
 
 
 @pytest.mark.one_server_version
-def test_playbook_installs_runs_and_reports_a_failing_job(server, setup, tmp_path):
+def test_playbook_refuses_a_job_that_would_fail_then_installs_runs_and_reports_one_that_fails(server, setup, tmp_path):
     database, _config, _backups, _jobs = setup
-    broken = [{"name": "expire_sessions", "kind": "delete", "table": "sessions", "schedule": "20 3 * * mon",
-               "where": "expires < now() - make_interval(days => %(days)s)", "params": {"days": 30}},
-              {"name": "broken", "kind": "delete", "table": "sessions", "where": "no_such_column < now()",
-               "schedule": "0 * * * *"}]
-    extra = json.dumps({"pgops_maintenance_jobs": broken, "maintenance_jobs_run_now": ["all"],
-                        "pgops_cron_dir": str(tmp_path / "cron.d"), "pgops_program_dir": str(tmp_path / "lib"),
-                        "pgops_config_dir": str(tmp_path / "etc")})
-    result = run_playbook("maintenance_cron.yml", server, database, tmp_path, "-e", extra)
+    expire = {"name": "expire_sessions", "kind": "delete", "table": "sessions", "schedule": "20 3 * * mon",
+              "where": "expires < now() - make_interval(days => %(days)s)", "params": {"days": 30}}
+    typo = {"name": "typo", "kind": "delete", "table": "sessions", "where": "no_such_column < now()",
+            "schedule": "0 * * * *"}
+    settings = {"maintenance_jobs_run_now": ["all"], "pgops_cron_dir": str(tmp_path / "cron.d"),
+                "pgops_program_dir": str(tmp_path / "lib"), "pgops_config_dir": str(tmp_path / "etc")}
+    expired = "SELECT count(*) FROM sessions WHERE expires < now() - interval '30 days'"
+    before = query(database, expired)[0][0]
+    assert before > 0
+    # A job the database would refuse (a column that is not there) is found by planning it: nothing is written.
+    refused = run_playbook("maintenance_cron.yml", server, database, tmp_path, "-e",
+                           json.dumps(dict(settings, pgops_maintenance_jobs=[expire, typo])))
+    assert refused.returncode == 2, refused.stdout[-3000:]
+    assert failure_message(refused).startswith("Maintenance job typo failed: ")
+    assert failure_message(refused).endswith(
+        'job typo would fail: column "no_such_column" does not exist. Nothing was written: fix the job and run again.')
+    assert not (tmp_path / "cron.d").exists() and query(database, expired)[0][0] == before, "nothing ran"
+    # One that plans but fails on the rows it meets is installed, run, and reported with the others.
+    on_rows = {"name": "on_rows", "kind": "delete", "table": "sessions", "where": "1 / (length(session_token) - length(session_token)) = 1",
+               "schedule": "0 * * * *"}
+    result = run_playbook("maintenance_cron.yml", server, database, tmp_path, "-e",
+                          json.dumps(dict(settings, pgops_maintenance_jobs=[expire, on_rows])))
     assert result.returncode != 0
-    assert 'Maintenance job broken failed: ' in result.stdout and "no_such_column" in result.stdout
+    assert 'Maintenance job on_rows failed: ' in result.stdout and "division by zero" in result.stdout
     # Each job's result is in the play, the good one's figures too.
     assert re.search(r'"msg": "expire_sessions: deleted \d+ row\(s\) of sessions in \d+ batch\(es\) in [0-9.]+ s"',
                      result.stdout), result.stdout[-3000:]
-    assert '"msg": "broken: FAILED: ' in result.stdout
+    assert '"msg": "on_rows: FAILED: ' in result.stdout
     assert_quiet(result)
     cron = (tmp_path / "cron.d" / f"pgops-maintenance-{database['login_db']}").read_text()
-    assert "20 3 * * mon " in cron and "--job=expire_sessions" in cron and "--job=broken" in cron
-    assert query(database, "SELECT count(*) FROM sessions WHERE expires < now() - interval '30 days'")[0][0] == 0
+    assert "20 3 * * mon " in cron and "--job=expire_sessions" in cron and "--job=on_rows" in cron
+    assert query(database, expired)[0][0] == 0
 
 
 @pytest.mark.parametrize("jobs, fragment", [

@@ -974,6 +974,42 @@ def load_job(path, name):
     return job
 
 
+def check_job(config, log, name, job):
+    """What would stop the job when cron runs it, found without running it: a delete is planned (EXPLAIN: its
+    table, columns, parameters and privileges), a refresh's view must be a materialized view (with a unique
+    index for CONCURRENTLY)."""
+    conn = connect(config)
+    try:
+        cur = conn.cursor()
+        if job["kind"] == "refresh":
+            cur.execute("SELECT c.relkind, EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid "
+                        "AND i.indisunique AND i.indpred IS NULL) FROM pg_catalog.pg_class c WHERE c.oid = to_regclass(%s)",
+                        (job["view"],))
+            row = cur.fetchone()
+            if not row or row[0] != "m":
+                raise BackupError("job %s: %s is not a materialized view of %s" % (name, job["view"], config["database"]))
+            if job["concurrently"] and not row[1]:
+                raise BackupError("job %s: REFRESH ... CONCURRENTLY needs a unique index on %s without a WHERE clause; "
+                                  "add one or set concurrently: false" % (name, job["view"]))
+        else:
+            table = quote_ident(job["table"])
+            try:
+                cur.execute("EXPLAIN DELETE FROM %s WHERE ctid = ANY(ARRAY(SELECT ctid FROM %s WHERE %s LIMIT "
+                            "%%(pgops_batch)s FOR UPDATE SKIP LOCKED))" % (table, table, job["where"]),
+                            dict(job["params"], pgops_batch=job["batch_size"]))
+            except KeyError as error:
+                raise BackupError("job %s: its where condition names the parameter %s, which params does not give" % (
+                    name, error))
+    except DatabaseError as error:
+        # The first line: the database's reason; the rest is the statement with a caret.
+        raise BackupError("job %s would fail: %s" % (name, str(error).strip().splitlines()[0]))
+    finally:
+        conn.rollback()
+        conn.close()
+    log("job %s: checked (not run)" % name)
+    return {"job": name, "database": config["database"], "checked": True}
+
+
 def run_job(config, log, name, job):
     conn = connect(config)
     started = time.monotonic()
@@ -1175,6 +1211,8 @@ def main(argv=None):
                         help="watch: a deployment lease with no heartbeat for this long is abandoned")
     parser.add_argument("--jobs-file", help="job: the maintenance jobs file (JSON)")
     parser.add_argument("--job", help="job: the name of the job to run")
+    parser.add_argument("--check", action="store_true",
+                        help="job: find what would stop the job (EXPLAIN, the view's kind and index), running nothing")
     parser.add_argument("--progress-file", help="backup, drill, restore: rewrite this JSON file with the step and its "
                         "bytes every %d s, for a poll to print" % PROGRESS_SECONDS)
     args = parser.parse_args(argv)
@@ -1219,7 +1257,8 @@ def main(argv=None):
             elif args.action == "drill":
                 result = drill(config, log, args, args.backup, args.keep, progress)
             elif args.action == "job":
-                result = run_job(config, log, args.job, load_job(args.jobs_file, args.job))
+                job = load_job(args.jobs_file, args.job)
+                result = (check_job if args.check else run_job)(config, log, args.job, job)
             elif args.action == "watch":
                 result = watch(config, log, args.stale_after_seconds)
             elif args.action == "restore":
