@@ -114,7 +114,8 @@ demand:
 capacity:
   description: >-
     The server's connection budget - max_connections, superuser_reserved, reserved, other_clients (open now
-    by others), reserve (O(reserve_connections)) - and what is left for the application (C(available)).
+    by others), reserve (O(reserve_connections)) - what is left for the application (C(available)), and
+    C(summary), that sum in words, every term named.
   returned: always
   type: dict
 headroom:
@@ -207,18 +208,20 @@ def size(params, check_mode):
         capacity = {"max_connections": max_connections, "superuser_reserved": superuser_reserved,
                     "reserved": reserved, "other_clients": others, "reserve": params["reserve_connections"]}
         capacity["available"] = max_connections - superuser_reserved - reserved - others - params["reserve_connections"]
+        # Every term of the sum on screen, so the figures an operator reads add up.
+        capacity["summary"] = (
+            "%(available)d available (max_connections %(max_connections)d - superuser_reserved %(superuser_reserved)d "
+            "- reserved %(reserved)d - %(other_clients)d held by other clients - %(reserve)d kept for operators)"
+            % capacity)
         headroom = capacity["available"] - demand["peak"]
         if headroom < 0:
             raise PgopsError(
                 "pool oversubscribed: peak demand %(instances)d instance(s) x %(workers)d worker(s) x (pool_size %(pool)d "
-                "+ max_overflow %(overflow)d) = %(peak)d connections, but the server can give %(available)d "
-                "(max_connections %(max)d - superuser_reserved %(su)d - reserved %(res)d - %(others)d held by other "
-                "clients - reserve %(reserve)d): lower pool_size, max_overflow or workers, raise max_connections, "
-                "or put PgBouncer in front. Nothing was changed." % {
+                "+ max_overflow %(overflow)d) = %(peak)d connections, but the server has %(capacity)s: lower "
+                "pool_size, max_overflow or workers, raise max_connections, or put PgBouncer in front. Nothing was "
+                "changed." % {
                     "instances": params["instances"], "workers": params["workers"], "pool": params["pool_size"],
-                    "overflow": params["max_overflow"], "peak": demand["peak"], "available": capacity["available"],
-                    "max": max_connections, "su": superuser_reserved, "res": reserved, "others": others,
-                    "reserve": params["reserve_connections"]})
+                    "overflow": params["max_overflow"], "peak": demand["peak"], "capacity": capacity["summary"]})
         wanted = {"statement_timeout": str(params["statement_timeout"]),
                   "idle_in_transaction_session_timeout": str(params["idle_in_transaction_session_timeout"])}
         before = dict((role, settings_of(role_config[role])) for role in params["roles"])

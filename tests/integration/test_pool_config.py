@@ -29,6 +29,11 @@ def test_fitting_pool_reports_its_arithmetic_and_live_usage(app_role):
     assert capacity["available"] == (capacity["max_connections"] - capacity["superuser_reserved"]
                                      - capacity["reserved"] - capacity["other_clients"] - 5)
     assert result["headroom"] == capacity["available"] - 30
+    # The sentence on screen adds up: every term of the sum is in it.
+    assert capacity["summary"] == (
+        f"{capacity['available']} available (max_connections {capacity['max_connections']} - superuser_reserved "
+        f"{capacity['superuser_reserved']} - reserved {capacity['reserved']} - {capacity['other_clients']} held by "
+        f"other clients - 5 kept for operators)")
     names = {(row["usename"], row["application_name"]) for row in result["usage"]}
     assert (APP, "intowork-web") in names and (app_role["login_user"], "report-job") in names
     assert result["environment"] == {"DATABASE_TIMEOUT": "10", "STATEMENT_TIMEOUT": "30000", "POOL_SIZE": "10",
@@ -41,7 +46,7 @@ def test_oversubscribed_pool_fails_with_the_sizing_and_writes_nothing(app_role):
     result = run_module("pool_config", dict(app_role, roles=[APP], instances=2, workers=4, apply=True))
     assert result["failed"] is True
     assert "pool oversubscribed: peak demand 2 instance(s) x 4 worker(s) x (pool_size 20 + max_overflow 40) = " \
-           "480 connections, but the server can give" in result["msg"]
+           "480 connections, but the server has " in result["msg"] and " kept for operators): " in result["msg"]
     assert "raise max_connections, or put PgBouncer in front. Nothing was changed." in result["msg"]
     assert query(app_role, "SELECT count(*) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole "
                            "WHERE r.rolname = %s", (APP,))[0][0] == 0
