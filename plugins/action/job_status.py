@@ -38,7 +38,6 @@ class ActionModule(ActionBase):
     """async_status, waiting up to `wait` seconds in one call and printing a progress line when it returns."""
 
     _VALID_ARGS = frozenset(("jid", "progress_file", "label", "wait"))
-    _requires_connection = True
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)

@@ -538,7 +538,7 @@ def standby_source(config):
     return source, {"source": "standby %s" % where, "standby_replay_lag_seconds": round(lag, 1)}
 
 
-def backup(config, log, from_standby=False, progress=None):
+def backup(config, log, from_standby, progress):
     source_facts = {"source": "primary"}
     if from_standby:
         config, source_facts = standby_source(config)
@@ -552,8 +552,7 @@ def backup(config, log, from_standby=False, progress=None):
         raise BackupError("%s already exists: one backup per second at most" % final)
     major = client_major(config)
     compress = compression_option(config, major)
-    if progress:
-        progress("reading the database's revision and row counts")
+    progress("reading the database's revision and row counts")
 
     conn = connect(config)
     try:
@@ -573,8 +572,7 @@ def backup(config, log, from_standby=False, progress=None):
         if config["format"] == "directory":
             cmd.append("--jobs=%d" % config["jobs"])
         dump_started = time.monotonic()
-        if progress:
-            progress("dumping", lambda: size_so_far(partial))
+        progress("dumping", lambda: size_so_far(partial))
         run(cmd, libpq_env(config), "pg_dump")
         dump_seconds = time.monotonic() - dump_started
     finally:
@@ -586,11 +584,9 @@ def backup(config, log, from_standby=False, progress=None):
     listing = run([program(config, "pg_restore"), "--list", partial], os.environ, "pg_restore --list")
     # --list reads only the table of contents; restoring to /dev/null reads and decompresses every byte.
     dumped = size_so_far(partial)
-    if progress:
-        progress("reading the dump back", lambda: dumped, "dumped")
+    progress("reading the dump back", lambda: dumped, "dumped")
     run([program(config, "pg_restore"), "--file=/dev/null", partial], os.environ, "pg_restore read-back")
-    if progress:
-        progress("checksumming", lambda: dumped, "dumped")
+    progress("checksumming", lambda: dumped, "dumped")
     digest = checksum(partial)
     verify_seconds = time.monotonic() - verify_started
     os.rename(partial, final)
@@ -659,12 +655,11 @@ def choose_backup(config, chosen):
     raise BackupError("no verified backup of %s in %s" % (config["database"], config["backup_dir"]))
 
 
-def drill(config, log, options, chosen=None, keep=False, progress=None):
+def drill(config, log, options, chosen, keep, progress):
     path, manifest = choose_backup(config, chosen)
     started = time.monotonic()
     log("drill: checking %s" % os.path.basename(path))
-    if progress:
-        progress("checking the checksum of %s" % os.path.basename(path))
+    progress("checking the checksum of %s" % os.path.basename(path))
     digest = checksum(path)
     if digest != manifest.get("sha256"):
         raise BackupError("%s is corrupt: sha256 %s, manifest says %s" % (path, digest[:12], str(manifest.get("sha256"))[:12]))
@@ -687,12 +682,10 @@ def drill(config, log, options, chosen=None, keep=False, progress=None):
             except DatabaseError:
                 return None
 
-        if progress:
-            progress("restoring into %s" % scratch, restored_so_far)
+        progress("restoring into %s" % scratch, restored_so_far)
         run([program(config, "pg_restore"), "--dbname=%s" % scratch, "--jobs=%d" % options.jobs,
              "--no-owner", "--exit-on-error", "--no-password", path], env, "pg_restore into %s" % scratch)
-        if progress:
-            progress("counting rows in %s" % scratch)
+        progress("counting rows in %s" % scratch)
         restore_seconds = time.monotonic() - restore_started
         conn = connect(config, database=scratch)
         try:
@@ -823,7 +816,7 @@ def first_error(handle, fallback):
     return (errors or lines or [fallback])[0]
 
 
-def stream_restore(config, path, schema, before, after, progress=None):
+def stream_restore(config, path, schema, before, after, progress):
     """pg_restore's SQL for `schema`, between `before` and `after`, into psql, in one explicit transaction that
     commits only when pg_restore read the whole archive; returns nothing or raises with the reason.
 
@@ -841,8 +834,7 @@ def stream_restore(config, path, schema, before, after, progress=None):
         try:
             load.stdin.write(("BEGIN;\n" + "\n".join(before) + "\n").encode())
             loaded = [0]
-            if progress:
-                progress("restoring schema %s" % schema, lambda: loaded[0], "of SQL loaded")
+            progress("restoring schema %s" % schema, lambda: loaded[0], "of SQL loaded")
             for block in iter(lambda: dump.stdout.read(1 << 20), b""):
                 load.stdin.write(block)
                 loaded[0] += len(block)
@@ -869,7 +861,7 @@ def stream_restore(config, path, schema, before, after, progress=None):
                 path, first_error(dump_errors, "exit status %d" % dump_status)))
 
 
-def restore_in_place(config, log, chosen, schema, progress=None):
+def restore_in_place(config, log, chosen, schema, progress):
     """Replace `schema` of the live database with the backup's, in one transaction; all or nothing.
 
     Other schemas are left as they are; extensions that the archive does not have (created after the
