@@ -47,6 +47,10 @@ SERVER_SETTINGS = {
     "full_page_writes": "off",
     "track_io_timing": "on",
     "log_min_messages": "warning",
+    # Archiving on, as in production, so that the health report's archiving checks have something to read;
+    # the archive itself is not kept.
+    "archive_mode": "on",
+    "archive_command": "'/bin/true'",
 }
 
 

@@ -13,8 +13,9 @@ version_added: 0.1.0
 description:
   - Takes the facts of intowork.pgops.health_check and the earlier reports of the same database, and returns
     the growth of each table and index since the previous report, the database size over time, the growth
-    rate (least squares over the reports of the last O(window_days)), and the days until the data
-    directory's file system is full at that rate.
+    rate (least squares over the reports of the last O(window_days), once they span O(min_span_days)), how much
+    of the growth is dead rows (which vacuum reclaims), and the days until the data directory's file system is
+    full at that rate.
   - Adds a finding when the disk fills within O(warn_days).
 options:
   _input:
@@ -34,6 +35,12 @@ options:
     description: A disk that fills within this many days is a finding.
     type: int
     default: 90
+  min_span_days:
+    description:
+      - The growth rate needs reports spanning at least this many days; before, it is not projected (reports
+        minutes apart measure a load or a batch, not growth).
+    type: int
+    default: 7
 author:
   - INTOWORK platform team (@intowork)
 """
@@ -48,7 +55,9 @@ RETURN = r"""
 _value:
   description: >-
     previous_taken, series (taken, size_bytes, tables), table_growth and index_growth (name, bytes,
-    previous_bytes, delta_bytes), bytes_per_day, days_until_full and findings.
+    previous_bytes, delta_bytes), span_days, bytes_per_day (null until the reports span min_span_days),
+    dead_bytes and dead_bytes_delta (the estimated bytes of dead rows now, and their change since the previous
+    report), projection (why there is none, or the days), days_until_full, problems and findings.
   type: dict
 """
 
@@ -88,7 +97,17 @@ def _rate(points):
     return sum((x - mean_x) * (y - mean_y) for x, y in points) / spread * 86400
 
 
-def health_trend(current, history, window_days=28, warn_days=90):
+def _dead_bytes(report):
+    """Estimated bytes of dead rows: each table's heap in the share of its rows that are dead."""
+    total = 0
+    for table in report.get("tables", []):
+        rows = (table.get("live_rows") or 0) + (table.get("dead_rows") or 0)
+        if rows:
+            total += (table.get("table_bytes") or 0) * (table.get("dead_rows") or 0) / float(rows)
+    return int(total)
+
+
+def health_trend(current, history, window_days=28, warn_days=90, min_span_days=7):
     if not isinstance(current, dict) or "taken" not in current:
         raise AnsibleFilterError("health_trend: the input must be a health_check result")
     reports = sorted((r for r in history or [] if isinstance(r, dict) and r.get("taken") and
@@ -99,23 +118,49 @@ def health_trend(current, history, window_days=28, warn_days=90):
               for r in reports + [current]]
     now = _epoch(current["taken"])
     points = [(_epoch(s["taken"]), s["size_bytes"]) for s in series if now - _epoch(s["taken"]) <= window_days * 86400]
-    rate = _rate(points)
+    span_days = (points[-1][0] - points[0][0]) / 86400.0 if points else 0.0
+    rate = _rate(points) if span_days >= min_span_days else None
+    dead = _dead_bytes(current)
+    dead_delta = dead - _dead_bytes(previous) if previous else None
     disk = current.get("disk") or {}
     days = None
-    findings = []
-    if rate and rate > 0 and disk.get("free_bytes") is not None:
+    problems = []
+    if len(points) < 2:
+        projection = "needs two reports"
+    elif span_days < min_span_days:
+        projection = "not projected: the reports span %.1f days, and a projection needs %d (min_span_days)" % (
+            span_days, min_span_days)
+    elif not rate or rate <= 0:
+        projection = "not projected: the database did not grow"
+    elif disk.get("free_bytes") is None:
+        projection = "not projected: the disk's free space cannot be read from here"
+    else:
         days = round(disk["free_bytes"] / rate, 1)
+        projection = "the disk fills in about %.0f days" % days
         if days < warn_days:
-            findings.append("disk of %s fills in about %.0f days at the current growth (%.1f MB/day): add space or "
-                            "archive data" % (disk.get("path"), days, rate / 1048576.0))
+            dead_share = ""
+            if dead_delta and dead_delta > 0 and span_days:
+                dead_share = ", of which %.1f MB/day is dead rows that vacuum can reclaim" % (
+                    min(rate, dead_delta / span_days) / 1048576.0)
+            problems.append({
+                "check": "disk space", "severity": "critical", "subject": disk.get("path"),
+                "detail": "disk of %s fills in about %.0f days at the growth of the last %.0f days (%.1f MB/day%s): "
+                          "add space or archive data" % (disk.get("path"), days, span_days, rate / 1048576.0,
+                                                         dead_share),
+                "threshold": "warn_days %d" % warn_days})
     return {
         "previous_taken": previous.get("taken"),
         "series": series,
         "table_growth": _growth(current.get("tables", []), previous.get("tables"), "total_bytes"),
         "index_growth": _growth(current.get("indexes", []), previous.get("indexes"), "bytes"),
+        "span_days": round(span_days, 2),
         "bytes_per_day": None if rate is None else round(rate, 1),
+        "dead_bytes": dead,
+        "dead_bytes_delta": dead_delta,
+        "projection": projection,
         "days_until_full": days,
-        "findings": findings,
+        "problems": problems,
+        "findings": ["%s (threshold: %s)" % (p["detail"], p["threshold"]) for p in problems],
     }
 
 

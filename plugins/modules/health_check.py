@@ -12,48 +12,166 @@ module: health_check
 short_description: Read the weekly health facts of a PostgreSQL database, with the findings that need action
 version_added: 0.1.0
 description:
-  - Reads, without changing anything, what the weekly health report shows - slow queries from
-    C(pg_stat_statements) (its columns are named C(total_time) before PostgreSQL 13 and C(total_exec_time)
-    after; both work), table and index sizes, unused indexes, the cache hit ratio, connections against
-    C(max_connections), C(NOT VALID) constraints, the age of the newest verified backup, the free space of
-    the data directory's file system, and security findings (application roles with SUPERUSER or
-    CREATEROLE, md5 password hashes, CREATE on schema public for PUBLIC, remote connections without SSL).
-  - Returns one line per finding that needs action in RV(findings).
-  - Growth over time is the health report's job (the C(intowork.pgops.health_trend) filter compares
-    reports); this module describes one moment.
+  - Reads, without changing anything, what a DBA checks every week, at the breadth of check_postgres and pghero -
+    long-running and idle-in-transaction sessions, blocking lock chains, dead rows and estimated bloat of tables and
+    B-tree indexes, the age of the last vacuum and analyse, transaction-ID and multixact wraparound headroom,
+    sequences and identity columns near the end of their range, invalid, duplicate and unused indexes, replication
+    lag and inactive slots, WAL archiving failures, roles with SUPERUSER, CREATEROLE or BYPASSRLS that are not on
+    an allow list, NOT VALID constraints, the cache hit ratio, connections, the newest verified backup, the data
+    directory's free space, and the statements of C(pg_stat_statements) over the period since the previous report.
+  - Every finding carries its threshold, from O(thresholds); RV(problems) has them with a severity, RV(findings)
+    as one line each. What is not yet a finding (statistics too young to call an index unused, facts this login
+    cannot read) is in RV(notes).
+  - Growth over time is the health report's job (the C(intowork.pgops.health_trend) filter compares reports); this
+    module describes one moment, and the period since O(previous).
 options:
   app_roles:
-    description: The application's roles, checked for SUPERUSER and CREATEROLE.
+    description: The application's roles; a finding names any that does not exist.
+    type: list
+    elements: str
+    default: []
+  privileged_roles_allowed:
+    description:
+      - Roles that may have SUPERUSER, CREATEROLE or BYPASSRLS (the DBAs' own, a deploy role that manages the
+        application's roles). Every other role with one of them is a finding.
+      - The bootstrap superuser (the one C(initdb) created) is always allowed.
     type: list
     elements: str
     default: []
   backup_dir:
     description: Folder of the verified backups (with their manifests) on this host; empty skips the backup age.
     type: path
-  max_backup_age_hours:
-    description: A newest verified backup older than this is a finding.
+  index_spec_file:
+    description:
+      - The project's index strategy (the O(intowork.pgops.index_verify#module:spec_file) format). The indexes it
+        names are never advised to be dropped as unused.
+    type: path
+  previous:
+    description:
+      - The previous report (at least C(taken), C(statements) and C(statements_reset)), so that the statements are
+        reported over the period between the two. Without it, the period is since the statistics were reset.
+    type: dict
+  include_maintenance_statements:
+    description:
+      - List schema changes, loads, VACUUM, ANALYZE and transaction control among the slow statements too. They are
+        left out by default, because their time says nothing about the application's queries.
+    type: bool
+    default: false
+  statement_snapshot_limit:
+    description: How many statements (by total time) the report keeps, for the next report's delta.
     type: int
-    default: 26
-  slow_query_limit:
-    description: How many statements to list, by total time.
-    type: int
-    default: 10
-  slow_query_mean_ms:
-    description: A statement whose mean time exceeds this many milliseconds is a finding.
-    type: float
     default: 500
-  min_cache_hit_ratio:
-    description: A database cache hit ratio below this is a finding.
-    type: float
-    default: 0.99
-  max_connection_ratio:
-    description: Connections above this share of C(max_connections) are a finding.
-    type: float
-    default: 0.8
-  unused_index_min_bytes:
-    description: An index never scanned since the statistics were reset is a finding from this size on.
-    type: int
-    default: 1048576
+  thresholds:
+    description: When a fact becomes a finding. Each key has a default; give only those to change.
+    type: dict
+    default: {}
+    suboptions:
+      long_query_seconds:
+        description: A statement running longer than this is a finding.
+        type: int
+        default: 300
+      idle_in_transaction_seconds:
+        description: A session idle in an open transaction for longer than this is a finding (it holds its locks and
+          holds back vacuum).
+        type: int
+        default: 60
+      lock_wait_seconds:
+        description: A session waiting for a lock for longer than this is a finding, with the sessions that block it.
+        type: int
+        default: 30
+      dead_tuple_ratio:
+        description: A table whose dead rows are more than this share of its rows is a finding, from
+          O(thresholds.dead_tuple_min_rows) dead rows on.
+        type: float
+        default: 0.2
+      dead_tuple_min_rows:
+        description: See O(thresholds.dead_tuple_ratio).
+        type: int
+        default: 10000
+      bloat_ratio:
+        description: A table or B-tree index whose estimated bloat is more than this share of its size is a finding,
+          from O(thresholds.bloat_min_bytes) of bloat on.
+        type: float
+        default: 0.5
+      bloat_min_bytes:
+        description: See O(thresholds.bloat_ratio).
+        type: int
+        default: 104857600
+      maintenance_max_age_days:
+        description: A table not vacuumed (analysed) for this many days is a finding once it has
+          O(thresholds.maintenance_min_changes) dead rows (rows changed since the last analyse).
+        type: int
+        default: 7
+      maintenance_min_changes:
+        description: See O(thresholds.maintenance_max_age_days).
+        type: int
+        default: 10000
+      wraparound_max_ratio:
+        description: A database whose oldest transaction ID or multixact has used more than this share of the
+          2^31 before wraparound is a finding.
+        type: float
+        default: 0.5
+      sequence_max_ratio:
+        description: A sequence (serial or identity) that has used more than this share of its range, or of its
+          column's type where that is smaller, is a finding.
+        type: float
+        default: 0.8
+      replication_lag_seconds:
+        description: A standby replaying more than this many seconds behind is a finding.
+        type: int
+        default: 300
+      replication_lag_bytes:
+        description: A standby more than this many bytes of WAL behind is a finding.
+        type: int
+        default: 1073741824
+      inactive_slot_min_bytes:
+        description: An inactive replication slot holding back at least this many bytes of WAL is a finding.
+        type: int
+        default: 0
+      archive_ready_max_files:
+        description: More WAL segments than this waiting to be archived is a finding; so is an archive_command that
+          failed on its last attempt.
+        type: int
+        default: 16
+      max_backup_age_hours:
+        description: A newest verified backup older than this is a finding.
+        type: int
+        default: 26
+      slow_query_limit:
+        description: How many statements the report lists, by total time and by mean time.
+        type: int
+        default: 10
+      slow_query_mean_ms:
+        description: A statement whose mean time over the period exceeds this is a finding.
+        type: float
+        default: 500.0
+      slow_query_total_seconds:
+        description: A statement whose total time over the period exceeds this is a finding.
+        type: float
+        default: 600.0
+      min_cache_hit_ratio:
+        description: A cache hit ratio below this is a finding, once the database has read
+          O(thresholds.min_cache_reads) blocks.
+        type: float
+        default: 0.99
+      min_cache_reads:
+        description: See O(thresholds.min_cache_hit_ratio); a new database reads everything once.
+        type: int
+        default: 100000
+      max_connection_ratio:
+        description: Connections above this share of C(max_connections) are a finding.
+        type: float
+        default: 0.8
+      unused_index_min_bytes:
+        description: An index never scanned is a finding from this size on, once the statistics are
+          O(thresholds.unused_index_min_stats_days) old. Indexes that enforce a constraint, back a foreign key or
+          are in O(index_spec_file) never are.
+        type: int
+        default: 1048576
+      unused_index_min_stats_days:
+        description: See O(thresholds.unused_index_min_bytes); before, the report says it is too early to tell.
+        type: int
+        default: 35
 extends_documentation_fragment:
   - intowork.pgops._connection
   - intowork.pgops._connection.ATTRIBUTES
@@ -65,6 +183,10 @@ attributes:
     support: none
   idempotent:
     support: full
+notes:
+  - Another role's sessions, queries and replication details need C(pg_read_all_stats) or C(pg_monitor); the
+    archive backlog and the database's creation time need C(pg_monitor) or a superuser. Without them, those facts
+    are listed in RV(notes) as not checked.
 author:
   - INTOWORK platform team (@intowork)
 """
@@ -72,8 +194,11 @@ author:
 EXAMPLES = r"""
 - name: Read the health facts
   intowork.pgops.health_check:
-    app_roles: [intowork_app]
-    backup_dir: /var/backups/pgops/intowork
+    app_roles: [app_web]
+    privileged_roles_allowed: [dba]
+    backup_dir: /var/backups/pgops/shop
+    thresholds:
+      idle_in_transaction_seconds: 120
   register: health
 
 - name: Show what needs action
@@ -86,32 +211,53 @@ taken:
   description: When the facts were read (UTC, ISO 8601).
   returned: always
   type: str
+thresholds:
+  description: The thresholds the findings were judged by, every key filled in.
+  returned: always
+  type: dict
 database:
-  description: Name, size in bytes and server version.
+  description: Name, size in bytes, server version, and since when the statistics count (C(stats_since), with
+    C(stats_age_days)).
   returned: always
   type: dict
 tables:
-  description: User tables, largest first, with total, table and index bytes and live rows.
+  description: User tables, largest first - total, table and index bytes, live and dead rows, estimated bloat,
+    the last vacuum and analyse.
   returned: always
   type: list
   elements: dict
 indexes:
-  description: User indexes with their size, scans and whether they enforce uniqueness.
+  description: User indexes with their size, scans, estimated bloat and whether they enforce uniqueness.
   returned: always
   type: list
   elements: dict
 unused_indexes:
-  description: Indexes never scanned that enforce nothing, with their size.
+  description: Indexes never scanned that enforce nothing, back no foreign key and are not in the strategy.
   returned: always
   type: list
   elements: dict
+statements:
+  description: The snapshot of pg_stat_statements kept for the next report (queryid, role, calls, total_ms, rows,
+    query, maintenance).
+  returned: always
+  type: list
+  elements: dict
+statements_reset:
+  description: When pg_stat_statements was last reset (PostgreSQL 14 on), or null.
+  returned: always
+  type: str
 slow_queries:
-  description: Statements by total time (calls, total_ms, mean_ms, rows, query); empty without pg_stat_statements.
+  description: The period's statements by total time (calls, total_ms, mean_ms, rows, query).
+  returned: always
+  type: list
+  elements: dict
+slow_queries_by_mean:
+  description: The period's statements by mean time.
   returned: always
   type: list
   elements: dict
 slow_query_source:
-  description: Where the slow queries came from, or why there are none.
+  description: Where the slow queries came from and over which period, or why there are none.
   returned: always
   type: str
 cache_hit_ratio:
@@ -120,6 +266,34 @@ cache_hit_ratio:
   type: float
 connections:
   description: Client connections now, max_connections, and connections per state.
+  returned: always
+  type: dict
+sessions:
+  description: Sessions over a threshold (pid, user, application, state, seconds, query_start, query).
+  returned: always
+  type: list
+  elements: dict
+blocking:
+  description: Sessions waiting for a lock, each with the pids that block it and the root of the chain.
+  returned: always
+  type: list
+  elements: dict
+wraparound:
+  description: Each database's transaction-ID and multixact age, and the share of the limit used.
+  returned: always
+  type: list
+  elements: dict
+sequences:
+  description: Sequences with their last value, limit (the smaller of the sequence's and its column's), and share used.
+  returned: always
+  type: list
+  elements: dict
+replication:
+  description: Standbys (lag) and replication slots (active, retained WAL bytes), where present.
+  returned: always
+  type: dict
+archiving:
+  description: archive_mode, the archiver's counters and the segments waiting; null counters when not readable.
   returned: always
   type: dict
 not_valid_constraints:
@@ -140,14 +314,25 @@ security:
   returned: always
   type: list
   elements: dict
+problems:
+  description: Every finding as check, severity (critical or warning), subject, detail and threshold.
+  returned: always
+  type: list
+  elements: dict
 findings:
-  description: One line per finding that needs action.
+  description: One line per finding that needs action, with its threshold.
+  returned: always
+  type: list
+  elements: str
+notes:
+  description: What is not a finding but a reader should know (too early to tell, not checked and why).
   returned: always
   type: list
   elements: str
 """
 
 import calendar
+import decimal
 import glob
 import json
 import os
@@ -155,6 +340,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.intowork.pgops.plugins.module_utils._catalog import INDEX_CATALOG
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import (
     connect,
     connection_spec,
@@ -162,38 +348,178 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
     require_psycopg2,
     run_module,
 )
-
-TABLES = """
-SELECT c.oid::regclass::text, pg_total_relation_size(c.oid), pg_relation_size(c.oid), pg_indexes_size(c.oid),
-       coalesce(s.n_live_tup, 0)
-  FROM pg_class c
-  JOIN pg_namespace n ON n.oid = c.relnamespace
-  LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
- WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-   AND n.nspname NOT LIKE 'pg_toast%%'
- ORDER BY 2 DESC
-"""
-
-INDEXES = """
-SELECT s.indexrelid::regclass::text, s.relid::regclass::text, pg_relation_size(s.indexrelid), s.idx_scan,
-       i.indisunique OR i.indisprimary OR EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = s.indexrelid)
-  FROM pg_stat_user_indexes s
-  JOIN pg_index i ON i.indexrelid = s.indexrelid
- ORDER BY 3 DESC
-"""
+from ansible_collections.intowork.pgops.plugins.module_utils._health import (
+    THRESHOLDS,
+    WRAPAROUND_LIMIT,
+    btree_bloat_bytes,
+    heap_bloat_bytes,
+    is_maintenance,
+    statement_delta,
+)
+from ansible_collections.intowork.pgops.plugins.module_utils._index_spec import load_spec_file, overlaps
+from ansible_collections.intowork.pgops.plugins.module_utils._text import duration_text, size_text
 
 SERVER = """
 SELECT current_database(), pg_database_size(current_database()), current_setting('server_version'),
        current_setting('server_version_num')::int, current_setting('max_connections')::int,
        (SELECT blks_hit::float8 / nullif(blks_hit + blks_read, 0) FROM pg_stat_database
          WHERE datname = current_database()),
+       (SELECT blks_read FROM pg_stat_database WHERE datname = current_database()),
        (SELECT coalesce(json_object_agg(state, n), '{}') FROM (
           SELECT coalesce(state, 'unknown') AS state, count(*) AS n FROM pg_stat_activity
            WHERE backend_type = 'client backend' GROUP BY 1) s),
        (SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()),
        has_schema_privilege('public', 'public', 'CREATE'),
-       (SELECT setting FROM pg_settings WHERE name = 'data_directory')
+       (SELECT setting FROM pg_settings WHERE name = 'data_directory'),
+       current_setting('block_size')::int, pg_is_in_recovery(), current_setting('archive_mode'),
+       (SELECT oid FROM pg_database WHERE datname = current_database()),
+       (SELECT rolname FROM pg_roles WHERE oid = 10), now()
 """
+
+# Relation sizes, the statistics' row counts and the average row width (pg_stats, from the last ANALYZE)
+# that the bloat estimate needs; the width is null unless every column has statistics.
+TABLES = """
+SELECT c.oid::regclass::text, c.oid, coalesce(s.n_live_tup, 0), coalesce(s.n_dead_tup, 0), coalesce(s.n_mod_since_analyze, 0),
+       greatest(s.last_vacuum, s.last_autovacuum), greatest(s.last_analyze, s.last_autoanalyze),
+       CASE WHEN w.columns = (SELECT count(*) FROM pg_attribute a
+                               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
+            THEN w.width END,
+       coalesce((SELECT option_value FROM pg_options_to_table(c.reloptions) WHERE option_name = 'fillfactor'),
+                '100')::int,
+       c.relkind
+  FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+  LEFT JOIN LATERAL (SELECT count(*) AS columns, sum(ceil(st.avg_width / al.n::numeric) * al.n)::bigint AS width
+                       FROM pg_attribute a
+                       JOIN pg_stats st ON st.schemaname = n.nspname AND st.tablename = c.relname
+                                       AND st.attname = a.attname AND NOT st.inherited
+                      CROSS JOIN LATERAL (SELECT CASE a.attalign WHEN 'd' THEN 8 WHEN 'i' THEN 4
+                                                 WHEN 's' THEN 2 ELSE 1 END AS n) al
+                      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) w ON true
+ WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND n.nspname NOT LIKE 'pg_toast%%'
+ ORDER BY c.oid
+"""
+
+# Sizes open each relation, so a table locked exclusively (or queued for it) makes them wait: they are read
+# in one go with a short lock timeout, and only when that fails one table at a time, the locked ones then
+# estimated from the catalog (pg_class.relpages, as of the last vacuum or analyse).
+SIZES = """
+SELECT c.oid, pg_total_relation_size(c.oid), pg_relation_size(c.oid), pg_indexes_size(c.oid)
+  FROM pg_class c WHERE c.oid = ANY(%s::oid[])
+"""
+
+ESTIMATED_SIZE = """
+SELECT (c.relpages + coalesce(t.relpages, 0) + coalesce(i.pages, 0))::bigint * current_setting('block_size')::int,
+       c.relpages::bigint * current_setting('block_size')::int,
+       coalesce(i.pages, 0)::bigint * current_setting('block_size')::int
+  FROM pg_class c
+  LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
+  LEFT JOIN LATERAL (SELECT sum(ic.relpages) AS pages FROM pg_index x JOIN pg_class ic ON ic.oid = x.indexrelid
+                      WHERE x.indrelid = c.oid) i ON true
+ WHERE c.oid = %s
+"""
+
+LOCK_NOT_AVAILABLE = "55P03"
+
+# The key width of plain-column B-tree indexes, for their bloat estimate (expressions and partial indexes
+# are left out: their entries cannot be sized from pg_stats).
+INDEXES = """
+SELECT s.indexrelid::regclass::text, s.relid::regclass::text, pg_relation_size(s.indexrelid), s.idx_scan,
+       i.indisunique OR i.indisprimary OR EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = s.indexrelid),
+       EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f' AND f.conrelid = i.indrelid
+                  AND (SELECT array_agg(k ORDER BY k) FROM unnest(f.conkey) k)
+                    = (SELECT array_agg(k ORDER BY k) FROM unnest((i.indkey::int2[])[0:cardinality(f.conkey) - 1]) k)),
+       ic.relname, coalesce(t.n_live_tup, 0),
+       CASE WHEN am.amname = 'btree' AND i.indpred IS NULL AND NOT 0 = ANY(i.indkey::int2[])
+             AND w.columns = i.indnatts THEN w.width END
+  FROM pg_stat_user_indexes s
+  JOIN pg_index i ON i.indexrelid = s.indexrelid
+  JOIN pg_class ic ON ic.oid = i.indexrelid
+  JOIN pg_am am ON am.oid = ic.relam
+  LEFT JOIN pg_stat_user_tables t ON t.relid = i.indrelid
+  LEFT JOIN LATERAL (SELECT count(*) AS columns, sum(ceil(st.avg_width / al.n::numeric) * al.n)::bigint AS width
+                       FROM unnest(i.indkey::int2[]) k(attnum)
+                       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                       JOIN pg_stats st ON st.schemaname = s.schemaname AND st.tablename = s.relname
+                                       AND st.attname = a.attname AND NOT st.inherited
+                      CROSS JOIN LATERAL (SELECT CASE a.attalign WHEN 'd' THEN 8 WHEN 'i' THEN 4
+                                                 WHEN 's' THEN 2 ELSE 1 END AS n) al) w ON true
+ ORDER BY 3 DESC
+"""
+
+SCHEMAS = """
+SELECT nspname FROM pg_namespace
+ WHERE nspname NOT IN ('pg_catalog', 'information_schema') AND nspname NOT LIKE 'pg_toast%%'
+   AND nspname NOT LIKE 'pg_temp%%' ORDER BY 1
+"""
+
+# Sessions of this database that are over a threshold; the caller's own is left out.
+SESSIONS = """
+SELECT pid, usename, application_name, state, query_start,
+       extract(epoch FROM now() - query_start), extract(epoch FROM now() - state_change),
+       extract(epoch FROM now() - xact_start), age(backend_xmin), left(regexp_replace(query, '\\s+', ' ', 'g'), 200)
+  FROM pg_stat_activity
+ WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()
+   AND ((state = 'active' AND now() - query_start > make_interval(secs => %(long_query)s))
+        OR (state LIKE 'idle in transaction%%' AND now() - state_change > make_interval(secs => %(idle)s)))
+ ORDER BY xact_start NULLS LAST
+"""
+
+# Lock waits over the threshold, each with what blocks it; the chain's root is found in Python.
+BLOCKING = """
+SELECT w.pid, w.usename, extract(epoch FROM now() - w.state_change), left(regexp_replace(w.query, '\\s+', ' ', 'g'), 200),
+       pg_blocking_pids(w.pid)
+  FROM pg_stat_activity w
+ WHERE w.wait_event_type = 'Lock' AND w.datname = current_database()
+"""
+
+HOLDERS = """
+SELECT pid, usename, state, left(regexp_replace(query, '\\s+', ' ', 'g'), 200), pg_blocking_pids(pid)
+  FROM pg_stat_activity WHERE pid = ANY(%s)
+"""
+
+WRAPAROUND = """
+SELECT datname, age(datfrozenxid), mxid_age(datminmxid) FROM pg_database WHERE datallowconn ORDER BY 2 DESC
+"""
+
+# A sequence's limit is the smaller of its own and its column's type (a serial on integer stops at 2^31 - 1
+# although its sequence is bigint).
+SEQUENCES = """
+SELECT s.schemaname || '.' || s.sequencename, s.last_value, s.min_value, s.max_value, s.increment_by,
+       col.owner, col.typname
+  FROM pg_sequences s
+  LEFT JOIN LATERAL (
+       SELECT d.refobjid::regclass::text || '.' || a.attname AS owner, t.typname
+         FROM pg_depend d
+         JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+         JOIN pg_type t ON t.oid = a.atttypid
+        WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+          AND d.objid = (quote_ident(s.schemaname) || '.' || quote_ident(s.sequencename))::regclass
+          AND d.deptype IN ('a', 'i') AND d.refobjsubid > 0
+        LIMIT 1) col ON true
+ WHERE s.schemaname NOT IN ('pg_catalog', 'information_schema')
+"""
+
+TYPE_LIMITS = {"int2": (-32768, 32767), "int4": (-2147483648, 2147483647)}
+
+STANDBYS = """
+SELECT application_name, host(client_addr), state, extract(epoch FROM replay_lag),
+       pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)
+  FROM pg_stat_replication ORDER BY 1
+"""
+
+SLOTS = """
+SELECT slot_name, slot_type, active,
+       pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END,
+                       restart_lsn)
+  FROM pg_replication_slots ORDER BY 1
+"""
+
+ARCHIVER = "SELECT failed_count, last_failed_wal, last_failed_time, last_archived_time FROM pg_stat_archiver"
+
+ARCHIVE_READY = "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%%.ready'"
 
 NOT_VALID = """
 SELECT conrelid::regclass::text, conname, contype FROM pg_constraint
@@ -201,7 +527,13 @@ SELECT conrelid::regclass::text, conname, contype FROM pg_constraint
  ORDER BY 1, 2
 """
 
-ROLES = "SELECT rolname, rolsuper, rolcreaterole FROM pg_roles WHERE rolname = ANY(%s) ORDER BY 1"
+ROLES = "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)"
+
+# Roles whose attributes bypass the privilege system; the predefined pg_* roles have none of these.
+PRIVILEGED_ROLES = """
+SELECT rolname, rolsuper, rolcreaterole, rolbypassrls FROM pg_roles
+ WHERE (rolsuper OR rolcreaterole OR rolbypassrls) AND oid <> 10 AND NOT rolname = ANY(%s) ORDER BY 1
+"""
 
 # pg_authid is readable by superusers only; the others get an empty answer and a note.
 MD5_ROLES = """
@@ -214,29 +546,87 @@ SELECT a.usename, host(a.client_addr), count(*) FROM pg_stat_activity a JOIN pg_
  GROUP BY 1, 2 ORDER BY 3 DESC
 """
 
+# When the database's statistics began, if they were never reset: its creation, from its PG_VERSION file.
+DATABASE_CREATED = "SELECT (pg_stat_file('base/' || %s || '/PG_VERSION')).modification"
+
 
 def statements_query(version_num, schema):
     """pg_stat_statements by total time; its timing columns were renamed in PostgreSQL 13."""
-    total, mean = ("total_exec_time", "mean_exec_time") if version_num >= 130000 else ("total_time", "mean_time")
-    return ("SELECT calls, %s, %s, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 300) "
+    total = "total_exec_time" if version_num >= 130000 else "total_time"
+    return ("SELECT s.queryid::text, pg_get_userbyid(s.userid), calls, %s, rows, "
+            "left(regexp_replace(query, '\\s+', ' ', 'g'), 300) "
             "FROM %s.pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid AND d.datname = current_database() "
-            "ORDER BY 2 DESC LIMIT %%s" % (total, mean, schema))
+            "ORDER BY 4 DESC LIMIT %%s" % (total, schema))
 
 
-def slow_queries(cur, version_num, limit):
-    cur.execute("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
-                "WHERE e.extname = 'pg_stat_statements'")
-    row = cur.fetchone()
-    if row is None:
-        return [], "pg_stat_statements is not installed in this database (the monitoring role installs it)"
-    cur.execute("SAVEPOINT statements")
+def _plain(value):
+    """numeric (extract(epoch ...), WAL distances) as int or float, which JSON and arithmetic take."""
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+class Reader(object):
+    """Runs the read-only queries; one that this login may not run becomes a note, not a failure."""
+
+    def __init__(self, cur):
+        self.cur = cur
+        self.notes = []
+
+    def all(self, statement, args=None, what=None, quiet_codes=()):
+        """The rows, or None (with a note unless the error's code is in quiet_codes) when `what` may fail."""
+        self.cur.execute("SAVEPOINT fact")
+        try:
+            self.cur.execute(statement, args)
+            rows = [tuple(_plain(value) for value in row) for row in self.cur.fetchall()]
+        except psycopg2.Error as error:
+            self.cur.execute("ROLLBACK TO SAVEPOINT fact")
+            if what is None:
+                raise
+            if error.pgcode not in quiet_codes:
+                self.notes.append("%s not checked: %s" % (what, " ".join(str(error).split())))
+            return None
+        self.cur.execute("RELEASE SAVEPOINT fact")
+        return rows
+
+
+def read_statements(reader, version_num, limit):
+    rows = reader.all("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+                      "WHERE e.extname = 'pg_stat_statements'")
+    if not rows:
+        return None, None, "pg_stat_statements is not installed in this database (the monitoring role installs it)"
+    schema = '"%s"' % rows[0][0].replace('"', '""')
+    reader.cur.execute("SAVEPOINT statements")
     try:
-        cur.execute(statements_query(version_num, '"%s"' % row[0].replace('"', '""')), (limit,))
+        reader.cur.execute(statements_query(version_num, schema), (limit,))
+        statements = [{"queryid": queryid, "role": role, "calls": calls, "total_ms": round(total, 1), "rows": rows_,
+                       "query": query, "maintenance": is_maintenance(query)}
+                      for queryid, role, calls, total, rows_, query in reader.cur.fetchall()]
     except psycopg2.Error as error:
-        cur.execute("ROLLBACK TO SAVEPOINT statements")
-        return [], "pg_stat_statements cannot be read: %s" % " ".join(str(error).split())
-    return [{"calls": calls, "total_ms": round(total, 1), "mean_ms": round(mean, 2), "rows": rows, "query": query}
-            for calls, total, mean, rows, query in cur.fetchall()], "pg_stat_statements"
+        reader.cur.execute("ROLLBACK TO SAVEPOINT statements")
+        return None, None, "pg_stat_statements cannot be read: %s" % " ".join(str(error).split())
+    reset = None
+    if version_num >= 140000:
+        info = reader.all("SELECT stats_reset FROM %s.pg_stat_statements_info" % schema, what="pg_stat_statements_info")
+        reset = info[0][0].isoformat() if info and info[0][0] else None
+    return statements, reset, "pg_stat_statements"
+
+
+def relation_sizes(reader, oids):
+    """oid -> (total, heap, indexes, estimated) bytes."""
+    cur = reader.cur
+    cur.execute("SET LOCAL lock_timeout = '1s'")
+    rows = reader.all(SIZES, (oids,), what="sizes", quiet_codes=(LOCK_NOT_AVAILABLE,))
+    if rows is None:
+        cur.execute("SET LOCAL lock_timeout = '100ms'")
+        rows = []
+        for oid in oids:
+            found = reader.all(SIZES, ([oid],), what="sizes", quiet_codes=(LOCK_NOT_AVAILABLE,))
+            if found is None:
+                found = [(oid,) + tuple(estimate) + (True,) for estimate in reader.all(ESTIMATED_SIZE, (oid,))]
+            rows.extend(found)
+    cur.execute("SET LOCAL lock_timeout = 0")
+    return dict((row[0], tuple(row[1:4]) + (len(row) > 4,)) for row in rows)
 
 
 def newest_backup(backup_dir):
@@ -266,49 +656,380 @@ def disk_of(path):
     return {"path": path, "total_bytes": stats.f_blocks * stats.f_frsize, "free_bytes": stats.f_bavail * stats.f_frsize}
 
 
+def strategy_index_names(path):
+    if not path:
+        return set()
+    return set(entry.get("name") for entry in load_spec_file(path)[1] if isinstance(entry, dict))
+
+
+def milliseconds_text(milliseconds):
+    return "%.0f ms" % milliseconds if milliseconds < 10000 else duration_text(milliseconds / 1000.0)
+
+
+def _days(seconds):
+    return seconds / 86400.0
+
+
+def _iso(stamp):
+    return stamp.isoformat() if stamp is not None else None
+
+
+class Findings(object):
+    def __init__(self):
+        self.problems = []
+
+    def add(self, check, severity, subject, detail, threshold):
+        self.problems.append({"check": check, "severity": severity, "subject": subject, "detail": detail,
+                              "threshold": threshold})
+
+    def lines(self):
+        return ["%s (threshold: %s)" % (p["detail"], p["threshold"]) if p["threshold"] else p["detail"]
+                for p in self.problems]
+
+
+def chain_root(pid, blockers_of, seen=None):
+    """The session at the head of a lock chain: follow the blockers until one is not itself blocked."""
+    seen = seen or set()
+    seen.add(pid)
+    for blocker in blockers_of.get(pid, []):
+        if blocker not in seen:
+            return chain_root(blocker, blockers_of, seen)
+    return pid
+
+
 def gather(params, check_mode):
+    limits = params["thresholds"]
+    strategy = strategy_index_names(params["index_spec_file"])
+    allowed = list(params["privileged_roles_allowed"])
     conn = connect(params)
     try:
         conn.set_session(readonly=True)
         cur = conn.cursor()
+        reader = Reader(cur)
         cur.execute(SERVER)
-        (name, size, version, version_num, max_connections, hit_ratio, by_state, stats_reset, public_create,
-         data_directory) = cur.fetchone()
-        cur.execute(TABLES)
-        tables = [{"name": t, "total_bytes": total, "table_bytes": heap, "index_bytes": index, "live_rows": rows}
-                  for t, total, heap, index, rows in cur.fetchall()]
-        cur.execute(INDEXES)
-        indexes = [{"name": i, "table": t, "bytes": size_, "scans": scans, "unique": unique}
-                   for i, t, size_, scans, unique in cur.fetchall()]
-        cur.execute(NOT_VALID)
-        not_valid = [{"table": t, "name": n, "type": kind} for t, n, kind in cur.fetchall()]
-        statements, source = slow_queries(cur, version_num, params["slow_query_limit"])
-        cur.execute(ROLES, (params["app_roles"],))
-        roles = cur.fetchall()
-        cur.execute("SAVEPOINT authid")
-        try:
-            cur.execute(MD5_ROLES)
-            md5 = [row[0] for row in cur.fetchall()]
-        except psycopg2.Error:
-            cur.execute("ROLLBACK TO SAVEPOINT authid")
-            md5 = None
-        cur.execute(PLAIN_REMOTE)
-        plain = cur.fetchall()
+        (name, size, version, version_num, max_connections, hit_ratio, blocks_read, by_state, stats_reset,
+         public_create, data_directory, block_size, in_recovery, archive_mode, database_oid, bootstrap_role,
+         now) = cur.fetchone()
+        stats_since = stats_reset
+        if stats_since is None:
+            created = reader.all(DATABASE_CREATED, (str(database_oid),), what="the age of the statistics")
+            stats_since = created[0][0] if created else None
+        tables = []
+        maintained = {}
+        table_rows = reader.all(TABLES)
+        sizes = relation_sizes(reader, [row[1] for row in table_rows])
+        for (table, oid, live, dead, changes, vacuumed, analysed, width, fillfactor, kind) in table_rows:
+            if oid not in sizes:
+                continue  # dropped while the report read
+            total, heap, index_bytes, estimated = sizes[oid]
+            tables.append({"name": table, "total_bytes": total, "table_bytes": heap, "index_bytes": index_bytes,
+                           "live_rows": live, "dead_rows": dead, "changes_since_analyze": changes,
+                           "last_vacuum": _iso(vacuumed), "last_analyze": _iso(analysed),
+                           "bloat_bytes": heap_bloat_bytes(heap, live, width, fillfactor, block_size)
+                           if kind != "p" else None, "size_estimated": estimated})
+            maintained[table] = (vacuumed, analysed)
+        tables.sort(key=lambda item: -item["total_bytes"])
+        locked = [item["name"] for item in tables if item["size_estimated"]]
+        if locked:
+            reader.notes.append("sizes of %s estimated from the catalog: locked by another session" % ", ".join(locked))
+        indexes = []
+        for (index, table, index_size, scans, unique, backs_fk, short_name, rows, key_width) in reader.all(INDEXES):
+            indexes.append({"name": index, "table": table, "bytes": index_size, "scans": scans, "unique": unique,
+                            "foreign_key": backs_fk, "strategy": short_name in strategy or index in strategy,
+                            "bloat_bytes": btree_bloat_bytes(index_size, rows, key_width, block_size)})
+        catalogs = []
+        # pg_get_expr opens each table: behind an exclusive lock, that schema's index checks are skipped.
+        cur.execute("SET LOCAL lock_timeout = '1s'")
+        for (schema,) in reader.all(SCHEMAS):
+            row = reader.all(INDEX_CATALOG, {"schema": schema}, what="invalid and duplicate indexes of schema %s"
+                             % schema)
+            if row:
+                catalogs.append((schema, {"indexes": row[0][1]}))
+        cur.execute("SET LOCAL lock_timeout = 0")
+        sessions = reader.all(SESSIONS, {"long_query": limits["long_query_seconds"],
+                                         "idle": limits["idle_in_transaction_seconds"]}) or []
+        waits = reader.all(BLOCKING) or []
+        blocker_pids = sorted(set(pid for row in waits for pid in row[4]))
+        holders = reader.all(HOLDERS, (blocker_pids,)) if blocker_pids else []
+        wraparound = reader.all(WRAPAROUND)
+        sequences = reader.all(SEQUENCES, what="sequences") or []
+        standbys = [] if in_recovery else reader.all(STANDBYS, what="replication") or []
+        replay_delay = None
+        if in_recovery:
+            delay = reader.all("SELECT extract(epoch FROM now() - pg_last_xact_replay_timestamp())")
+            replay_delay = delay[0][0] if delay else None
+        slots = reader.all(SLOTS, what="replication slots") or []
+        archiver = reader.all(ARCHIVER, what="WAL archiving")
+        ready = reader.all(ARCHIVE_READY, what="the WAL archive backlog") if archive_mode != "off" else None
+        not_valid = [{"table": t, "name": n, "type": kind} for t, n, kind in reader.all(NOT_VALID)]
+        snapshot, statements_reset, source = read_statements(reader, version_num, params["statement_snapshot_limit"])
+        existing = set(row[0] for row in reader.all(ROLES, (params["app_roles"],)))
+        privileged = reader.all(PRIVILEGED_ROLES, (allowed,))
+        md5 = reader.all(MD5_ROLES, what="password hashes (reading pg_authid needs a superuser)")
+        plain = reader.all(PLAIN_REMOTE)
     finally:
         conn.rollback()
         conn.close()
 
-    findings = []
+    found = Findings()
+    notes = list(reader.notes)
+    stats_age_days = _days((now - stats_since).total_seconds()) if stats_since else None
+
+    # Sessions, and the lock chains among them.
+    session_facts = []
+    for pid, user, application, state, query_start, running, in_state, in_transaction, xmin_age, query in sessions:
+        session_facts.append({"pid": pid, "user": user, "application": application, "state": state,
+                              "query_start": _iso(query_start), "query": query,
+                              "seconds": round(running if state == "active" else in_state, 1)})
+        holds_back = " and holds back vacuum (xmin %d transactions old)" % xmin_age if xmin_age else ""
+        if state == "active":
+            found.add("long-running query", "warning", "pid %d" % pid,
+                      "pid %d (%s, %s) has run one statement for %s since %s%s: %s" % (
+                          pid, user, application or "no application_name", duration_text(running),
+                          _iso(query_start), holds_back, query),
+                      "long_query_seconds %d" % limits["long_query_seconds"])
+        else:
+            found.add("idle in transaction", "warning", "pid %d" % pid,
+                      "pid %d (%s, %s) has been %s for %s%s; its last statement: %s" % (
+                          pid, user, application or "no application_name", state, duration_text(in_state),
+                          holds_back, query),
+                      "idle_in_transaction_seconds %d" % limits["idle_in_transaction_seconds"])
+    blockers_of = dict((row[0], list(row[4])) for row in waits)
+    blockers_of.update((row[0], list(row[4])) for row in holders)
+    holder_facts = dict((row[0], {"pid": row[0], "user": row[1], "state": row[2], "query": row[3]}) for row in holders)
+    blocking = []
+    for pid, user, waited, query, blocked_by in waits:
+        root = chain_root(pid, blockers_of)
+        blocking.append({"pid": pid, "user": user, "seconds": round(waited, 1), "query": query,
+                         "blocked_by": list(blocked_by), "root": root})
+        if waited is None or waited < limits["lock_wait_seconds"]:
+            continue
+        head = holder_facts.get(root, {"user": "?", "state": "?", "query": "?"})
+        found.add("blocking lock chain", "warning", "pid %d" % pid,
+                  "pid %d (%s) has waited %s for a lock held by pid %s; the chain starts at pid %d (%s, %s): %s; "
+                  "waiting: %s" % (pid, user, duration_text(waited), ", ".join(str(b) for b in blocked_by), root,
+                                   head["user"], head["state"], head["query"], query),
+                  "lock_wait_seconds %d" % limits["lock_wait_seconds"])
+
+    # Dead rows, bloat, and vacuum and analyse that are overdue.
+    for table in tables:
+        rows = table["live_rows"] + table["dead_rows"]
+        if table["dead_rows"] >= limits["dead_tuple_min_rows"] and table["dead_rows"] > limits["dead_tuple_ratio"] * rows:
+            found.add("dead rows", "warning", table["name"],
+                      "table %s has %d dead rows, %.0f%% of its %d rows (last vacuum %s): VACUUM it, and check what "
+                      "holds vacuum back (long transactions, slots)" % (
+                          table["name"], table["dead_rows"], 100.0 * table["dead_rows"] / rows, rows,
+                          table["last_vacuum"] or "never"),
+                      "dead_tuple_ratio %s with at least %d dead rows" % (
+                          limits["dead_tuple_ratio"], limits["dead_tuple_min_rows"]))
+        vacuumed, analysed = maintained[table["name"]]
+        for kind, last, count, measure in (("vacuum", vacuumed, table["dead_rows"], "dead rows"),
+                                           ("analyse", analysed, table["changes_since_analyze"],
+                                            "rows changed since")):
+            since = last or stats_since
+            if count < limits["maintenance_min_changes"] or since is None:
+                continue
+            age_days = _days((now - since).total_seconds())
+            if age_days >= limits["maintenance_max_age_days"]:
+                found.add("%s overdue" % kind, "warning", table["name"],
+                          "table %s: %s, with %d %s: check autovacuum on it (or run %s)" % (
+                              table["name"], ("last %s %.0f days ago" % (kind, age_days)) if last
+                              else "no %s in %.0f days of statistics" % (kind, age_days),
+                              count, measure, "VACUUM" if kind == "vacuum" else "ANALYZE"),
+                          "maintenance_max_age_days %d with at least %d %s" % (
+                              limits["maintenance_max_age_days"], limits["maintenance_min_changes"], measure))
+    for kind, items, size_key in (("table", tables, "table_bytes"), ("index", indexes, "bytes")):
+        for item in items:
+            bloat = item["bloat_bytes"]
+            if bloat is None or not item[size_key]:
+                continue
+            if bloat >= limits["bloat_min_bytes"] and bloat > limits["bloat_ratio"] * item[size_key]:
+                found.add("bloat", "warning", item["name"],
+                          "%s %s: about %s of its %s is bloat (estimated): %s" % (
+                              kind, item["name"], size_text(bloat), size_text(item[size_key]),
+                              "VACUUM FULL or pg_repack in a quiet hour" if kind == "table"
+                              else "REINDEX INDEX CONCURRENTLY %s" % item["name"]),
+                          "bloat_ratio %s with at least %s" % (limits["bloat_ratio"], size_text(limits["bloat_min_bytes"])))
+
+    # Wraparound headroom of every database on the server.
+    wraparound_facts = []
+    for database, xid_age, mxid_age in wraparound:
+        facts = {"database": database, "xid_age": xid_age, "mxid_age": mxid_age,
+                 "xid_ratio": round(xid_age / float(WRAPAROUND_LIMIT), 6),
+                 "mxid_ratio": round(mxid_age / float(WRAPAROUND_LIMIT), 6)}
+        wraparound_facts.append(facts)
+        for label, age, ratio in (("transaction ID", xid_age, facts["xid_ratio"]),
+                                  ("multixact", mxid_age, facts["mxid_ratio"])):
+            if age > limits["wraparound_max_ratio"] * WRAPAROUND_LIMIT:
+                found.add("wraparound", "critical", database,
+                          "database %s: oldest %s is %d old, %.1f%% of the way to wraparound: VACUUM (FREEZE) its "
+                          "oldest tables, and look for what holds vacuum back" % (database, label, age, 100 * ratio),
+                          "wraparound_max_ratio %s" % limits["wraparound_max_ratio"])
+
+    # Sequences near the end of their range, or of their column's type.
+    sequence_facts = []
+    for sequence, last, low, high, step, owner, typname in sequences:
+        type_low, type_high = TYPE_LIMITS.get(typname, (low, high))
+        low, high = max(low, type_low), min(high, type_high)
+        if last is None or high == low:
+            ratio = 0.0
+        else:
+            ratio = (last - low) / float(high - low) if step > 0 else (high - last) / float(high - low)
+        sequence_facts.append({"name": sequence, "last_value": last, "limit": high if step > 0 else low,
+                               "column": owner, "ratio": round(ratio, 6)})
+        if ratio > limits["sequence_max_ratio"]:
+            found.add("sequence exhaustion", "critical", sequence,
+                      "sequence %s%s has used %.1f%% of its range (at %d of %d): widen %s to bigint before it runs out" % (
+                          sequence, " (%s, %s)" % (owner, typname) if owner else "", 100 * ratio, last,
+                          high if step > 0 else low, owner or "its column"),
+                      "sequence_max_ratio %s" % limits["sequence_max_ratio"])
+
+    # Replication, where there is any.
+    standby_facts = []
+    for application, address, state, lag_seconds, lag_bytes in standbys:
+        standby_facts.append({"name": application, "address": address, "state": state,
+                              "lag_seconds": lag_seconds, "lag_bytes": lag_bytes})
+        if (lag_seconds or 0) > limits["replication_lag_seconds"] or (lag_bytes or 0) > limits["replication_lag_bytes"]:
+            found.add("replication lag", "warning", application,
+                      "standby %s (%s) is %s and %s of WAL behind" % (
+                          application, address, duration_text(lag_seconds or 0), size_text(lag_bytes or 0)),
+                      "replication_lag_seconds %d or replication_lag_bytes %s" % (
+                          limits["replication_lag_seconds"], size_text(limits["replication_lag_bytes"])))
+    if replay_delay is not None and replay_delay > limits["replication_lag_seconds"]:
+        found.add("replication lag", "warning", name,
+                  "this standby last replayed a transaction %s ago (the primary may simply be idle)" %
+                  duration_text(replay_delay), "replication_lag_seconds %d" % limits["replication_lag_seconds"])
+    slot_facts = []
+    for slot, slot_type, active, retained in slots:
+        slot_facts.append({"name": slot, "type": slot_type, "active": active, "retained_bytes": retained})
+        if not active and (retained or 0) >= limits["inactive_slot_min_bytes"]:
+            found.add("inactive replication slot", "critical", slot,
+                      "replication slot %s (%s) is inactive and holds back %s of WAL, which grows until the disk is "
+                      "full: reconnect its consumer or drop it (pg_drop_replication_slot)" % (
+                          slot, slot_type, size_text(retained or 0)),
+                      "inactive_slot_min_bytes %d" % limits["inactive_slot_min_bytes"])
+
+    # WAL archiving.
+    archiving = {"archive_mode": archive_mode, "failed_count": None, "last_failed_wal": None,
+                 "last_failed_time": None, "last_archived_time": None,
+                 "ready_segments": ready[0][0] if ready else None}
+    if archiver:
+        failed_count, failed_wal, failed_time, archived_time = archiver[0]
+        archiving.update(failed_count=failed_count, last_failed_wal=failed_wal, last_failed_time=_iso(failed_time),
+                         last_archived_time=_iso(archived_time))
+        if archive_mode != "off" and failed_time and (archived_time is None or failed_time > archived_time):
+            found.add("WAL archiving", "critical", name,
+                      "WAL archiving is failing: the last attempt, on %s at %s, failed (%d failures so far, last "
+                      "success %s); WAL piles up in pg_wal until archive_command works" % (
+                          failed_wal, _iso(failed_time), failed_count, _iso(archived_time) or "never"),
+                      "the last attempt failed")
+    if archiving["ready_segments"] is not None and archiving["ready_segments"] > limits["archive_ready_max_files"]:
+        found.add("WAL archiving", "critical", name,
+                  "%d WAL segments are waiting to be archived" % archiving["ready_segments"],
+                  "archive_ready_max_files %d" % limits["archive_ready_max_files"])
+
+    # Indexes: invalid, duplicate, redundant, unused.
+    for schema, catalog in catalogs:
+        prefix = "" if schema == "public" else schema + "."
+        for index in catalog["indexes"]:
+            if not index["valid"]:
+                found.add("invalid index", "warning", prefix + index["name"],
+                          "index %s%s on %s is invalid (a CREATE INDEX CONCURRENTLY or REINDEX that failed): "
+                          "DROP INDEX CONCURRENTLY it and build it again" % (prefix, index["name"], index["table"]),
+                          "any invalid index")
+        duplicate, redundant = overlaps(catalog, strategy)
+        for item in duplicate:
+            found.add("duplicate index", "warning", prefix + item["name"],
+                      "index %s%s on %s (%s) has the same keys as %s: drop %s" % (
+                          prefix, item["name"], item["table"], size_text(item["size_bytes"]), item["duplicate_of"],
+                          item["name"]), "any duplicate")
+        for item in redundant:
+            found.add("duplicate index", "warning", prefix + item["name"],
+                      "index %s%s on %s (%s) is covered by %s, whose keys start with its own: drop %s unless a "
+                      "query needs it small" % (prefix, item["name"], item["table"], size_text(item["size_bytes"]),
+                                                item["covered_by"], item["name"]), "any redundant index")
+    unused = [index for index in indexes if index["scans"] == 0 and not index["unique"]
+              and not index["foreign_key"] and not index["strategy"]]
+    since_text = ("since %s (%.0f days)" % (_iso(stats_since), stats_age_days)) if stats_since else None
+    young = stats_age_days is None or stats_age_days < limits["unused_index_min_stats_days"]
+    large_unused = [index for index in unused if index["bytes"] >= limits["unused_index_min_bytes"]]
+    if large_unused and young:
+        notes.append("unused indexes: too early to tell - the statistics count %s, and an index is called unused "
+                     "after %d days (%s never scanned so far)" % (
+                         since_text or "from an unknown time", limits["unused_index_min_stats_days"],
+                         ", ".join(index["name"] for index in large_unused)))
+    elif large_unused:
+        for index in large_unused:
+            found.add("unused index", "warning", index["name"],
+                      "unused index %s on %s: %s never scanned %s; drop it if no rare job needs it" % (
+                          index["name"], index["table"], size_text(index["bytes"]), since_text),
+                      "unused_index_min_bytes %s after %d days of statistics" % (
+                          size_text(limits["unused_index_min_bytes"]), limits["unused_index_min_stats_days"]))
+
+    # Statements over the period since the previous report.
+    previous = params["previous"] or {}
+    slow, by_mean = [], []
+    if snapshot is not None:
+        period = statement_delta(snapshot, previous.get("statements"), previous.get("statements_reset"),
+                                 statements_reset)
+        if not params["include_maintenance_statements"]:
+            period = [s for s in period if not s["maintenance"]]
+        slow = sorted(period, key=lambda s: -s["total_ms"])[:limits["slow_query_limit"]]
+        by_mean = sorted(period, key=lambda s: -s["mean_ms"])[:limits["slow_query_limit"]]
+        if previous.get("statements") is not None and statements_reset == previous.get("statements_reset"):
+            source = "pg_stat_statements, from the report of %s to now" % previous.get("taken")
+        elif statements_reset:
+            source = "pg_stat_statements, since its reset at %s" % statements_reset
+        else:
+            source = "pg_stat_statements, since it was last reset (no earlier report to compare with)"
+        for statement in period:
+            reasons = []
+            if statement["mean_ms"] > limits["slow_query_mean_ms"]:
+                reasons.append(("mean", "slow_query_mean_ms %s" % limits["slow_query_mean_ms"]))
+            if statement["total_ms"] > limits["slow_query_total_seconds"] * 1000:
+                reasons.append(("total", "slow_query_total_seconds %s" % limits["slow_query_total_seconds"]))
+            if reasons:
+                found.add("slow query", "warning", statement["queryid"],
+                          "slow query: %d call(s), %s in all, %.0f ms on average (%s): %s" % (
+                              statement["calls"], milliseconds_text(statement["total_ms"]),
+                              statement["mean_ms"], statement["role"], statement["query"][:160]),
+                          " and ".join(reason[1] for reason in reasons))
+
+    # Capacity.
+    if (hit_ratio is not None and hit_ratio < limits["min_cache_hit_ratio"]
+            and (blocks_read or 0) >= limits["min_cache_reads"]):
+        found.add("cache hit ratio", "warning", name,
+                  "cache hit ratio %.3f over %d block reads: shared_buffers may be too small for the working set" % (
+                      hit_ratio, blocks_read),
+                  "min_cache_hit_ratio %s after %d block reads" % (limits["min_cache_hit_ratio"], limits["min_cache_reads"]))
+    total_connections = sum(by_state.values())
+    if total_connections > limits["max_connection_ratio"] * max_connections:
+        found.add("connections", "warning", name,
+                  "%d connections of max_connections %d: check the pools (pool_config.yml)" % (
+                      total_connections, max_connections), "max_connection_ratio %s" % limits["max_connection_ratio"])
+    for constraint in not_valid:
+        found.add("NOT VALID constraint", "warning", constraint["name"],
+                  "constraint %s on %s is NOT VALID: VALIDATE CONSTRAINT it once the data is clean" % (
+                      constraint["name"], constraint["table"]), None)
+    backup = newest_backup(params["backup_dir"]) if params["backup_dir"] else None
+    if params["backup_dir"] and backup is None:
+        found.add("backup", "critical", params["backup_dir"], "no verified backup in %s" % params["backup_dir"], None)
+    elif backup and backup["age_hours"] > limits["max_backup_age_hours"]:
+        found.add("backup", "critical", backup["path"],
+                  "newest verified backup is %.0f hours old (over %d): check the backup cron and its log" % (
+                      backup["age_hours"], limits["max_backup_age_hours"]),
+                  "max_backup_age_hours %d" % limits["max_backup_age_hours"])
+
+    # Security.
     security = []
-    for role, superuser, createrole in roles:
-        for flag, has in (("SUPERUSER", superuser), ("CREATEROLE", createrole)):
-            if has:
-                security.append({"check": "application role privileges", "detail": "%s has %s" % (role, flag)})
-    missing = sorted(set(params["app_roles"]) - set(row[0] for row in roles))
+    missing = sorted(set(params["app_roles"]) - existing)
     if missing:
-        findings.append("application role(s) %s do not exist: fix app_roles or create them" % ", ".join(missing))
-    if md5 is None:
-        security.append({"check": "password hashes", "detail": "not checked: reading pg_authid needs a superuser"})
+        found.add("application roles", "warning", ", ".join(missing),
+                  "application role(s) %s do not exist: fix app_roles or create them" % ", ".join(missing), None)
+    for role, superuser, createrole, bypassrls in privileged or []:
+        flags = [flag for flag, has in (("SUPERUSER", superuser), ("CREATEROLE", createrole),
+                                        ("BYPASSRLS", bypassrls)) if has]
+        security.append({"check": "privileged roles", "detail": "%s has %s" % (role, ", ".join(flags))})
     for role in md5 or []:
         security.append({"check": "password hashes", "detail": "%s has an md5 password hash: set its password again "
                                                                "with password_encryption = scram-sha-256" % role})
@@ -317,51 +1038,43 @@ def gather(params, check_mode):
                                                              "REVOKE CREATE ON SCHEMA public FROM PUBLIC"})
     for user, address, count in plain:
         security.append({"check": "SSL", "detail": "%d connection(s) of %s from %s without SSL" % (count, user, address)})
-    findings.extend("security: %s" % item["detail"] for item in security if not item["detail"].startswith("not checked"))
-
-    unused = [index for index in indexes if index["scans"] == 0 and not index["unique"]]
-    for index in unused:
-        if index["bytes"] >= params["unused_index_min_bytes"]:
-            findings.append("unused index %s on %s: %d MB never scanned since %s; drop it if no rare job needs it" % (
-                index["name"], index["table"], index["bytes"] // 1048576, stats_reset or "the statistics began"))
-    for query in statements:
-        if query["mean_ms"] > params["slow_query_mean_ms"]:
-            findings.append("slow query: %.0f ms on average over %d call(s): %s" % (
-                query["mean_ms"], query["calls"], query["query"][:120]))
-    if hit_ratio is not None and hit_ratio < params["min_cache_hit_ratio"]:
-        findings.append("cache hit ratio %.3f is below %.2f: shared_buffers may be too small for the working set" % (
-            hit_ratio, params["min_cache_hit_ratio"]))
-    total_connections = sum(by_state.values())
-    if total_connections > params["max_connection_ratio"] * max_connections:
-        findings.append("%d connections of max_connections %d: check the pools (pool_config.yml)" % (
-            total_connections, max_connections))
-    for constraint in not_valid:
-        findings.append("constraint %s on %s is NOT VALID: VALIDATE CONSTRAINT it once the data is clean" % (
-            constraint["name"], constraint["table"]))
-    backup = newest_backup(params["backup_dir"]) if params["backup_dir"] else None
-    if params["backup_dir"] and backup is None:
-        findings.append("no verified backup in %s" % params["backup_dir"])
-    elif backup and backup["age_hours"] > params["max_backup_age_hours"]:
-        findings.append("newest verified backup is %.0f hours old (over %d): check the backup cron and its log" % (
-            backup["age_hours"], params["max_backup_age_hours"]))
+    allow_text = "allowed: %s" % ", ".join([bootstrap_role + " (bootstrap superuser)"] + allowed)
+    for item in security:
+        found.add("security: " + item["check"], "critical" if item["check"] == "privileged roles" else "warning",
+                  item["detail"].split(" ")[0], "security: " + item["detail"],
+                  "privileged_roles_allowed (%s)" % allow_text if item["check"] == "privileged roles" else None)
 
     return {
         "changed": False,
         "taken": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "thresholds": limits,
         "database": {"name": name, "size_bytes": size, "server_version": version, "server_version_num": version_num,
-                     "stats_reset": stats_reset.isoformat() if stats_reset else None},
+                     "stats_reset": _iso(stats_reset), "stats_since": _iso(stats_since),
+                     "stats_age_days": None if stats_age_days is None else round(stats_age_days, 2),
+                     "in_recovery": in_recovery},
         "tables": tables,
         "indexes": indexes,
         "unused_indexes": unused,
-        "slow_queries": statements,
+        "statements": snapshot or [],
+        "statements_reset": statements_reset,
+        "slow_queries": slow,
+        "slow_queries_by_mean": by_mean,
         "slow_query_source": source,
         "cache_hit_ratio": round(hit_ratio, 5) if hit_ratio is not None else None,
         "connections": {"total": total_connections, "max_connections": max_connections, "by_state": by_state},
+        "sessions": session_facts,
+        "blocking": blocking,
+        "wraparound": wraparound_facts,
+        "sequences": sequence_facts,
+        "replication": {"standbys": standby_facts, "slots": slot_facts, "replay_delay_seconds": replay_delay},
+        "archiving": archiving,
         "not_valid_constraints": not_valid,
         "backup": backup,
         "disk": disk_of(data_directory),
         "security": security,
-        "findings": findings,
+        "problems": found.problems,
+        "findings": found.lines(),
+        "notes": notes,
     }
 
 
@@ -369,13 +1082,15 @@ def main():
     argument_spec = connection_spec()
     argument_spec.update(
         app_roles=dict(type="list", elements="str", default=[]),
+        privileged_roles_allowed=dict(type="list", elements="str", default=[]),
         backup_dir=dict(type="path"),
-        max_backup_age_hours=dict(type="int", default=26),
-        slow_query_limit=dict(type="int", default=10),
-        slow_query_mean_ms=dict(type="float", default=500),
-        min_cache_hit_ratio=dict(type="float", default=0.99),
-        max_connection_ratio=dict(type="float", default=0.8),
-        unused_index_min_bytes=dict(type="int", default=1048576),
+        index_spec_file=dict(type="path"),
+        previous=dict(type="dict"),
+        include_maintenance_statements=dict(type="bool", default=False),
+        statement_snapshot_limit=dict(type="int", default=500),
+        thresholds=dict(type="dict", default={}, apply_defaults=True, options=dict(
+            (key, dict(type="float" if isinstance(value, float) else "int", default=value))
+            for key, value in THRESHOLDS.items())),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     require_psycopg2(module)

@@ -33,3 +33,13 @@ def test_filter_documentation_renders():
                             check=False)
     assert result.returncode == 0, result.stderr
     assert "days until" in result.stdout
+
+
+def test_every_health_threshold_is_in_the_health_guide():
+    from ansible_collections.intowork.pgops.plugins.module_utils._health import THRESHOLDS
+    from ansible_collections.intowork.pgops.plugins.modules import health_check
+
+    documented = yaml.safe_load(health_check.DOCUMENTATION)["options"]["thresholds"]["suboptions"]
+    assert {name: spec["default"] for name, spec in documented.items()} == THRESHOLDS
+    guide = (ROOT / "docs" / "health.md").read_text()
+    assert [name for name in THRESHOLDS if f"`{name}`" not in guide] == []

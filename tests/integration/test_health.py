@@ -1,13 +1,18 @@
 """The health report against real servers: the facts and findings, and the report a browser shows."""
 
+import contextlib
 import json
+import re
 import shutil
 import subprocess
+import threading
 import time
 
+import psycopg2
 import pytest
 
-from conftest import APP, HEAD, PASSWORD, alembic, artifacts, load_reference_data, query, run_module, run_playbook
+from conftest import (APP, HEAD, PASSWORD, PROJECT_DIR, admin_run, alembic, artifacts, connect_as, hold_lock,
+                      load_reference_data, query, run_module, run_playbook)
 
 
 @pytest.fixture
@@ -37,26 +42,175 @@ def unhealthy(database, tmp_path):
     query(database, f"DROP ROLE {APP}")
 
 
-def test_health_facts_name_each_planted_finding(unhealthy):
+LOW = {"long_query_seconds": 0, "idle_in_transaction_seconds": 0, "lock_wait_seconds": 0, "dead_tuple_min_rows": 1000,
+       "bloat_min_bytes": 262144, "maintenance_max_age_days": 0, "maintenance_min_changes": 1000,
+       "wraparound_max_ratio": 0.0, "slow_query_mean_ms": 200, "slow_query_total_seconds": 0.25,
+       "unused_index_min_bytes": 0, "unused_index_min_stats_days": 0}
+
+
+def wait_for(params, statement, what, seconds=30):
+    deadline = time.time() + seconds
+    while not query(params, statement)[0][0]:
+        assert time.time() < deadline, f"{what} did not happen within {seconds} s"
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def failing_archive(server, database):
+    """archive_command fails until the block ends; then it works again and has archived what it failed on."""
+    def switch():
+        query(database, "CREATE TABLE pgops_wal_probe (); DROP TABLE pgops_wal_probe")
+        query(database, "SELECT pg_switch_wal()")
+    admin_run(server, "ALTER SYSTEM SET archive_command = 'false'")
+    admin_run(server, "SELECT pg_reload_conf()")
+    try:
+        switch()
+        wait_for(database, "SELECT last_failed_time IS NOT NULL AND last_failed_time > coalesce(last_archived_time, "
+                           "'-infinity') FROM pg_stat_archiver", "an archiving failure")
+        yield
+    finally:
+        admin_run(server, "ALTER SYSTEM SET archive_command = '/bin/true'")
+        admin_run(server, "SELECT pg_reload_conf()")
+        switch()
+        wait_for(database, "SELECT last_archived_time > last_failed_time FROM pg_stat_archiver", "archiving again")
+
+
+@pytest.fixture
+def planted(server, unhealthy):
+    """Every problem a weekly check looks for, live on the server while the test reads it."""
     database, backups = unhealthy
-    result = run_module("health_check", dict(database, app_roles=[APP], backup_dir=str(backups),
-                                             slow_query_mean_ms=200, unused_index_min_bytes=0))
+    statements = [
+        # Dead rows and bloat: every row updated twice with autovacuum off, the index column too.
+        "CREATE TABLE pgops_churn (id int, v int, pad text) WITH (autovacuum_enabled = false)",
+        "INSERT INTO pgops_churn SELECT i, i, repeat('x', 80) FROM generate_series(1, 20000) i",
+        "CREATE INDEX ix_pgops_churn_v ON pgops_churn (v)",
+        "ANALYZE pgops_churn",
+        "UPDATE pgops_churn SET v = v + 1", "UPDATE pgops_churn SET v = v + 1",
+        # Sequences near their column's end: a serial integer and a smallint identity.
+        "CREATE TABLE pgops_counter (id serial PRIMARY KEY)",
+        "SELECT setval('pgops_counter_id_seq', 2000000000)",
+        "CREATE TABLE pgops_small (id smallint GENERATED ALWAYS AS IDENTITY)",
+        "SELECT setval(pg_get_serial_sequence('pgops_small', 'id'), 30000)",
+        # A duplicate index, and an invalid one (a unique build that met duplicates).
+        "CREATE TABLE pgops_dupes (v int)", "INSERT INTO pgops_dupes VALUES (1), (1)",
+        "CREATE INDEX ix_pgops_dupes_a ON pgops_dupes (v)", "CREATE INDEX ix_pgops_dupes_b ON pgops_dupes (v)",
+        # Privileged roles: one on the allow list, one not.
+        "CREATE ROLE pgops_rls_reader NOLOGIN BYPASSRLS", "CREATE ROLE pgops_allowed_dba NOLOGIN SUPERUSER",
+        "SELECT pg_create_physical_replication_slot('pgops_idle_slot', true)",
+        # The lock chain's table, in a schema of its own (the index checks of a locked schema wait, then skip it).
+        "CREATE SCHEMA pgops_locks", "CREATE TABLE pgops_locks.queue (id int)",
+        "CREATE INDEX ix_queue_pending ON pgops_locks.queue (id) WHERE id > 0",
+        # pg_stat_statements tells statements apart by their shape, not their aliases: a function of its own.
+        "CREATE FUNCTION pgops_frequent_probe() RETURNS void LANGUAGE sql AS 'SELECT pg_sleep(0.03)'",
+    ]
+    for statement in statements:
+        query(database, statement)
+    with pytest.raises(psycopg2.Error, match="could not create unique index"):
+        query(database, "CREATE UNIQUE INDEX CONCURRENTLY ix_pgops_dupes_unique ON pgops_dupes (v)")
+    # Statements: a frequent one whose total is high and whose mean is not, and a maintenance one that is slow.
+    for _call in range(10):
+        query(database, "SELECT pgops_frequent_probe()")
+    query(database, "DO $$ BEGIN PERFORM pg_sleep(0.3); END $$")
+    holder = hold_lock(database, "pgops_locks.queue", "SHARE", application_name="pgops-idle-holder")
+    waiter = connect_as(database, application_name="pgops-waiter")
+    waiting = threading.Thread(target=lambda: waiter.cursor().execute(
+        "LOCK TABLE pgops_locks.queue IN ACCESS EXCLUSIVE MODE"))
+    waiting.start()
+    try:
+        wait_for(database, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgops-waiter' "
+                           "AND wait_event_type = 'Lock'", "the lock wait")
+        with failing_archive(server, database):
+            yield database, backups, holder.get_backend_pid(), waiter.get_backend_pid()
+    finally:
+        holder.rollback()
+        waiting.join()
+        waiter.rollback()
+        holder.close()
+        waiter.close()
+        query(database, "SELECT pg_drop_replication_slot('pgops_idle_slot')")
+        query(database, "DROP ROLE pgops_rls_reader")
+        query(database, "DROP ROLE pgops_allowed_dba")
+
+
+def test_health_facts_name_each_planted_problem_with_its_threshold(planted):
+    database, backups, holder, waiter = planted
+    result = run_module("health_check", dict(database, app_roles=[APP], backup_dir=str(backups), thresholds=LOW,
+                                             privileged_roles_allowed=["pgops_allowed_dba"]))
     assert result.get("failed") is not True, result.get("msg")
-    assert result["slow_query_source"] == "pg_stat_statements"
+    assert result["slow_query_source"].startswith("pg_stat_statements")
     findings = "\n".join(result["findings"])
-    assert "slow query: " in findings and "pgops_slow_probe" in findings, result["slow_queries"]
-    assert "unused index ix_job_applications_cover_letter on job_applications" in findings
-    assert "constraint ck_jobs_title_short on jobs is NOT VALID" in findings
-    assert "security: app_web has CREATEROLE" in findings
-    assert "security: app_web has an md5 password hash" in findings
-    assert "security: PUBLIC may CREATE in schema public" in findings
-    assert "newest verified backup is 72 hours old (over 26)" in findings
+    checks = {problem["check"] for problem in result["problems"]}
+    expected = [
+        f"pid {holder} (pgops, pgops-idle-holder) has been idle in transaction for ",
+        "(threshold: idle_in_transaction_seconds 0)",
+        f"pid {waiter} (pgops, pgops-waiter) has run one statement for ",
+        "(threshold: long_query_seconds 0)",
+        f"pid {waiter} (pgops) has waited ",
+        f"for a lock held by pid {holder}; the chain starts at pid {holder} (pgops, idle in transaction)",
+        "(threshold: lock_wait_seconds 0)",
+        "table pgops_churn has 40000 dead rows, 67% of its 60000 rows (last vacuum never)",
+        "(threshold: dead_tuple_ratio 0.2 with at least 1000 dead rows)",
+        "table pgops_churn: no vacuum in 0 days of statistics, with 40000 dead rows",
+        "(threshold: maintenance_max_age_days 0 with at least 1000 dead rows)",
+        "table pgops_churn: about ",
+        "index ix_pgops_churn_v: about ",
+        "(threshold: bloat_ratio 0.5 with at least 256 kB)",
+        f"database {database['login_db']}: oldest transaction ID is ",
+        "(threshold: wraparound_max_ratio 0.0)",
+        "sequence public.pgops_counter_id_seq (pgops_counter.id, int4) has used 93.1% of its range (at 2000000000 of "
+        "2147483647): widen pgops_counter.id to bigint",
+        "sequence public.pgops_small_id_seq (pgops_small.id, int2) has used 91.6% of its range",
+        "(threshold: sequence_max_ratio 0.8)",
+        "index ix_pgops_dupes_unique on pgops_dupes is invalid",
+        "index ix_pgops_dupes_b on pgops_dupes (16 kB) has the same keys as ix_pgops_dupes_a: drop ix_pgops_dupes_b",
+        "replication slot pgops_idle_slot (physical) is inactive and holds back ",
+        "(threshold: inactive_slot_min_bytes 0)",
+        "WAL archiving is failing: the last attempt, on ",
+        "security: pgops_rls_reader has BYPASSRLS (threshold: privileged_roles_allowed (allowed: pgops (bootstrap "
+        "superuser), pgops_allowed_dba))",
+        "security: app_web has CREATEROLE",
+        "frequent_probe",
+        "(threshold: slow_query_total_seconds 0.25)",
+        "pgops_slow_probe",
+        "(threshold: slow_query_mean_ms 200.0 and slow_query_total_seconds 0.25)",
+        "unused index ix_job_applications_cover_letter on job_applications",
+        "constraint ck_jobs_title_short on jobs is NOT VALID",
+        "security: app_web has an md5 password hash",
+        "security: PUBLIC may CREATE in schema public",
+        "newest verified backup is 72 hours old (over 26)",
+    ]
+    missing = [text for text in expected if text not in findings]
+    assert not missing, (missing, findings, result["slow_queries"])
+    notes = "\n".join(result["notes"])
+    assert "sizes of pgops_locks.queue estimated from the catalog: locked by another session" in notes, notes
+    assert "invalid and duplicate indexes of schema pgops_locks not checked: " in notes, notes
+    assert "pgops_allowed_dba" not in findings.replace("allowed: pgops (bootstrap superuser), pgops_allowed_dba", "")
+    assert "PERFORM pg_sleep" not in findings, "maintenance statements are left out by default"
+    severities = {p["check"]: p["severity"] for p in result["problems"]}
+    assert severities["wraparound"] == severities["WAL archiving"] == "critical"
+    assert {"dead rows", "bloat", "vacuum overdue", "invalid index", "duplicate index", "sequence exhaustion",
+            "inactive replication slot", "blocking lock chain", "idle in transaction"} <= checks
     assert result["connections"]["max_connections"] == int(query(database, "SHOW max_connections")[0][0])
     assert 0 < result["cache_hit_ratio"] <= 1
     applications = query(database, "SELECT count(*) FROM job_applications")[0][0]
-    assert result["tables"][0]["name"] == "job_applications" and result["tables"][0]["live_rows"] == applications
+    assert {"name": "job_applications", "live_rows": applications}.items() <= next(
+        t for t in result["tables"] if t["name"] == "job_applications").items()
     assert result["disk"]["free_bytes"] > 0
     assert all(not index["unique"] for index in result["unused_indexes"])
+
+
+def test_at_the_default_thresholds_young_statistics_are_too_early_to_tell(planted):
+    database, backups = planted[:2]
+    result = run_module("health_check", dict(database, app_roles=[APP], backup_dir=str(backups),
+                                             thresholds={"unused_index_min_bytes": 0}))
+    assert not any("unused index" in line for line in result["findings"])
+    (note,) = [note for note in result["notes"] if note.startswith("unused indexes: too early to tell")]
+    assert "ix_job_applications_cover_letter" in note and "after 35 days" in note, note
+    # The strategy's indexes are never called unused, however old the statistics.
+    spec = PROJECT_DIR / "index_strategy.yml"
+    result = run_module("health_check", dict(database, index_spec_file=str(spec), thresholds=LOW))
+    unused = [index["name"] for index in result["unused_indexes"]]
+    assert "ix_job_applications_cover_letter" in unused and "ix_jobs_company_id" not in unused, unused
 
 
 def test_without_pg_stat_statements_the_report_says_why(database):
@@ -78,12 +232,15 @@ def browser_dom(path):
 
 def test_weekly_report_shows_growth_and_its_charts_in_a_browser(server, unhealthy, tmp_path):
     database, backups = unhealthy
-    settings = json.dumps({"pgops_app_roles": [APP], "pgops_backup_dir": str(backups)})
+    settings = json.dumps({"pgops_app_roles": [APP], "pgops_backup_dir": str(backups),
+                           "pgops_health_thresholds": {"slow_query_mean_ms": 200}})
     first = run_playbook("health_report.yml", server, database, tmp_path, "-e", settings)
     assert first.returncode == 0, first.stdout[-3000:]
     query(database, "INSERT INTO job_applications (job_id, candidate_id, cover_letter) "
                     "SELECT 1 + i / 500, 1 + i % 500, repeat('growth ', 50) FROM generate_series(0, 4999) i "
                     "ON CONFLICT DO NOTHING")
+    for _call in range(3):
+        query(database, "SELECT pg_sleep(0.25) AS pgops_slow_probe")
     time.sleep(1.1)  # report names carry the second
     second = run_playbook("health_report.yml", server, database, tmp_path, "-e", settings)
     assert second.returncode == 0, second.stdout[-3000:]
@@ -93,15 +250,52 @@ def test_weekly_report_shows_growth_and_its_charts_in_a_browser(server, unhealth
     folder = tmp_path / "reports" / "health" / database["login_db"]
     reports = sorted(folder.glob("health-*.json"))
     assert len(reports) == 2
-    latest = json.loads(reports[-1].read_text())
+    earlier, latest = (json.loads(path.read_text()) for path in reports)
     growth = {g["name"]: g["delta_bytes"] for g in latest["trend"]["table_growth"]}
-    assert latest["trend"]["previous_taken"] == json.loads(reports[0].read_text())["taken"]
+    assert latest["trend"]["previous_taken"] == earlier["taken"]
     assert growth["job_applications"] > 0
+    assert latest["trend"]["bytes_per_day"] is None and "a projection needs 7 (min_span_days)" in latest["trend"][
+        "projection"], "two reports a second apart project nothing"
+    # Weekly means the period: the slow probe ran once before the first report and three times since.
+    assert latest["slow_query_source"] == f"pg_stat_statements, from the report of {earlier['taken']} to now"
+    (probe,) = [q for q in latest["slow_queries"] if "pgops_slow_probe" in q["query"]]
+    assert probe["calls"] == 3 and 750 <= probe["total_ms"] < 1500, probe
+    assert [q for q in earlier["slow_queries"] if "pgops_slow_probe" in q["query"]][0]["calls"] == 1
     markdown = reports[-1].with_suffix(".md").read_text()
-    assert "## Needs action" in markdown and "ck_jobs_title_short" in markdown
+    assert "## Needs action: " in markdown and "ck_jobs_title_short" in markdown and "(threshold: " in markdown
 
     dom = browser_dom(reports[-1].with_suffix(".html"))
-    assert dom.count('class="chart"') == 2, "both charts were drawn"
-    assert 'data-series="1"' in dom and 'data-series="5"' in dom
-    assert dom.count('class="line"') == 6 and dom.count("<circle") == 12, "two points per line, one per report"
-    assert "job_applications" in dom
+    critical = sum(1 for p in latest["problems"] + latest["trend"]["problems"] if p["severity"] == "critical")
+    summary = dom[dom.index('id="summary"'):dom.index("<h2>")]
+    assert f'data-count="{critical}">{critical} critical' in summary, "the summary comes first, before any section"
+    assert dom.count('class="finding critical"') == critical
+    charts = re.findall(r'<svg[^>]*class="chart".*?</svg>', dom, re.S)
+    tables = min(5, len(latest["tables"]))
+    assert len(charts) == 1 + tables, "the database, and each large table on its own scale"
+    for chart in charts:
+        x_axis = re.search(r'<g class="x-axis">(.*?)</g>', chart, re.S).group(1)
+        y_axis = re.search(r'<g class="y-axis">(.*?)</g>', chart, re.S).group(1)
+        assert re.search(r">\d\d-\d\d \d\d:\d\d<", x_axis) and "report time (UTC)" in x_axis, x_axis
+        assert re.search(r">[\d.]+ (B|kB|MB|GB)<", y_axis) and ">size<" in y_axis, y_axis
+        assert chart.count('class="line"') == 1 and chart.count("<circle") == 2, "one point per report"
+        assert chart.count('class="legend"') == 1
+    assert 'aria-label="job_applications"' in dom
+    assert "pgops_slow_probe" in dom[dom.index('id="slow-queries"'):]
+
+
+def test_a_clean_database_after_a_fresh_build_gives_no_finding_four_times(server, database, tmp_path):
+    alembic(database, "upgrade", HEAD)
+    load_reference_data(database, scale=0.01)
+    query(database, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    settings = json.dumps({"pgops_backup_dir": str(tmp_path / "backups")})
+    backup = run_playbook("backup.yml", server, database, tmp_path, "-e", settings)
+    assert backup.returncode == 0, backup.stdout[-3000:]
+    for attempt in range(4):
+        time.sleep(1.1)  # report names carry the second
+        result = run_playbook("health_report.yml", server, database, tmp_path, "-e", settings)
+        assert result.returncode == 0, result.stdout[-3000:]
+        (report,) = artifacts(result)["pgops_health_reports"].values()
+        assert report["findings"] == [] and report["trend"]["findings"] == [], (attempt, report["findings"])
+        assert "No finding needs action; report " in result.stdout and "NEEDS ACTION" not in result.stdout
+        assert not [note for note in report["notes"] if "not checked" in note], report["notes"]
+    assert report["trend"]["bytes_per_day"] is None and "min_span_days" in report["trend"]["projection"]
