@@ -69,6 +69,13 @@ configured:
   description: The configured value of each managed setting after the task (predicted in check mode).
   returned: always
   type: dict
+cluster:
+  description:
+    - The server's C(cluster_name) and major version, and C(debian_unit), the systemd unit that restarts this
+      cluster alone on Debian and Ubuntu (C(postgresql@15-main)), when C(cluster_name) has Debian's
+      C(<version>/<cluster>) form; null otherwise.
+  returned: always
+  type: dict
 restart_pending:
   description: Settings whose configured value waits for a server restart.
   returned: always
@@ -84,6 +91,8 @@ extensions_created:
   type: list
   elements: str
 """
+
+import re
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -150,6 +159,8 @@ def configure(params, check_mode):
             wanted["shared_preload_libraries"] = ",".join(current + missing)
         changes = dict((name, value) for name, value in wanted.items()
                        if canonical(name, before[name]["value"]) != canonical(name, value))
+        cur.execute("SELECT current_setting('cluster_name'), current_setting('server_version_num')::int / 10000")
+        cluster_name, major = cur.fetchone()
         cur.execute("SELECT extname FROM pg_extension WHERE extname = ANY(%s)", (params["extensions"],))
         present = set(row[0] for row in cur.fetchall())
         create = [ext for ext in params["extensions"] if ext not in present]
@@ -168,8 +179,11 @@ def configure(params, check_mode):
                          (name in changes and before[name]["context"] == "postmaster"))
     finally:
         conn.close()
+    debian = re.match(r"^(\d+)/([A-Za-z0-9_.-]+)$", cluster_name or "")
     return {
         "changed": bool(changes or create),
+        "cluster": {"name": cluster_name, "major_version": major,
+                    "debian_unit": "postgresql@%s-%s" % debian.groups() if debian else None},
         "configured": configured,
         "restart_pending": pending,
         "restart_required": bool(pending),

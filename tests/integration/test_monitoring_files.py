@@ -44,8 +44,13 @@ def test_dashboard_queries_are_valid_promql_and_cover_the_checklist(promtool, tm
     dashboard = json.loads(DASHBOARD.read_text())
     panels = dashboard["panels"]
     titles = " ".join(panel["title"].lower() for panel in panels)
-    for topic in ("slow queries", "max_connections", "cache hit ratio", "backup age"):
-        assert topic in titles
+    for topic in ("slow queries", "max_connections", "cache hit ratio", "backup age", "open transaction",
+                  "replication lag", "replication slots", "wraparound", "wal archiving", "database size",
+                  "deadlocks", "temporary file bytes", "with their text"):
+        assert topic in titles, topic
+    assert [panel["title"] for panel in panels if not panel["fieldConfig"]["defaults"].get("unit")] == []
+    # One unit per panel: deadlocks (a count) and temporary bytes never share an axis again.
+    assert not [panel["title"] for panel in panels if "deadlock" in str(panel["targets"]) and "temp" in str(panel["targets"])]
     expressions = [target["expr"] for panel in panels for target in panel["targets"]]
     assert all(expressions)
     # Grafana's variables become plain PromQL, then each query must parse as a rule expression.
