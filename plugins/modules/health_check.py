@@ -357,6 +357,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._health import (
     statement_delta,
 )
 from ansible_collections.intowork.pgops.plugins.module_utils._index_spec import load_spec_file, overlaps
+from ansible_collections.intowork.pgops.plugins.module_utils._replication import read_slots, read_standbys
 from ansible_collections.intowork.pgops.plugins.module_utils._text import duration_text, size_text
 
 SERVER = """
@@ -504,19 +505,6 @@ SELECT s.schemaname || '.' || s.sequencename, s.last_value, s.min_value, s.max_v
 
 TYPE_LIMITS = {"int2": (-32768, 32767), "int4": (-2147483648, 2147483647)}
 
-STANDBYS = """
-SELECT application_name, host(client_addr), state, extract(epoch FROM replay_lag),
-       pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)
-  FROM pg_stat_replication ORDER BY 1
-"""
-
-SLOTS = """
-SELECT slot_name, slot_type, active,
-       pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END,
-                       restart_lsn)
-  FROM pg_replication_slots ORDER BY 1
-"""
-
 ARCHIVER = "SELECT failed_count, last_failed_wal, last_failed_time, last_archived_time FROM pg_stat_archiver"
 
 ARCHIVE_READY = "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%%.ready'"
@@ -588,6 +576,18 @@ class Reader(object):
             return None
         self.cur.execute("RELEASE SAVEPOINT fact")
         return rows
+
+    def call(self, function, what):
+        """function(cursor), or None with a note when this login may not read it."""
+        self.cur.execute("SAVEPOINT fact")
+        try:
+            value = function(self.cur)
+        except psycopg2.Error as error:
+            self.cur.execute("ROLLBACK TO SAVEPOINT fact")
+            self.notes.append("%s not checked: %s" % (what, " ".join(str(error).split())))
+            return None
+        self.cur.execute("RELEASE SAVEPOINT fact")
+        return value
 
 
 def read_statements(reader, version_num, limit):
@@ -753,12 +753,13 @@ def gather(params, check_mode):
         holders = reader.all(HOLDERS, (blocker_pids,)) if blocker_pids else []
         wraparound = reader.all(WRAPAROUND)
         sequences = reader.all(SEQUENCES, what="sequences") or []
-        standbys = [] if in_recovery else reader.all(STANDBYS, what="replication") or []
+        # On a standby the WAL positions of the primary are not there to compare with.
+        standbys = [] if in_recovery else reader.call(read_standbys, "replication") or []
         replay_delay = None
         if in_recovery:
             delay = reader.all("SELECT extract(epoch FROM now() - pg_last_xact_replay_timestamp())")
             replay_delay = delay[0][0] if delay else None
-        slots = reader.all(SLOTS, what="replication slots") or []
+        slots = [] if in_recovery else reader.call(read_slots, "replication slots") or []
         archiver = reader.all(ARCHIVER, what="WAL archiving")
         ready = reader.all(ARCHIVE_READY, what="the WAL archive backlog") if archive_mode != "off" else None
         not_valid = [{"table": t, "name": n, "type": kind} for t, n, kind in reader.all(NOT_VALID)]
@@ -885,28 +886,26 @@ def gather(params, check_mode):
                       "sequence_max_ratio %s" % limits["sequence_max_ratio"])
 
     # Replication, where there is any.
-    standby_facts = []
-    for application, address, state, lag_seconds, lag_bytes in standbys:
-        standby_facts.append({"name": application, "address": address, "state": state,
-                              "lag_seconds": lag_seconds, "lag_bytes": lag_bytes})
-        if (lag_seconds or 0) > limits["replication_lag_seconds"] or (lag_bytes or 0) > limits["replication_lag_bytes"]:
-            found.add("replication lag", "warning", application,
-                      "standby %s (%s) is %s and %s of WAL behind" % (
-                          application, address, duration_text(lag_seconds or 0), size_text(lag_bytes or 0)),
+    for standby in standbys:
+        name_ = standby["name"] or standby["client"]
+        if (standby["replay_lag_seconds"] > limits["replication_lag_seconds"]
+                or standby["lag_bytes"] > limits["replication_lag_bytes"]):
+            found.add("replication lag", "warning", name_,
+                      "standby %s (%s, %s) is %s and %s of WAL behind" % (
+                          name_, standby["client"], standby["state"], duration_text(standby["replay_lag_seconds"]),
+                          size_text(max(0, standby["lag_bytes"]))),
                       "replication_lag_seconds %d or replication_lag_bytes %s" % (
                           limits["replication_lag_seconds"], size_text(limits["replication_lag_bytes"])))
     if replay_delay is not None and replay_delay > limits["replication_lag_seconds"]:
         found.add("replication lag", "warning", name,
                   "this standby last replayed a transaction %s ago (the primary may simply be idle)" %
                   duration_text(replay_delay), "replication_lag_seconds %d" % limits["replication_lag_seconds"])
-    slot_facts = []
-    for slot, slot_type, active, retained in slots:
-        slot_facts.append({"name": slot, "type": slot_type, "active": active, "retained_bytes": retained})
-        if not active and (retained or 0) >= limits["inactive_slot_min_bytes"]:
-            found.add("inactive replication slot", "critical", slot,
+    for slot in slots:
+        if not slot["active"] and slot["retained_bytes"] >= limits["inactive_slot_min_bytes"]:
+            found.add("inactive replication slot", "critical", slot["name"],
                       "replication slot %s (%s) is inactive and holds back %s of WAL, which grows until the disk is "
                       "full: reconnect its consumer or drop it (pg_drop_replication_slot)" % (
-                          slot, slot_type, size_text(retained or 0)),
+                          slot["name"], slot["type"], size_text(slot["retained_bytes"])),
                       "inactive_slot_min_bytes %d" % limits["inactive_slot_min_bytes"])
 
     # WAL archiving.
@@ -1066,7 +1065,7 @@ def gather(params, check_mode):
         "blocking": blocking,
         "wraparound": wraparound_facts,
         "sequences": sequence_facts,
-        "replication": {"standbys": standby_facts, "slots": slot_facts, "replay_delay_seconds": replay_delay},
+        "replication": {"standbys": standbys, "slots": slots, "replay_delay_seconds": replay_delay},
         "archiving": archiving,
         "not_valid_constraints": not_valid,
         "backup": backup,

@@ -84,6 +84,20 @@ def test_preflight_reads_the_standby_and_stops_on_one_behind(server, standby, mi
     assert missing["failed"] and "1 standby(s) stream from this server, the inventory expects at least 2" in missing["msg"]
 
 
+def test_the_health_report_names_a_standby_behind_and_not_once_it_has_caught_up(server, standby, migrated):
+    with replay_paused(standby):
+        query(migrated, "CREATE TABLE health_lag_filler AS SELECT g AS id FROM generate_series(1, 5000) g")
+        behind = run_module("health_check", dict(migrated, thresholds={"replication_lag_bytes": 1024}))
+    lag = [p for p in behind["problems"] if p["check"] == "replication lag"]
+    assert [p["subject"] for p in lag] == [standby["name"]], behind["findings"]
+    assert "of WAL behind (threshold: replication_lag_seconds 300 or replication_lag_bytes 1 kB)" in \
+        behind["findings"][[p["check"] for p in behind["problems"]].index("replication lag")]
+    assert not run_module("replication_wait", dict(migrated, timeout=60)).get("failed")
+    caught_up = run_module("health_check", dict(migrated, thresholds={"replication_lag_bytes": 1024}))
+    assert not [p for p in caught_up["problems"] if p["check"] == "replication lag"], caught_up["findings"]
+    assert [s["name"] for s in caught_up["replication"]["standbys"]] == [standby["name"]]
+
+
 def test_preflight_stops_on_a_forgotten_replication_slot(server, standby, migrated):
     with forgotten_slot(server) as slot:
         result = run_module("preflight_check", migrated)
