@@ -349,6 +349,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
     run_module,
 )
 from ansible_collections.intowork.pgops.plugins.module_utils._health import (
+    OWN_MARK,
     THRESHOLDS,
     WRAPAROUND_LIMIT,
     btree_bloat_bytes,
@@ -565,7 +566,7 @@ class Reader(object):
         """The rows, or None (with a note unless the error's code is in quiet_codes) when `what` may fail."""
         self.cur.execute("SAVEPOINT fact")
         try:
-            self.cur.execute(statement, args)
+            self.cur.execute(OWN_MARK + statement, args)
             rows = [tuple(_plain(value) for value in row) for row in self.cur.fetchall()]
         except psycopg2.Error as error:
             self.cur.execute("ROLLBACK TO SAVEPOINT fact")
@@ -598,7 +599,7 @@ def read_statements(reader, version_num, limit):
     schema = '"%s"' % rows[0][0].replace('"', '""')
     reader.cur.execute("SAVEPOINT statements")
     try:
-        reader.cur.execute(statements_query(version_num, schema), (limit,))
+        reader.cur.execute(OWN_MARK + statements_query(version_num, schema), (limit,))
         statements = [{"queryid": queryid, "role": role, "calls": calls, "total_ms": round(total, 1), "rows": rows_,
                        "query": query, "maintenance": is_maintenance(query)}
                       for queryid, role, calls, total, rows_, query in reader.cur.fetchall()]
@@ -706,7 +707,7 @@ def gather(params, check_mode):
         conn.set_session(readonly=True)
         cur = conn.cursor()
         reader = Reader(cur)
-        cur.execute(SERVER)
+        cur.execute(OWN_MARK + SERVER)
         (name, size, version, version_num, max_connections, hit_ratio, blocks_read, by_state, stats_reset,
          public_create, data_directory, block_size, in_recovery, archive_mode, database_oid, bootstrap_role,
          now) = cur.fetchone()

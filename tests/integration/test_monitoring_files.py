@@ -12,7 +12,7 @@ from conftest import ROOT
 
 FILES = ROOT / "roles" / "monitoring" / "files"
 RULES = FILES / "prometheus" / "pgops-rules.yml"
-DASHBOARD = FILES / "grafana" / "intowork-postgresql.json"
+DASHBOARD = FILES / "grafana" / "pgops-postgresql.json"
 
 
 @pytest.fixture(scope="module")

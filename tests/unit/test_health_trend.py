@@ -110,7 +110,8 @@ def test_a_reset_between_the_snapshots_counts_everything_now_as_the_period():
     ("  ALTER TABLE t ADD COLUMN c int", True), ("DO $$ BEGIN PERFORM 1; END $$", True), ("COMMIT", True),
     ("SELECT pg_stat_statements_reset()", True), ("SELECT pg_create_physical_replication_slot($1)", True),
     ("SELECT * FROM jobs WHERE id = $1", False), ("UPDATE jobs SET title = $1", False),
-    ("select pg_sleep($1)", False), ("WITH x AS (SELECT 1) SELECT * FROM x", False), ("selective", False)])
+    ("select pg_sleep($1)", False), ("WITH x AS (SELECT 1) SELECT * FROM x", False), ("selective", False),
+    ("/* pgops health_check */\nSELECT current_database()", True), ("/* app */ SELECT 1", False)])
 def test_maintenance_statements_are_told_from_the_application_s(text, maintenance):
     assert is_maintenance(text) is maintenance
 
