@@ -564,28 +564,23 @@ class Reader(object):
 
     def all(self, statement, args=None, what=None, quiet_codes=()):
         """The rows, or None (with a note unless the error's code is in quiet_codes) when `what` may fail."""
+        def rows(cur):
+            cur.execute(OWN_MARK + statement, args)
+            return [tuple(_plain(value) for value in row) for row in cur.fetchall()]
+        return self.call(rows, what, quiet_codes)
+
+    def call(self, function, what=None, quiet_codes=()):
+        """function(cursor), or None with a note when this login may not read `what`; with no `what`, the
+        error is raised."""
         self.cur.execute("SAVEPOINT fact")
         try:
-            self.cur.execute(OWN_MARK + statement, args)
-            rows = [tuple(_plain(value) for value in row) for row in self.cur.fetchall()]
+            value = function(self.cur)
         except psycopg2.Error as error:
             self.cur.execute("ROLLBACK TO SAVEPOINT fact")
             if what is None:
                 raise
             if error.pgcode not in quiet_codes:
                 self.notes.append("%s not checked: %s" % (what, " ".join(str(error).split())))
-            return None
-        self.cur.execute("RELEASE SAVEPOINT fact")
-        return rows
-
-    def call(self, function, what):
-        """function(cursor), or None with a note when this login may not read it."""
-        self.cur.execute("SAVEPOINT fact")
-        try:
-            value = function(self.cur)
-        except psycopg2.Error as error:
-            self.cur.execute("ROLLBACK TO SAVEPOINT fact")
-            self.notes.append("%s not checked: %s" % (what, " ".join(str(error).split())))
             return None
         self.cur.execute("RELEASE SAVEPOINT fact")
         return value
