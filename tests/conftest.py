@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -303,6 +304,110 @@ def deployable(server, database):
     load_reference_data(database, scale=0.01)
     with application_role(database):
         yield database
+
+
+class LiveWriter:
+    """The application writing while a runbook runs: one INSERT ... RETURNING id per write, each in its own
+    transaction, as the application's own role, `rate` times a second, on a thread of its own. A write that fails
+    (writes off, its session ended, the server gone) is timed and the writer connects again.
+
+    After stop(): `committed` holds the id of every write the server confirmed, `failed` the start time of every
+    write that failed; missing() names the committed ids the table no longer has."""
+
+    def __init__(self, params, user=APP, password=PASSWORD, rate=20.0, table="companies"):
+        self.params, self.user, self.password, self.table = params, user, password, table
+        self.interval = 1.0 / rate
+        self.committed, self.failed, self.writes = [], [], 0
+        self.started_at = self.stopped_at = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self.started_at = time.time()
+        self._thread.start()
+        # The first write is in before the runbook starts, so the writer is seen to work.
+        deadline = time.time() + 10
+        while not self.committed and time.time() < deadline:
+            time.sleep(0.05)
+        assert self.committed, "the application could not write before the runbook started"
+        return self
+
+    def stop(self):
+        self._stopping.set()
+        self._thread.join(timeout=30)
+        self.stopped_at = time.time()
+        return self
+
+    def _run(self):
+        conn = None
+        while not self._stopping.is_set():
+            started = time.time()
+            self.writes += 1
+            try:
+                if conn is None or conn.closed:
+                    conn = connect_as(self.params, self.user, self.password, application_name="live-writer")
+                    conn.autocommit = True
+                with conn.cursor() as cur:
+                    cur.execute(f"INSERT INTO {self.table} (name) VALUES ('written while a runbook ran') RETURNING id")
+                    self.committed.append(cur.fetchone()[0])
+            except psycopg2.Error:
+                self.failed.append(started)
+                if conn is not None and not conn.closed:
+                    conn.close()
+                conn = None
+            self._stopping.wait(max(0.0, self.interval - (time.time() - started)))
+        if conn is not None and not conn.closed:
+            conn.close()
+
+    def failed_window(self):
+        """Seconds from the first failed write to the last one (0 when none failed)."""
+        return round(self.failed[-1] - self.failed[0], 1) if self.failed else 0.0
+
+    def missing(self, params=None):
+        """The committed ids the table does not hold now."""
+        present = {row[0] for row in query(params or self.params, f"SELECT id FROM {self.table} WHERE id = ANY(%s)",
+                                            (self.committed,))}
+        return sorted(set(self.committed) - present)
+
+    def figures(self):
+        return {"writes": self.writes, "committed": len(self.committed), "failed": len(self.failed),
+                "failed_window_seconds": self.failed_window()}
+
+
+@pytest.fixture
+def live_writer():
+    """A factory of LiveWriters, started at once; each is stopped when the test ends."""
+    writers = []
+
+    def start(params, **options):
+        writer = LiveWriter(params, **options)
+        writers.append(writer)
+        return writer.start()
+
+    yield start
+    for writer in writers:
+        writer.stop()
+
+
+def assert_application_survived(writer, params, reported_write_off_seconds=0.0, slack=3.0):
+    """What every runbook test under a live writer asserts once the runbook is done: every committed write is
+    still there, writes failed only inside the write-off window the runbook reported (plus the guard's own
+    seconds), and the application can write again."""
+    writer.stop()
+    assert writer.committed, "the writer wrote nothing"
+    assert writer.missing(params) == [], f"committed writes lost: {writer.missing(params)[:10]} ({writer.figures()})"
+    assert writer.failed_window() <= float(reported_write_off_seconds) + slack, (
+        f"writes failed for {writer.failed_window()} s, the runbook reported {reported_write_off_seconds} s "
+        f"({writer.figures()})")
+    if not float(reported_write_off_seconds):
+        assert not writer.failed, f"writes failed although the runbook reported none off ({writer.figures()})"
+    conn = connect_as(params, writer.user, writer.password)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"INSERT INTO {writer.table} (name) VALUES ('after the runbook') RETURNING id")
+        conn.rollback()
+    finally:
+        conn.close()
 
 
 def failure_message(result):
