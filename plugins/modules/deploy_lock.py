@@ -53,6 +53,13 @@ options:
         by the holder is a heartbeat, and long steps (the migration) keep the lease alive while they run.
     type: int
     default: 7200
+  heartbeat_interval:
+    description:
+      - Seconds between two heartbeats of a holder that is alive (the runbooks' C(pgops_lease_heartbeat_seconds)).
+      - O(stale_after) may not be shorter than four of them, so a live run's lock is never taken as abandoned;
+        a shorter one is refused before anything is read or written. Taking a live run's lock needs O(force).
+    type: float
+    default: 30
   identity:
     description:
       - Who runs the holder, kept in the lease as C(by) when the lock is taken and named to anyone refused,
@@ -147,7 +154,18 @@ def describe_holder(lease):
     return ", ".join(words)
 
 
+# A holder that is alive beats every heartbeat_interval, but a step between two beats can take a while: only this
+# many missed beats make a lease abandoned.
+STALE_FLOOR_HEARTBEATS = 4
+
+
 def lock(params, check_mode):
+    floor = STALE_FLOOR_HEARTBEATS * params["heartbeat_interval"]
+    if params["state"] == "acquired" and params["stale_after"] < floor:
+        raise PgopsError("stale_after %s is below its floor of %g s (%d heartbeat intervals of %g s): a lock whose "
+                         "holder is alive would be taken over. Give at least %g, or force=true to take a lock that "
+                         "may still be in use. Nothing was changed" % (
+                             params["stale_after"], floor, STALE_FLOOR_HEARTBEATS, params["heartbeat_interval"], floor))
     conn = connect(params)
     try:
         cur = conn.cursor()
@@ -218,6 +236,7 @@ def main():
         owner=dict(type="str"),
         details=dict(type="dict"),
         stale_after=dict(type="int", default=7200),
+        heartbeat_interval=dict(type="float", default=30.0),
         identity=dict(type="dict"),
         force=dict(type="bool", default=False),
         merge=dict(type="bool", default=False),

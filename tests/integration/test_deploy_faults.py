@@ -91,6 +91,22 @@ def test_second_deploy_is_refused_while_one_runs(server, deployable, tmp_path):
     assert still["changed"] is False, "the refused run left the other run's lock alone"
 
 
+@pytest.mark.one_server_version  # runbook behaviour (the lease, the settings), not the server's
+def test_a_live_deployments_lock_cannot_be_taken_by_a_stale_after_below_its_floor(
+        server, deployable, tmp_path, live_writer):
+    taken = run_module("deploy_lock", dict(deployable, state="acquired", owner="deploy-alive"))
+    assert taken["changed"] is True
+    writer = live_writer(deployable)
+    result, recap = guarded(server, deployable, tmp_path, "-e", "preflight_lock_stale_after=0")
+    assert recap["failed"] == 1 and result.returncode != 0
+    assert "stale_after 0 is below its floor of 120 s (4 heartbeat intervals of 30 s)" in result.stdout, \
+        result.stdout[-3000:]
+    holder = run_module("deploy_lock", dict(deployable, state="status"))["holder"]
+    assert holder["owner"] == "deploy-alive", "the live run keeps its lock"
+    assert revision(deployable) == BASELINE
+    assert_application_survived(writer, deployable)
+
+
 @pytest.mark.parametrize("extra, message", [
     ('{"pgops_deploy_mode": "fast"}', "pgops_deploy_mode must be maintenance or online (got fast)"),
     ('{"pgops_migration_target": "nope"}', "unknown target revision 'nope'"),
