@@ -365,8 +365,8 @@ class LiveWriter:
 
     def missing(self, params=None):
         """The committed ids the table does not hold now."""
-        present = {row[0] for row in query(params or self.params, f"SELECT id FROM {self.table} WHERE id = ANY(%s)",
-                                            (self.committed,))}
+        rows = query(params or self.params, f"SELECT id FROM {self.table} WHERE id = ANY(%s)", (self.committed,))
+        present = {row[0] for row in rows}
         return sorted(set(self.committed) - present)
 
     def figures(self):

@@ -63,7 +63,9 @@ def test_playbook_and_cron_backups_belong_to_the_backup_account(server, migrated
     try:
         first = start_playbook("backup.yml", server, migrated, tmp_path, "-e", settings,
                                "-e", "pgops_backup_poll_seconds=1")
-        progress = wait_for_line(first, re.compile(r"backup of \S+: dumping, \d+(\.\d)? (kB|MB) written, \d+ s so far"))
+        progress = wait_for_line(first, re.compile(
+            r"backup of \S+: (dumping, \d+(\.\d)? (kB|MB) written|reading the database's revision and row counts), "
+            r"\d+ s so far"))
     finally:
         let_go(holder)
     output = progress + first.communicate(timeout=300)[0]

@@ -3,6 +3,7 @@ alone and takes away what was created after the backup."""
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -24,9 +25,9 @@ def back_up(config, params):
     return json.loads(result.stdout)["path"]
 
 
-def restore(config, params, dump, timeout=300):
+def restore(config, params, dump, timeout=300, *extra):
     return run_program("restore", config, params["login_password"], f"--backup={dump}", "--replace-schema=public",
-                       timeout=timeout)
+                       *extra, timeout=timeout)
 
 
 def fingerprint(params):
@@ -63,8 +64,17 @@ def test_other_schemas_are_left_alone_and_nothing_hangs(server, backed_up):
     dump = back_up(config, params)
     query(params, "INSERT INTO reporting.kept VALUES (3)")
     query(params, "DELETE FROM job_applications WHERE id % 2 = 0")
-    result = restore(config, params, dump, timeout=120)
+    deleted = query(params, "SELECT count(*) FROM job_applications WHERE id % 2 = 1")[0][0]
+    refused = restore(config, params, dump, 120)
+    assert refused.returncode != 0
+    assert "restore refused, nothing changed: it would discard the writes committed between " in refused.stderr
+    assert "public.job_applications: 0 row(s) written since the backup and " in refused.stderr
+    assert query(params, "SELECT count(*) FROM job_applications")[0][0] == deleted, "nothing was restored"
+    result = restore(config, params, dump, 120, f"--discard-writes={Path(dump).name}")
     assert result.returncode == 0, result.stderr
+    restored = json.loads(result.stdout)
+    assert restored["discarded"]["tables"][0]["table"] == "public.job_applications"
+    assert Path(restored["safety_backup"]).exists(), "a copy of the state it replaced was kept"
     assert query(params, "SELECT count(*) FROM reporting.kept")[0][0] == 3, "the other schema was left as it is"
     assert query(params, "SELECT count(*) FROM job_applications WHERE id % 2 = 0")[0][0] > 0
 

@@ -1,12 +1,14 @@
 """rollback.yml used alone, days later: from a deployment record, from a backup, and refusing to guess."""
 
 import json
+import re
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import (BASELINE, HEAD, alembic, artifacts, load_reference_data, play_recap, query, run_module,
-                      run_playbook)
+from conftest import (APP, BASELINE, HEAD, PASSWORD, alembic, application_role, artifacts, assert_application_survived,
+                      failure_message, load_reference_data, play_recap, query, run_module, run_playbook)
 from test_deploy_playbook import playbook, revision
 
 
@@ -23,18 +25,61 @@ def deployed(server, database, tmp_path):
     return record, json.loads(record.read_text())
 
 
-def test_rollback_from_the_backup_file(server, database, tmp_path):
-    _record, report = deployed(server, database, tmp_path)
-    query(database, "INSERT INTO companies (name) VALUES ('written after the backup')")
-    result = rollback(server, database, tmp_path, "-e", "method=restore", "-e", f"backup={report['backup']['path']}",
-                      "-e", "confirm=yes")
-    assert result.returncode == 0, result.stdout[-2000:]
-    assert "Rolled back by restore" in result.stdout
-    assert revision(database) == BASELINE
-    assert query(database, "SELECT count(*) FROM companies WHERE name = 'written after the backup'")[0][0] == 0
-    (published,) = artifacts(result)["pgops_rollbacks"].values()  # the job artifact, as the record says
-    assert published["method"] == "restore" and published["revision"] == BASELINE
-    assert query(database, "SELECT count(*) FROM job_applications")[0][0] == report["backup"]["row_counts"]["job_applications"]
+GUARDED = json.dumps({"pgops_app_roles": [APP], "pgops_app_probe_user": APP, "pgops_app_probe_password": PASSWORD})
+
+
+def test_restore_discarding_writes_is_refused_then_acknowledged_with_a_safety_copy(
+        server, database, tmp_path, live_writer):
+    """The application writes after a deployment. A restore of the deployment's backup would discard those writes:
+    refused, naming them, writes never turned off; acknowledged by naming the backup, it keeps a verified copy of
+    the state it replaces and says where, and the writes it discarded are all in that copy."""
+    alembic(database, "upgrade", BASELINE)
+    load_reference_data(database, scale=0.01)
+    with application_role(database):
+        result, recap = playbook(server, database, tmp_path, "-e", GUARDED)
+        assert recap["failed"] == 0, result.stdout[-2000:]
+        (report,) = (tmp_path / "reports").glob("deploy-*.json")
+        backup = Path(json.loads(report.read_text())["backup"]["path"])
+        query(database, "DELETE FROM job_applications WHERE id IN (SELECT id FROM job_applications LIMIT 3)")
+        writer = live_writer(database)
+        time.sleep(1)
+
+        refused = rollback(server, database, tmp_path, "-e", GUARDED, "-e", "method=restore",
+                           "-e", f"backup={backup}", "-e", "confirm=yes")
+        assert refused.returncode != 0 and play_recap(refused)["failed"] == 1
+        last = failure_message(refused)
+        assert last.startswith("restore refused, nothing changed: it would discard the writes committed between "), last
+        assert re.search(r"public\.companies: \d+ row\(s\) written since the backup", last), last
+        assert "public.job_applications: 0 row(s) written since the backup and 3 of its row(s) deleted" in last, last
+        assert f"-e discard_writes={backup.name}" in last and last.endswith("Writes were not turned off."), last
+        assert revision(database) == HEAD
+        assert_application_survived(writer, database)
+
+        writer = live_writer(database)
+        time.sleep(1)
+        done = rollback(server, database, tmp_path, "-e", GUARDED, "-e", "method=restore", "-e", f"backup={backup}",
+                        "-e", "confirm=yes", "-e", f"discard_writes={backup.name}")
+        writer.stop()
+        assert done.returncode == 0, done.stdout[-3000:]
+        assert revision(database) == BASELINE
+        (published,) = artifacts(done)["pgops_rollbacks"].values()
+        assert published["method"] == "restore" and published["revision"] == BASELINE
+        safety = Path(published["safety_backup"])
+        assert f"; the state before the restore is kept in {safety}." in done.stdout
+        assert re.search(r"; discarded, as acknowledged: the writes committed between \S+ and \S+: .*"
+                         r"public\.companies: \d+ row\(s\) written since the backup", published["summary"])
+        assert "public.companies" in published["discarded"]
+        kept = json.loads(Path(str(safety) + ".manifest.json").read_text())
+        assert kept["verified"] and kept["alembic_revision"] == HEAD
+        # Every write the restore discarded is in the copy: the copy has as many rows beyond the backup's.
+        lost = writer.missing(database)
+        at_backup = json.loads(Path(str(backup) + ".manifest.json").read_text())["table_rows"]["public.companies"]
+        assert 0 < len(lost) <= kept["table_rows"]["public.companies"] - at_backup, (lost, writer.figures())
+        assert query(database, "SELECT count(*) FROM job_applications")[0][0] == \
+            kept["table_rows"]["public.job_applications"] + 3
+        # Fresh statistics before the application's queries return: every restored table was analysed.
+        assert query(database, "SELECT count(*) FROM pg_stat_user_tables WHERE schemaname = 'public' "
+                               "AND last_analyze IS NULL AND last_autoanalyze IS NULL")[0][0] == 0
 
 
 @pytest.mark.one_server_version
@@ -96,3 +141,26 @@ def test_rollback_after_a_deployment_died_with_its_lock(server, database, tmp_pa
     assert done.returncode == 0, done.stdout[-2000:]
     assert revision(database) == BASELINE
     assert run_module("deploy_lock", dict(database, state="acquired", owner="next"))["changed"] is True
+
+
+@pytest.mark.one_server_version  # the runbook's checks, not the server's
+def test_bad_rollback_input_is_refused_before_writes_go_off(server, guarded_db, tmp_path, live_writer):
+    """Each bad input is named before anything changes: the application never stops writing, the revision stays."""
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    corrupt = backups / "corrupt.dump"
+    corrupt.write_bytes(b"not a dump")
+    (backups / "corrupt.dump.manifest.json").write_text(json.dumps({"sha256": "0" * 64, "verified": True}))
+    cases = [
+        (["-e", "revision=nope"], "unknown target revision 'nope'"),
+        (["-e", "method=restore", "-e", f"backup={backups / 'missing.dump'}"], "has no readable manifest"),
+        (["-e", "method=restore", "-e", f"backup={corrupt}"], "is corrupt: sha256"),
+    ]
+    writer = live_writer(guarded_db)
+    for extra, message in cases:
+        result = rollback(server, guarded_db, tmp_path, "-e", GUARDED, "-e", "confirm=yes", *extra)
+        assert result.returncode != 0, result.stdout[-2000:]
+        assert message in failure_message(result), (extra, failure_message(result))
+        assert "TASK [intowork.pgops.write_guard" not in result.stdout, f"{extra}: writes were turned off"
+    assert revision(guarded_db) == HEAD
+    assert_application_survived(writer, guarded_db)

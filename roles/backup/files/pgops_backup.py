@@ -7,6 +7,7 @@
     python3 pgops_backup.py drill  --config /etc/pgops/backup-intowork.json [--backup PATH] [--keep]
     python3 pgops_backup.py drop-scratch --config /etc/pgops/backup-intowork.json --scratch NAME
     python3 pgops_backup.py restore --config /etc/pgops/backup-intowork.json --backup PATH --replace-schema public
+        [--discard-writes BACKUP_FILE_NAME | --writes-off-since-backup] [--check]
     python3 pgops_backup.py watch --config /etc/pgops/backup-intowork.json [--stale-after-seconds 900]
     python3 pgops_backup.py job --config /etc/pgops/backup-intowork.json --jobs-file /etc/pgops/jobs-intowork.json --job NAME
 
@@ -37,7 +38,11 @@ next run); `refresh` refreshes a materialized view, concurrently by default.
 
 restore: puts a backup back into the live database, atomically: in one transaction the schema is
 renamed aside, recreated, the archive loaded into it, and the old one dropped. If anything fails,
-nothing has changed. For the rollback of a deployment whose downgrade failed.
+nothing has changed. For the rollback of a deployment whose downgrade failed. First it measures what it
+would discard (per table, rows written and rows deleted or updated since the backup's snapshot, and the
+window): a restore that discards committed writes is refused unless --discard-writes names the backup file,
+and then a verified backup of the current state is taken before anything changes. Afterwards the restored
+tables are analysed, so the planner has statistics before the application's queries return.
 
 Passwords come from a .pgpass file (config `passfile`, else ~/.pgpass) or PGPASSWORD, never from the
 command line or the config file.
@@ -470,8 +475,24 @@ def clean_partials(config, log):
 
 # ---------------------------------------------------------------- backup
 
+# Every table the dump holds (extensions' own tables aside), for the exact counts a restore later measures
+# what it would discard against.
+DUMPED_TABLES = """
+SELECT n.nspname, c.relname
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND n.nspname NOT LIKE 'pg\\_%'
+   AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::regclass
+                     AND d.objid = c.oid AND d.deptype = 'e')
+ ORDER BY 1, 2
+"""
+
+
 def snapshot_facts(cur, tables):
-    """Server version, Alembic revision and row counts, all inside the exported snapshot."""
+    """Server version, Alembic revision, row counts and the snapshot itself, all inside the exported snapshot.
+
+    `table_rows` counts every table exactly and `snapshot` is the transaction snapshot the dump reads: a restore
+    tells from them which rows were written or deleted after the backup (see writes_since)."""
     cur.execute("SELECT current_setting('server_version'), current_setting('server_version_num')::int")
     version, version_num = cur.fetchone()
     revision = alembic_revision(cur)
@@ -482,7 +503,16 @@ def snapshot_facts(cur, tables):
             raise BackupError("row_count_tables names %s, which the database does not have" % qualified(table))
         cur.execute("SELECT count(*) FROM %s" % quote_ident(qualified(table)))
         counts[table] = cur.fetchone()[0]
-    return version, version_num, revision, counts
+    cur.execute(DUMPED_TABLES)
+    table_rows = {}
+    for schema, table in cur.fetchall():
+        cur.execute("SELECT count(*) FROM %s" % quote_ident_parts(schema, table))
+        table_rows["%s.%s" % (schema, table)] = cur.fetchone()[0]
+    snapshot = None
+    if version_num >= 130000:
+        cur.execute("SELECT pg_catalog.pg_current_snapshot()::text")
+        snapshot = cur.fetchone()[0]
+    return version, version_num, revision, counts, table_rows, snapshot
 
 
 def alembic_revision(cur):
@@ -501,6 +531,11 @@ def qualified(table):
 
 def quote_ident(name):
     return ".".join('"%s"' % part.replace('"', '""') for part in name.split("."))
+
+
+def quote_ident_parts(*parts):
+    """A qualified name from its parts, each quoted (a part may itself hold a dot)."""
+    return ".".join('"%s"' % part.replace('"', '""') for part in parts)
 
 
 # On a standby: is replay caught up with what it received, and how old is the last transaction it replayed.
@@ -561,7 +596,8 @@ def backup(config, log, from_standby, progress):
         try:
             cur.execute("SELECT pg_export_snapshot()")
             snapshot = cur.fetchone()[0]
-            version, version_num, revision, counts = snapshot_facts(cur, config["row_count_tables"])
+            version, version_num, revision, counts, table_rows, snapshot_text = snapshot_facts(
+                cur, config["row_count_tables"])
         except DatabaseError as error:
             raise BackupError("cannot read %s before the dump: %s" % (config["database"], " ".join(str(error).split())))
         if version_num // 10000 > major:
@@ -599,7 +635,7 @@ def backup(config, log, from_standby, progress):
         "duration_seconds": round((ended - started).total_seconds(), 3), "dump_seconds": round(dump_seconds, 3),
         "verify_seconds": round(verify_seconds, 3), "size_bytes": size_of(final), "sha256": digest,
         "archive_entries": sum(1 for line in listing.splitlines() if line and not line.startswith(";")),
-        "row_counts": counts, "verified": True, "host": socket.gethostname(), **source_facts,
+        "row_counts": counts, "table_rows": table_rows, "snapshot": snapshot_text, "verified": True, "host": socket.gethostname(), **source_facts,
     }
     write_json_atomically(final + ".manifest.json", manifest)
     fsync_path(config["backup_dir"])
@@ -861,20 +897,136 @@ def stream_restore(config, path, schema, before, after, progress):
                 path, first_error(dump_errors, "exit status %d" % dump_status)))
 
 
-def restore_in_place(config, log, chosen, schema, progress):
-    """Replace `schema` of the live database with the backup's, in one transaction; all or nothing.
+# The rows of a table and those of them written (inserted, or updated: a new row version) after the backup's
+# snapshot. A row's xmin is widened to a full transaction ID by its age from this transaction's own ID; a frozen
+# or wrapped xmin (age past the 32-bit range) counts as old.
+ROWS_WRITTEN_SINCE = """
+SELECT count(*),
+       count(*) FILTER (WHERE pg_catalog.age(xmin) >= 0 AND NOT pg_catalog.pg_visible_in_snapshot(
+         GREATEST(%(now)s - pg_catalog.age(xmin), 3)::text::xid8, %(snapshot)s::pg_snapshot))
+  FROM {table}
+"""
 
-    Other schemas are left as they are; extensions that the archive does not have (created after the
-    backup) go with the replaced schema.
+
+def writes_since(config, manifest, schema):
+    """What replacing `schema` with the backup would discard: per table, the rows written (inserted or updated)
+    since the backup's snapshot and the backup's rows deleted or updated since, with the time window.
+
+    Counted against the manifest's exact counts and snapshot (table_rows, snapshot); a table created after the
+    backup loses all its rows. Read in one REPEATABLE READ snapshot, so the figures agree with each other.
     """
+    window = {"since": manifest.get("started"), "until": utcnow().isoformat()}
+    if not manifest.get("snapshot") or "table_rows" not in manifest:
+        return {"measured": False, "tables": [], "window": window,
+                "reason": "the backup's manifest has no snapshot to measure against (taken by an older release, or "
+                          "from a server older than PostgreSQL 13)"}
+    before = manifest["table_rows"]
+    conn = connect(config)
+    tables = []
+    try:
+        conn.set_session(isolation_level="REPEATABLE READ", readonly=False)
+        with conn.cursor() as cur:
+            cur.execute("SET LOCAL statement_timeout = 0")
+            # This transaction's own ID: the age() of every row below is measured from it.
+            cur.execute("SELECT pg_catalog.pg_current_xact_id()::text::bigint")
+            now = cur.fetchone()[0]
+            cur.execute(DUMPED_TABLES)
+            for table_schema, table in cur.fetchall():
+                if table_schema != schema:
+                    continue
+                name = "%s.%s" % (table_schema, table)
+                cur.execute(ROWS_WRITTEN_SINCE.replace("{table}", quote_ident_parts(table_schema, table)),
+                            {"now": now, "snapshot": manifest["snapshot"]})
+                rows, written = cur.fetchone()
+                if name not in before:
+                    if rows:
+                        tables.append({"table": name, "rows_now": rows, "rows_at_backup": None,
+                                       "written_since": rows, "gone_since": 0})
+                    continue
+                # The backup's rows still there unchanged; the others were deleted, or updated (a new version).
+                gone = before[name] - (rows - written)
+                if written or gone:
+                    tables.append({"table": name, "rows_now": rows, "rows_at_backup": before[name],
+                                   "written_since": written, "gone_since": max(gone, 0)})
+    finally:
+        conn.rollback()
+        conn.close()
+    return {"measured": True, "tables": tables, "window": window}
+
+
+def describe_discard(discard):
+    """One clause naming what a restore would discard: tables, counts and the window."""
+    if not discard["measured"]:
+        return "what it would discard cannot be measured: %s" % discard["reason"]
+    parts = []
+    for item in discard["tables"]:
+        clause = "%s: %d row(s) written since the backup" % (item["table"], item["written_since"])
+        if item["rows_at_backup"] is None:
+            clause = "%s (created after the backup): %d row(s)" % (item["table"], item["written_since"])
+        elif item["gone_since"]:
+            clause += " and %d of its row(s) deleted or updated since" % item["gone_since"]
+        parts.append(clause)
+    return "the writes committed between %s and %s: %s" % (
+        discard["window"]["since"], discard["window"]["until"], "; ".join(parts))
+
+
+def analyze_schema(config, schema):
+    """ANALYZE every table of `schema`: a restored table has no statistics, and the planner's guesses without them
+    turn the next verification's index scans into sequential ones."""
+    conn = connect(config)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                        "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'm') ORDER BY 1",
+                        (schema,))
+            tables = [row[0] for row in cur.fetchall()]
+            for table in tables:
+                cur.execute("ANALYZE %s" % quote_ident_parts(schema, table))
+    finally:
+        conn.close()
+    return len(tables)
+
+
+def restore_plan(config, chosen, schema, progress, discard_writes=None, writes_off=False):
+    """(path, manifest, discard, refusal) of a restore of `chosen` into `schema`, changing nothing: the backup is
+    read back against its checksum, what the restore would discard measured, and `refusal` is the reason it would
+    be refused (None when it may run)."""
     if not chosen:
         raise BackupError("restore needs --backup: the file to put back")
     if not re.match(r"^[a-z_][a-z0-9_]*$", schema):
         raise BackupError("schema %r: give a plain schema name such as public" % schema)
     path, manifest = choose_backup(config, chosen)
+    progress("checksumming %s" % os.path.basename(path))
     digest = checksum(path)
     if digest != manifest.get("sha256"):
         raise BackupError("%s is corrupt: sha256 %s, manifest says %s" % (path, digest[:12], str(manifest.get("sha256"))[:12]))
+    progress("measuring what the restore would discard")
+    discard = writes_since(config, manifest, schema)
+    name = os.path.basename(path)
+    refusal = None
+    if (not discard["measured"] or discard["tables"]) and not writes_off and discard_writes != name:
+        refusal = (
+            "restore refused, nothing changed: it would discard %s. A restore puts the backup's rows back and these writes would be "
+            "gone. Prefer a downgrade where one can undo the change (it keeps them); to restore anyway, acknowledge by "
+            "naming the backup (rollback.yml -e discard_writes=%s; the program's --discard-writes %s): a backup of "
+            "the current state is taken first, so they can still be recovered" % (describe_discard(discard), name, name))
+    return path, manifest, discard, refusal
+
+
+def restore_in_place(config, log, chosen, schema, progress, discard_writes=None, writes_off=False):
+    """Replace `schema` of the live database with the backup's, in one transaction; all or nothing.
+
+    Other schemas are left as they are; extensions that the archive does not have (created after the
+    backup) go with the replaced schema. What the restore would discard (writes committed since the backup) is
+    measured first: unless writes were off since the backup (`writes_off`, the deployment's own rollback), a
+    restore that discards anything runs only when `discard_writes` names the backup file, and only after a
+    verified backup of the current state (the safety copy) was taken.
+    """
+    path, manifest, discard, refusal = restore_plan(config, chosen, schema, progress, discard_writes, writes_off)
+    if refusal:
+        raise BackupError(refusal)
+    discards = not discard["measured"] or discard["tables"]
     in_archive = archive_extensions(config, path)
     aside = "pgops_replaced_%s" % utcnow().strftime("%Y%m%d%H%M%S")
     conn = connect(config)
@@ -927,16 +1079,28 @@ def restore_in_place(config, log, chosen, schema, progress):
     before += schema_access_statements(schema, access)
     after = ["DROP EXTENSION IF EXISTS %s CASCADE;" % quote_ident(ext) for ext in dropped]
     after += ["DROP SCHEMA %s CASCADE;" % quote_ident(aside)]
+    safety = None
+    if discards and not writes_off:
+        log("restore: discarding %s; keeping a copy of the current state first" % describe_discard(discard))
+        # Backups are named by the second: the copy waits for a second no backup has (the restored one may be new).
+        while os.path.exists(os.path.join(config["backup_dir"], "%s-%s%s" % (
+                config["database"], utcnow().strftime(STAMP_FORMAT), FORMATS[config["format"]]))):
+            time.sleep(0.2)
+        safety = backup(config, log, False, progress)["path"]
     log("restore: replacing schema %s of %s with %s" % (schema, config["database"], os.path.basename(path)))
     started = time.monotonic()
     stream_restore(config, path, schema, before, after, progress)
+    progress("analysing the restored tables")
+    analyzed = analyze_schema(config, schema)
     seconds = time.monotonic() - started
     log("restore: %s restored into %s in %.1f s%s" % (
         os.path.basename(path), config["database"], seconds,
         "; removed extension(s) created after the backup: %s" % ", ".join(dropped) if dropped else ""))
     return {"restored": path, "database": config["database"], "schema": schema, "seconds": round(seconds, 3),
             "alembic_revision": manifest.get("alembic_revision"), "row_counts": manifest.get("row_counts", {}),
-            "extensions_removed": dropped, "extensions_recreated": missing}
+            "extensions_removed": dropped, "extensions_recreated": missing, "tables_analyzed": analyzed,
+            "discarded": discard, "discarded_text": describe_discard(discard) if discards else "",
+            "safety_backup": safety}
 
 
 # ---------------------------------------------------------------- maintenance jobs
@@ -1199,12 +1363,19 @@ def main(argv=None):
     parser.add_argument("--maintenance-work-mem", default="512MB", help="drill: for the index builds")
     parser.add_argument("--scratch", help="drop-scratch: the drill database to drop")
     parser.add_argument("--replace-schema", help="restore: the schema to replace with the backup's (say it to mean it)")
+    parser.add_argument("--discard-writes", metavar="BACKUP_FILE_NAME",
+                        help="restore: the backup's file name, to acknowledge that the writes committed since it are "
+                        "discarded (a verified backup of the current state is taken first)")
+    parser.add_argument("--writes-off-since-backup", action="store_true",
+                        help="restore: the application's writes were off since the backup (a deployment's own "
+                        "rollback): what it discards is the deployment's alone, measured and reported, not refused")
     parser.add_argument("--stale-after-seconds", type=int, default=900,
                         help="watch: a deployment lease with no heartbeat for this long is abandoned")
     parser.add_argument("--jobs-file", help="job: the maintenance jobs file (JSON)")
     parser.add_argument("--job", help="job: the name of the job to run")
     parser.add_argument("--check", action="store_true",
-                        help="job: find what would stop the job (EXPLAIN, the view's kind and index), running nothing")
+                        help="job: find what would stop the job (EXPLAIN, the view's kind and index), running nothing; "
+                        "restore: verify the backup and measure what it would discard, changing nothing")
     parser.add_argument("--progress-file", help="backup, drill, restore: rewrite this JSON file with the step and its "
                         "bytes every %d s, for a poll to print" % PROGRESS_SECONDS)
     args = parser.parse_args(argv)
@@ -1256,7 +1427,14 @@ def main(argv=None):
             elif args.action == "restore":
                 if not args.replace_schema:
                     raise BackupError("restore replaces live data: add --replace-schema public to mean it")
-                result = restore_in_place(config, log, args.backup, args.replace_schema, progress)
+                if args.check:
+                    path, _manifest, discard, refusal = restore_plan(
+                        config, args.backup, args.replace_schema, progress, args.discard_writes,
+                        args.writes_off_since_backup)
+                    result = {"backup": path, "verified": True, "discarded": discard, "refusal": refusal}
+                else:
+                    result = restore_in_place(config, log, args.backup, args.replace_schema, progress,
+                                              args.discard_writes, args.writes_off_since_backup)
             else:
                 result = drop_scratch(config, log, args.scratch)
     except Locked as error:
