@@ -75,7 +75,10 @@ def test_no_password_on_a_command_line_in_output_or_in_files(server, guarded_db,
     with CommandLines(secret) as watch:
         for name, extra in runs:
             if name == "rollback.yml":
-                extra += ["-e", f"record={next((tmp_path / 'reports').glob('deploy-*.json'))}"]
+                deployed = next((tmp_path / "reports").glob("deploy-*.json"))
+                # The maintenance job deleted rows since the backup: the restore discards that, acknowledged.
+                backup_name = pathlib.Path(json.loads(deployed.read_text())["backup"]["path"]).name
+                extra += ["-e", f"record={deployed}", "-e", f"discard_writes={backup_name}"]
             result = run_playbook(name, server, guarded_db, tmp_path, "-e", json.dumps(program), *extra, "-vvv")
             assert result.returncode == 0, f"{name}: {result.stdout[-3000:]}"
             assert secret not in result.stdout + result.stderr, f"{name} printed the password at -vvv"

@@ -897,6 +897,8 @@ def stream_restore(config, path, schema, before, after, progress):
                 path, first_error(dump_errors, "exit status %d" % dump_status)))
 
 
+ALEMBIC_VERSION_TABLE = "alembic_version"
+
 # The rows of a table and those of them written (inserted, or updated: a new row version) after the backup's
 # snapshot. A row's xmin is widened to a full transaction ID by its age from this transaction's own ID; a frozen
 # or wrapped xmin (age past the 32-bit range) counts as old.
@@ -932,7 +934,8 @@ def writes_since(config, manifest, schema):
             now = cur.fetchone()[0]
             cur.execute(DUMPED_TABLES)
             for table_schema, table in cur.fetchall():
-                if table_schema != schema:
+                # Alembic's version table changes with every migration the restore is there to undo.
+                if table_schema != schema or table == ALEMBIC_VERSION_TABLE:
                     continue
                 name = "%s.%s" % (table_schema, table)
                 cur.execute(ROWS_WRITTEN_SINCE.replace("{table}", quote_ident_parts(table_schema, table)),
