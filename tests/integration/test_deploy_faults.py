@@ -97,9 +97,9 @@ def test_a_live_deployments_lock_cannot_be_taken_by_a_stale_after_below_its_floo
     taken = run_module("deploy_lock", dict(deployable, state="acquired", owner="deploy-alive"))
     assert taken["changed"] is True
     writer = live_writer(deployable)
-    result, recap = guarded(server, deployable, tmp_path, "-e", "preflight_lock_stale_after=0")
+    result, recap = guarded(server, deployable, tmp_path, "-e", "preflight_lock_stale_after=5")
     assert recap["failed"] == 1 and result.returncode != 0
-    assert "stale_after 0 is below its floor of 120 s (4 heartbeat intervals of 30 s)" in result.stdout, \
+    assert "stale_after 5 is below its floor of 120 s (4 heartbeat intervals of 30 s)" in result.stdout, \
         result.stdout[-3000:]
     holder = run_module("deploy_lock", dict(deployable, state="status"))["holder"]
     assert holder["owner"] == "deploy-alive", "the live run keeps its lock"

@@ -13,8 +13,8 @@ import psycopg2
 import pytest
 
 import sandbox
-from conftest import (APP, BASELINE, PASSWORD, failure_message, hold_lock, process_argvs, query, run_module,
-                      run_playbook, start_playbook)
+from conftest import (APP, BASELINE, PASSWORD, assert_application_survived, failure_message, hold_lock,
+                      process_argvs, query, run_module, run_playbook, start_playbook)
 from test_deploy_faults import app_can_write, counts
 from test_deploy_playbook import revision
 
@@ -71,13 +71,23 @@ def alembic_processes(params):
     return pids
 
 
-def assert_back_where_it_was(params, before):
+def assert_back_where_it_was(params, before, writer=None, write_off_seconds=0.0):
+    """The old revision and counts, nothing half-applied left, the lock free; with the application writing all
+    along, every committed write kept and writes failed only while the runbook had them off."""
     assert revision(params) == BASELINE
     assert counts(params) == before
     assert new_indexes(params) == 0, "nothing of the half-applied revision is left"
     assert query(params, "SELECT count(*) FROM pg_index WHERE NOT indisvalid")[0][0] == 0
     assert app_can_write(params), "writes are back on"
     assert run_module("deploy_lock", dict(params, state="acquired", owner="next-deploy"))["changed"] is True
+    if writer is not None:
+        assert_application_survived(writer, params, write_off_seconds)
+
+
+def reported_write_off(tmp_path):
+    """The write-off time the deployment's record reports."""
+    (record,) = (tmp_path / "reports").glob("deploy-*.json")
+    return json.loads(record.read_text())["write_off_seconds"]
 
 
 def cut_off_deployment(server, params, tmp_path, interrupt):
@@ -102,18 +112,21 @@ def kill_alembic(params):
 
 
 @pytest.mark.one_server_version
-def test_alembic_killed_mid_migration_is_rolled_back(server, deployable, tmp_path):
+def test_alembic_killed_mid_migration_is_rolled_back(server, deployable, tmp_path, live_writer):
     before = counts(deployable)
+    writer = live_writer(deployable)
     returncode, output = cut_off_deployment(server, deployable, tmp_path, lambda _deploy: kill_alembic(deployable))
     assert returncode != 0
     assert "was killed (signal 9)" in output
     assert "Rolled back by downgrade: the database is at revision a7f3b2c1d9e8" in output
-    assert_back_where_it_was(deployable, before)
+    assert_back_where_it_was(deployable, before, writer, reported_write_off(tmp_path))
 
 
 @pytest.mark.one_server_version
-def test_playbook_killed_mid_migration_then_rollback_alone(server, deployable, tmp_path):
+def test_playbook_killed_mid_migration_then_rollback_alone(server, deployable, tmp_path, live_writer):
     before = counts(deployable)
+    writer = live_writer(deployable)
+    started = time.time()
     # The machine running Ansible is gone, all at once: the playbook, its module and Alembic.
     cut_off_deployment(server, deployable, tmp_path, lambda deploy: os.killpg(deploy.pid, signal.SIGKILL))
     assert not app_can_write(deployable), "the dead deployment left writes off"
@@ -129,17 +142,21 @@ def test_playbook_killed_mid_migration_then_rollback_alone(server, deployable, t
     assert result.returncode == 0, result.stdout[-3000:]
     assert "(undoing deploy-" in result.stdout
     assert "Rolled back by downgrade" in result.stdout
-    assert_back_where_it_was(deployable, before)
+    # Writes were off from the dead deployment's guard until this rollback gave them back: no longer than that.
+    assert_back_where_it_was(deployable, before, writer, time.time() - started)
 
 
 @pytest.mark.one_server_version
-def test_server_restarted_mid_migration_is_rolled_back(server, deployable, tmp_path):
+def test_server_restarted_mid_migration_is_rolled_back(server, deployable, tmp_path, live_writer):
+    """With the application writing: the counts the rollback is held to were taken with writes off, so the
+    correct downgrade after the restart is not declared failed."""
     before = counts(deployable)
+    writer = live_writer(deployable)
     returncode, output = cut_off_deployment(server, deployable, tmp_path,
                                             lambda _deploy: sandbox.restart(server["name"]))
     assert returncode != 0, output[-3000:]
-    assert "Rolled back by downgrade: the database is at revision a7f3b2c1d9e8" in output
-    assert_back_where_it_was(deployable, before)
+    assert "Rolled back by downgrade: the database is at revision a7f3b2c1d9e8" in output, output[-3000:]
+    assert_back_where_it_was(deployable, before, writer, reported_write_off(tmp_path))
 
 
 def wait_until_migration_backs_off(params, process, timeout=180):

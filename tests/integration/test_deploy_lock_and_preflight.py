@@ -45,10 +45,19 @@ def test_the_lock_names_who_holds_it_not_only_the_host_the_module_ran_on(databas
 def test_abandoned_lock_can_be_taken_over_and_forced(database):
     run_module("deploy_lock", dict(database, state="acquired", owner="deploy-dead"))
     time.sleep(1.1)
-    takeover = run_module("deploy_lock", dict(database, state="acquired", owner="deploy-new", stale_after=1))
+    takeover = run_module("deploy_lock", dict(database, state="acquired", owner="deploy-new", stale_after=1,
+                                              heartbeat_interval=0.25))
     assert takeover["changed"] is True and takeover["previous_holder"]["owner"] == "deploy-dead"
     forced = run_module("deploy_lock", dict(database, state="released", owner="operator", force=True))
     assert forced["changed"] is True and forced["holder"] is None
+
+
+def test_a_stale_after_below_four_heartbeats_is_refused_before_the_lock_is_read(database):
+    run_module("deploy_lock", dict(database, state="acquired", owner="deploy-alive"))
+    refused = run_module("deploy_lock", dict(database, state="acquired", owner="deploy-other", stale_after=0))
+    assert refused["failed"] is True
+    assert refused["msg"].startswith("stale_after 0 is below its floor of 120 s (4 heartbeat intervals of 30 s)")
+    assert run_module("deploy_lock", dict(database, state="status"))["holder"]["owner"] == "deploy-alive"
 
 
 def test_lock_keeps_the_plan_for_whoever_comes_after(database):
@@ -101,14 +110,16 @@ def test_a_lease_kept_alive_is_never_stale_and_merges_each_step(database):
     run_module("deploy_lock", dict(database, state="acquired", owner="deploy-long", details={"plan": ["r1"]}))
     with LeaseKeeper(database, "deploy-long", interval=0.5) as keeper:
         time.sleep(4.5)
-        refused = run_module("deploy_lock", dict(database, state="acquired", owner="deploy-next", stale_after=3))
+        refused = run_module("deploy_lock", dict(database, state="acquired", owner="deploy-next", stale_after=3,
+                                                 heartbeat_interval=0.5))
     assert refused["failed"] is True and "is held by deploy-long" in refused["msg"], "a live lease was taken over"
     assert keeper.lost is False
     step = run_module("deploy_lock", dict(database, state="acquired", owner="deploy-long", merge=True,
                                           details={"backup": "/b/x.dump"}))
     assert step["changed"] is True and step["holder"]["details"] == {"plan": ["r1"], "backup": "/b/x.dump"}
     time.sleep(3.5)  # no heartbeat any more: now it is stale
-    takeover = run_module("deploy_lock", dict(database, state="acquired", owner="deploy-next", stale_after=3))
+    takeover = run_module("deploy_lock", dict(database, state="acquired", owner="deploy-next", stale_after=3,
+                                              heartbeat_interval=0.5))
     assert takeover["changed"] is True and takeover["holder"]["owner"] == "deploy-next"
     with LeaseKeeper(database, "deploy-long", interval=0.2) as keeper:
         time.sleep(0.6)

@@ -70,3 +70,26 @@ def test_preflight_refuses_a_relative_backup_dir_at_once(tmp_path):
     failed = json.loads(result.stdout)
     assert failed["failed"] is True
     assert failed["msg"].startswith("backup_dir 'backups' must be an absolute path on the database host")
+
+
+@pytest.mark.parametrize("settings, expected", [
+    ({"pgops_lease_heartbeat_seconds": 0}, 'pgops_lease_heartbeat_seconds must be a number from 0.1 to 600 (got "0")'),
+    ({"pgops_rollback_connect_retries": -1},
+     'pgops_rollback_connect_retries must be a number from 0 to 1000 (got "-1")'),
+    ({"pgops_async_poll_seconds": "ten"}, 'pgops_async_poll_seconds must be a number from 0 to 3600 (got "ten")'),
+    ({"pgops_host_reconnect_seconds": 99999},
+     'pgops_host_reconnect_seconds must be a number from 0 to 3600 (got "99999")'),
+    ({"pgops_exact_count_max_rows": "1e9"}, 'pgops_exact_count_max_rows must be a number from 0 to any (got "1e9")'),
+    ({"preflight_lock_stale_after": 0}, 'preflight_lock_stale_after must be a number from 1 to any (got "0")'),
+    ({"pgops_backup_dir": "/var/backups/../../etc"},
+     'pgops_backup_dir "/var/backups/../../etc" is not a normalised path: give it as /etc, without ".."'),
+    ({"pgops_backup_dir": "backups"}, 'pgops_backup_dir must be an absolute path on the database host (got "backups")'),
+], ids=["heartbeat-zero", "retries-negative", "poll-word", "reconnect-huge", "count-exponent", "stale-zero",
+        "backup-dir-dotdot", "backup-dir-relative"])
+def test_a_bad_deployment_setting_is_named_before_anything_runs(tmp_path, settings, expected):
+    result = run("deploy_migration.yml", tmp_path, dict(settings, pgops_alembic_project_dir="/srv/app"))
+    assert result.returncode == 2, result.stdout[-2000:]
+    message = failure_message(result)
+    assert message.startswith("Bad settings, nothing was changed: ") and expected in message, message
+    assert written(tmp_path) == [], "nothing was written"
+    assert "Traceback" not in result.stdout + result.stderr
