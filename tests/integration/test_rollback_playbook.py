@@ -80,6 +80,12 @@ def test_restore_discarding_writes_is_refused_then_acknowledged_with_a_safety_co
         # Fresh statistics before the application's queries return: every restored table was analysed.
         assert query(database, "SELECT count(*) FROM pg_stat_user_tables WHERE schemaname = 'public' "
                                "AND last_analyze IS NULL AND last_autoanalyze IS NULL")[0][0] == 0
+        # The next deployment, started at once, passes its verification with the application writing.
+        writer = live_writer(database)
+        again, recap = playbook(server, database, tmp_path, "-e", GUARDED)
+        assert recap["failed"] == 0 and revision(database) == HEAD, again.stdout[-3000:]
+        (latest,) = [path for path in (tmp_path / "reports").glob("deploy-*.json") if path != report]
+        assert_application_survived(writer, database, json.loads(latest.read_text())["write_off_seconds"])
 
 
 @pytest.mark.one_server_version
