@@ -530,7 +530,7 @@ def qualified(table):
 
 
 def quote_ident(name):
-    return ".".join('"%s"' % part.replace('"', '""') for part in name.split("."))
+    return quote_ident_parts(*name.split("."))
 
 
 def quote_ident_parts(*parts):
