@@ -82,6 +82,18 @@ options:
     description:
       - Role to switch to with C(SET ROLE) after logging in; the work runs with its privileges.
     type: str
+  heartbeat_lease:
+    description:
+      - Owner of a deployment lease (intowork.pgops.deploy_lock) to keep alive while this module runs, a heartbeat at
+        its start and every O(heartbeat_lease_interval) seconds, so the dead-man switch only ever sees a lease go
+        stale when no step of the run is working.
+      - Nothing is written when that owner does not hold the lease, or when the login may not write it.
+    type: str
+  heartbeat_lease_interval:
+    description:
+      - Seconds between two heartbeats of O(heartbeat_lease).
+    type: float
+    default: 30
 notes:
   - Every connection sets C(application_name) to C(pgops), so its sessions are easy to find in C(pg_stat_activity).
   - A failure to connect ends the task with one line naming the target (never the password) and the cause.

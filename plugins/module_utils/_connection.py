@@ -36,6 +36,8 @@ CONNECTION_ARGUMENT_SPEC = dict(
     ssl_key=dict(type="path", no_log=False, fallback=(env_fallback, ["PGSSLKEY"])),
     connect_timeout=dict(type="int", default=10),
     session_role=dict(type="str"),
+    heartbeat_lease=dict(type="str"),
+    heartbeat_lease_interval=dict(type="float", default=30.0),
 )
 
 
@@ -139,9 +141,15 @@ def one_line(error):
 
 
 def run_module(module, core):
-    """Run core(params, check_mode) and exit; every failure becomes one line, never a traceback."""
+    """Run core(params, check_mode) and exit; every failure becomes one line, never a traceback. With
+    heartbeat_lease, that deployment lease is kept alive while the core runs."""
+    # Imported here: _lease connects through this file.
+    from ansible_collections.intowork.pgops.plugins.module_utils._lease import LeaseKeeper
+
     try:
-        result = core(module.params, module.check_mode)
+        with LeaseKeeper(module.params, module.params.get("heartbeat_lease"),
+                         module.params.get("heartbeat_lease_interval") or 30.0, beat_at_start=True):
+            result = core(module.params, module.check_mode)
     except PgopsError as error:
         module.fail_json(msg=str(error))
     except psycopg2.Error as error:

@@ -92,21 +92,30 @@ def require_lease(params, owner, what):
 class LeaseKeeper(object):
     """Keeps `owner`'s lease alive from a thread while a long step runs; notes when it was lost."""
 
-    def __init__(self, params, owner, interval=30.0):
+    def __init__(self, params, owner, interval=30.0, beat_at_start=False):
         self.params, self.owner, self.interval = params, owner, interval
+        self.beat_at_start = beat_at_start
         self.lost = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pgops-lease-keeper")
         self._thread.daemon = True
 
     def _run(self):
+        if self.beat_at_start and not self._beat():
+            return
         while not self._stop.wait(self.interval):
-            try:
-                if not heartbeat(self.params, self.owner):
-                    self.lost = True
-                    return
-            except Exception:  # pylint: disable=broad-except
-                pass  # the server may be restarting; the next beat tries again, the step reports its own error
+            if not self._beat():
+                return
+
+    def _beat(self):
+        """One heartbeat; False once the lease is someone else's (or released), when the keeper stops."""
+        try:
+            if not heartbeat(self.params, self.owner):
+                self.lost = True
+                return False
+        except Exception:  # pylint: disable=broad-except
+            pass  # the server may be restarting, or the login may not write the lease; the step reports its own error
+        return True
 
     def __enter__(self):
         if self.owner:

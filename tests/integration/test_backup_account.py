@@ -86,9 +86,11 @@ def test_playbook_and_cron_backups_belong_to_the_backup_account(server, migrated
     assert second_dump != first_dump, "the scheduled run's retention removed the playbook's backup"
     assert set(owners(backups).values()) == {ACCOUNT}, owners(backups)
     assert "backup[" in (backups / "pgops-backup.log").read_text()
-    # The dead-man switch beside it, every 5 minutes, as the same account: no deployment, nothing to say.
+    # The dead-man switch beside it, every minute, as the same account: no deployment, nothing to say.
     watch_account, watch = cron_command(host_dirs / "cron.d" / f"pgops-backup-{migrated['login_db']}", "watch")
-    assert watch_account == ACCOUNT and "--stale-after-seconds=900" in watch
+    assert watch_account == ACCOUNT and "--stale-after-seconds=180" in watch
+    cron_file = (host_dirs / "cron.d" / f"pgops-backup-{migrated['login_db']}").read_text()
+    assert f"*/1 * * * * {ACCOUNT} " in cron_file, cron_file
     watched = run_as_cron(watch_account, watch)
     assert watched.returncode == 0 and json.loads(watched.stdout)["lease"] is None, watched.stderr
 

@@ -3,13 +3,15 @@ account, notices a deployment whose lease stopped beating, records it and alerts
 By the inventory's choice it also gives the abandoned deployment's writes back, as the deploy account."""
 
 import json
+import os
+import signal
 import time
 
 import pytest
 from psycopg2 import sql
 
-from conftest import (APP, BASELINE, Hook, admin_connect, alembic, failure_message, query, run_module,
-                      run_playbook)
+from conftest import (APP, BASELINE, PASSWORD, Hook, admin_connect, alembic, assert_application_survived,
+                      failure_message, query, run_module, run_playbook, start_playbook)
 from test_backup_account import ACCOUNT, cron_command, run_as_cron
 from test_backup_program import run_program, write_config
 from test_deploy_faults import app_can_write
@@ -163,3 +165,46 @@ def test_backup_cron_installs_the_switch_that_gives_writes_back(server, deployab
     assert "deployment deploy-dead-2 is abandoned" in watched.stderr
     assert f"writes turned back on by the watch, for {APP}" in watched.stderr, watched.stderr
     assert app_can_write(deployable)
+
+
+@pytest.mark.one_server_version
+def test_a_controller_killed_with_writes_off_is_noticed_and_writes_come_back_within_minutes(
+        server, deployable, tmp_path, hook, live_writer):
+    """The machine running the deployment dies while writes are off (before the migration). With the defaults
+    (every module beats at its start and every 30 s; stale after 180 s), the watch notices and, as the inventory
+    chooses (before_migration), gives the writes back: every committed write kept, the application writing again
+    within the 4 minutes the defaults promise, plus the minute cron waits between two watches."""
+    writer = live_writer(deployable)
+    guard = json.dumps({"pgops_app_roles": [APP], "pgops_app_probe_user": APP, "pgops_app_probe_password": PASSWORD})
+    deploy = start_playbook("deploy_migration.yml", server, deployable, tmp_path, "-e", guard)
+    deadline = time.monotonic() + 240
+    while not writer.failed:  # the guard is on: the deployment is between writes off and the migration
+        assert deploy.poll() is None and time.monotonic() < deadline, deploy.communicate()[0][-3000:]
+        time.sleep(0.05)
+    os.killpg(deploy.pid, signal.SIGKILL)
+    killed_at = time.time()
+    deploy.wait()
+    lease = run_module("deploy_lock", dict(deployable, state="status"))["holder"]
+    assert lease and "migration_started" not in (lease.get("details") or {}), lease
+
+    watch_dir = tmp_path / "watch"
+    watch_dir.mkdir()
+    config, _backups = write_config(server, deployable, watch_dir, user=server["backup_user"], alert_webhook=hook,
+                                    watch_writes_on="before_migration", guard_user=server["deploy_user"],
+                                    passfile=passfile(watch_dir, server, deployable, "deploy", "backup"))
+    # Cron runs the watch every minute; here every 5 s, to measure when it first can notice.
+    while True:
+        watched = run_program("watch", config, None)  # the program's default --stale-after-seconds
+        if watched.returncode == 1:
+            break
+        assert watched.returncode == 0 and json.loads(watched.stdout)["abandoned"] is False, watched.stderr
+        assert time.time() - killed_at < 300, "the abandoned deployment was not noticed within 5 minutes"
+        time.sleep(5)
+    noticed = time.time() - killed_at
+    assert "is abandoned" in watched.stderr and f"writes turned back on by the watch, for {APP}" in watched.stderr
+    assert noticed <= 180 + 30 + 10, f"noticed {noticed:.0f} s after the controller died"
+    time.sleep(1)
+    print(f"controller killed; noticed and writes given back {noticed:.0f} s later "
+          f"(a cron minute adds up to 60 s); writer: {writer.figures()}")
+    assert_application_survived(writer, deployable, noticed + 30)
+    assert len(Hook.received) == 1 and "is abandoned" in Hook.received[0]["message"]

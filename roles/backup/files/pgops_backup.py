@@ -8,7 +8,7 @@
     python3 pgops_backup.py drop-scratch --config /etc/pgops/backup-intowork.json --scratch NAME
     python3 pgops_backup.py restore --config /etc/pgops/backup-intowork.json --backup PATH --replace-schema public
         [--discard-writes BACKUP_FILE_NAME | --writes-off-since-backup] [--check]
-    python3 pgops_backup.py watch --config /etc/pgops/backup-intowork.json [--stale-after-seconds 900]
+    python3 pgops_backup.py watch --config /etc/pgops/backup-intowork.json [--stale-after-seconds 180]
     python3 pgops_backup.py job --config /etc/pgops/backup-intowork.json --jobs-file /etc/pgops/jobs-intowork.json --job NAME
 
 backup: pg_dump (custom, or directory format with parallel jobs) of a snapshot exported by a
@@ -1372,7 +1372,7 @@ def main(argv=None):
     parser.add_argument("--writes-off-since-backup", action="store_true",
                         help="restore: the application's writes were off since the backup (a deployment's own "
                         "rollback): what it discards is the deployment's alone, measured and reported, not refused")
-    parser.add_argument("--stale-after-seconds", type=int, default=900,
+    parser.add_argument("--stale-after-seconds", type=int, default=180,
                         help="watch: a deployment lease with no heartbeat for this long is abandoned")
     parser.add_argument("--jobs-file", help="job: the maintenance jobs file (JSON)")
     parser.add_argument("--job", help="job: the name of the job to run")
