@@ -33,10 +33,17 @@ class LeaseLost(PgopsError):
     """This run's deployment lock was taken over or released: it must not write again."""
 
 
-def lock_and_read(cur):
-    """Serialise lease changes on this database until the transaction ends; the lease, or None."""
+def lock_settings(cur):
+    """Serialise, until the transaction ends, every change of this database's pgops settings (the lease and
+    the write guard's record): they share one pg_db_role_setting row, and two ALTER DATABASE SET on it at
+    once fail with 'tuple concurrently updated'."""
     cur.execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgops.deploy_lock:' "
                 "|| pg_catalog.current_database()))")
+
+
+def lock_and_read(cur):
+    """Serialise lease changes on this database until the transaction ends; the lease, or None."""
+    lock_settings(cur)
     cur.execute(READ_LEASE, {"prefix": SETTING + "=", "like": SETTING + "=%"})
     row = cur.fetchone()
     return json.loads(row[0]) if row else None

@@ -158,7 +158,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
     require_psycopg2,
     run_module,
 )
-from ansible_collections.intowork.pgops.plugins.module_utils._lease import LeaseLost, assert_holder
+from ansible_collections.intowork.pgops.plugins.module_utils._lease import LeaseLost, assert_holder, lock_settings
 from ansible_collections.intowork.pgops.plugins.module_utils._write_guard import (
     STRATEGIES,
     drain_sessions,
@@ -220,6 +220,7 @@ def guard(params, check_mode):
             return result
         # The role changes and the record of them commit together: a failure leaves nothing half-set.
         conn.autocommit = False
+        lock_settings(cur)
         if params["lease_owner"]:
             try:
                 assert_holder(cur, database, params["lease_owner"], "the write guard was left as it is")

@@ -1,5 +1,7 @@
 """write_guard against real servers: check mode, real run, idempotence, proof by a probe connection."""
 
+import threading
+
 import psycopg2
 import pytest
 
@@ -145,6 +147,37 @@ def test_a_run_that_lost_the_deployment_lock_cannot_change_the_guard(app):
     assert guard(app, "read_write", lease_owner="deploy-new")["failed"] is True, "released counts as lost too"
     assert app_write(app) is not None, "writes stay as they were"
     guard(app, "read_write")
+
+
+@pytest.mark.parametrize("lease_owner", [None, "deploy-busy"])
+def test_the_guard_and_a_busy_lease_heartbeat_never_collide(app, lease_owner):
+    """Both write the database's one row of settings: the guard's record while the deployment's keeper beats
+    (every module beats while it works), and neither may fail on the other."""
+    from ansible_collections.intowork.pgops.plugins.module_utils._lease import heartbeat
+
+    run_module("deploy_lock", dict(app, state="acquired", owner="deploy-busy"))
+    beats, errors, done = [], [], threading.Event()
+
+    def beat_hard():
+        while not done.is_set():
+            try:
+                beats.append(heartbeat(app, "deploy-busy"))
+            except psycopg2.Error as error:
+                errors.append(str(error).strip())
+
+    beater = threading.Thread(target=beat_hard)
+    beater.start()
+    try:
+        for state in ("read_only", "read_write") * 5:
+            result = guard(app, state, **({"lease_owner": lease_owner} if lease_owner else {}))
+            assert result.get("failed") is not True, result["msg"]
+    finally:
+        done.set()
+        beater.join()
+        guard(app, "read_write")
+        run_module("deploy_lock", dict(app, state="released", owner="deploy-busy"))
+    assert errors == [] and len(beats) > 50 and all(beats), (len(beats), errors[:3])
+    assert app_write(app) is None
 
 
 def bypass_write(params, bypass):
