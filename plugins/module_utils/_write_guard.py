@@ -118,6 +118,33 @@ def read_catalog(cur, database, roles):
     return found, (json.loads(state) if state else None)
 
 
+def record_statement(database, state):
+    """The statement that records the guard's state in the database."""
+    return sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+        sql.Identifier(database), sql.SQL(STATE_SETTING), sql.Literal(json.dumps(state, sort_keys=True)))
+
+
+def describe(state):
+    """'writes off for app_web, app_worker since 2026-...Z (revoke_writes), under the write guard of deploy-1'."""
+    return "writes off for %s since %s (%s), under the write guard of %s" % (
+        ", ".join(state["roles"]), state.get("since", "?"), state["strategy"], state.get("owner") or "nobody")
+
+
+def hand_over(cur, database, old_owner, new_owner):
+    """When the lock of `old_owner` passes to `new_owner`: its write guard passes with it, so the new holder
+    (and the dead-man switch, which gives back only the lock holder's guard) can end it. Returns
+    (statements, guard after, words); a guard of someone else is left as it is and named."""
+    state = read_catalog(cur, database, [])[1]
+    if state is None:
+        return [], None, None
+    if state.get("owner") != old_owner or old_owner is None:
+        return [], state, "%s; this lock does not end it" % describe(state)
+    handed = dict(state, owner=new_owner, taken_over_from=old_owner)
+    if new_owner is None:
+        return [], state, "%s, whose lock was released: writes stay off until state=read_write" % describe(state)
+    return [record_statement(database, handed)], handed, "%s, now %s's" % (describe(state), new_owner)
+
+
 def plan(database, roles, found, state, wanted, strategy, owner=None, grants=None):
     """(statements, new_state): what to run to reach `wanted`, and the state to record (None: clear it).
 
@@ -145,8 +172,7 @@ def plan(database, roles, found, state, wanted, strategy, owner=None, grants=Non
                     statements.append(sql.SQL("ALTER ROLE {} CONNECTION LIMIT 0").format(sql.Identifier(role)))
         new_state = {"strategy": strategy, "roles": list(roles), "previous": previous, "owner": owner,
                      "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        statements.append(sql.SQL("ALTER DATABASE {} SET {} = {}").format(
-            sql.Identifier(database), sql.SQL(STATE_SETTING), sql.Literal(json.dumps(new_state, sort_keys=True))))
+        statements.append(record_statement(database, new_state))
         return statements, new_state
     if state is None:
         return [], None

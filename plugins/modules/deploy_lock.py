@@ -21,6 +21,8 @@ description:
   - Taking over or force-releasing another run's lease fences that run (every write it makes checks the lease
     first) and ends its migration sessions, waiting until they are gone, so a statement it had already sent
     cannot finish after the takeover.
+  - A takeover hands that run's write guard, if writes are off under it, to the new holder in the same
+    transaction (RV(write_guard)); writes stay off, and the new holder ends the guard when it is done.
 options:
   state:
     description:
@@ -119,6 +121,18 @@ previous_holder:
   description: The lease before the task; null when it was free.
   returned: always
   type: dict
+write_guard:
+  description:
+    - The write guard found when another run's lock was taken over or released. Its owner is now the new holder
+      when it was the old holder's (C(taken_over_from) names the old one), so the new holder's clean-up and the
+      dead-man switch can end it; a guard of anyone else is left as it is.
+  returned: when another run's lock was taken over or released
+  type: dict
+write_guard_text:
+  description: That guard in words, for the runbook to say; null when writes were not off.
+  returned: when another run's lock was taken over or released
+  type: str
+  sample: "writes off for app_web since 2026-12-06T03:00:00Z (revoke_writes), under the write guard of deploy-1, now deploy-2's"
 ended_sessions:
   description: Process ids of the previous holder's migration sessions ended after a takeover or forced release.
   returned: when another run's lease was taken over or released
@@ -140,6 +154,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
     run_module,
 )
 from ansible_collections.intowork.pgops.plugins.module_utils._lease import last_beat, lock_and_read, write_statement
+from ansible_collections.intowork.pgops.plugins.module_utils._write_guard import hand_over
 
 
 def describe_holder(lease):
@@ -212,11 +227,18 @@ def lock(params, check_mode):
                                  "that run is gone" % (conn.info.dbname, lease["owner"], params["owner"]))
             statement = write_statement(conn.info.dbname, None)
             result.update(changed=True, holder=None)
+        statements = [statement]
+        if lease is not None and not mine:
+            # Same transaction: the old run's write guard is never left with nobody who can end it.
+            handed, result["write_guard"], result["write_guard_text"] = hand_over(
+                cur, conn.info.dbname, lease["owner"], result["holder"]["owner"] if result["holder"] else None)
+            statements.extend(handed)
         result["diff"] = {"before": {"deploy_lock": lease}, "after": {"deploy_lock": result["holder"]}}
         if check_mode:
             conn.rollback()
             return result
-        cur.execute(statement)
+        for statement in statements:
+            cur.execute(statement)
         conn.commit()
         if lease is not None and not mine:
             # Committed first: the old run's next fence check fails, so it cannot start a session after these.

@@ -3,6 +3,7 @@ the new revision, and the row counts of the snapshot."""
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import psycopg2
@@ -105,6 +106,29 @@ def test_a_live_deployments_lock_cannot_be_taken_by_a_stale_after_below_its_floo
     assert holder["owner"] == "deploy-alive", "the live run keeps its lock"
     assert revision(deployable) == BASELINE
     assert_application_survived(writer, deployable)
+
+
+@pytest.mark.one_server_version  # runbook behaviour (the lease, the guard), not the server's
+def test_a_lock_taken_from_a_dead_run_comes_with_its_write_guard_and_writes_come_back(
+        server, deployable, tmp_path, live_writer):
+    """A run died with writes off: the next deployment takes its stale lock, and with it the guard, so writes
+    come back when it is done (before, they stayed off under a guard nobody held)."""
+    writer = live_writer(deployable)
+    guard_set_at = time.time()
+    assert run_module("deploy_lock", dict(deployable, state="acquired", owner="deploy-died"))["changed"] is True
+    assert run_module("write_guard", dict(deployable, state="read_only", roles=[APP], strategy="revoke_writes",
+                                          owner="deploy-died", grace_period=1))["changed"] is True
+    time.sleep(5)  # no heartbeat from the dead run: stale after 4 s
+    result, recap = guarded(server, deployable, tmp_path, "-e", "preflight_lock_stale_after=4",
+                            "-e", "pgops_lease_heartbeat_seconds=1")
+    assert result.returncode == 0 and recap["failed"] == 0, result.stdout[-3000:]
+    assert "Took over the deployment lock of deploy-died: writes off for %s since " % APP in result.stdout
+    assert "(revoke_writes), under the write guard of deploy-died, now deploy-" in result.stdout
+    assert revision(deployable) != BASELINE
+    assert run_module("write_guard", dict(deployable, state="status"))["guard"] is None
+    assert run_module("deploy_lock", dict(deployable, state="status"))["holder"] is None
+    # Writes were off from the dead run's guard to the end of this run, and back on since.
+    assert_application_survived(writer, deployable, time.time() - guard_set_at)
 
 
 @pytest.mark.parametrize("extra, message", [
