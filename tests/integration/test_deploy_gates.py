@@ -252,7 +252,7 @@ def test_every_bad_setting_is_named_in_one_message_before_anything_runs(server, 
     assert recap["failed"] == 1
     message = failure_message(result)
     assert message.startswith("Bad settings, nothing was changed: ")
-    for fragment in ('pgops_backup_dir must be an absolute path on the database host (got "backups")',
+    for fragment in ('pgops_backup_dir "backups" must be an absolute path on the database host',
                      "pgops_reports_dir is not set", "pgops_deploy_mode must be maintenance or online (got fast)"):
         assert fragment in message
     assert "TASK [intowork.pgops.preflight" not in result.stdout, "refused before the preflight"
