@@ -8,6 +8,10 @@ custom and directory (2 jobs) format, restored by `pgops_backup.py drill` (pg_re
 maintenance_work_mem 512MB). Same database (reference data with every revision applied), one run.
 Targets (backups issue): backup at least 3x faster at no more than 1.2x the gzip size; restore at
 least 1.5x faster (aim 2x).
+
+Also what knowing a restore's discards costs: the exact count of every table inside the backup's snapshot
+(part of every backup), and the measure against it (`restore --check`, checksum included), after 200 rows
+were written since the backup.
 """
 
 import argparse
@@ -94,6 +98,21 @@ def main():
                                               "--maintenance-work-mem=512MB"], env)
             rows.append((label, elapsed, manifest["dump_seconds"], manifest["size_bytes"], peak,
                          json.loads(r_out)["restore_seconds"], r_peak))
+            if fmt == "custom":
+                custom_config, custom_backup, custom_elapsed = config, manifest["path"], elapsed
+
+        # The exact counts every backup takes in its snapshot, alone: the same statements in one REPEATABLE READ.
+        tables = [row[0] for row in sql(env, "SELECT format('%I.%I', schemaname, relname) FROM pg_stat_user_tables",
+                                        dbname="intowork")]
+        counted = time.monotonic()
+        sql(env, "BEGIN ISOLATION LEVEL REPEATABLE READ; " + " ".join(f"SELECT count(*) FROM {t};" for t in tables)
+            + " COMMIT", dbname="intowork")
+        count_seconds = time.monotonic() - counted
+        sql(env, "INSERT INTO companies (name) SELECT 'written since the backup' FROM generate_series(1, 200)",
+            dbname="intowork")
+        m_elapsed, _m_peak, m_out = timed([sys.executable, str(PROGRAM), "restore", f"--config={custom_config}",
+                                           f"--backup={custom_backup}", "--replace-schema=public", "--check"], env)
+        measured = json.loads(m_out)["discarded"]
 
         sql(env, "CREATE DATABASE restore_gzip")
         r_gzip, rm_gzip, _output = timed(["bash", "-c", f"set -o pipefail; gunzip -c {gz} | psql -q -X -v ON_ERROR_STOP=1 "
@@ -110,6 +129,11 @@ def main():
                   f"{restore:10.1f} {r_peak / 1024:8.1f} {b_gzip / elapsed:9.1f} {r_gzip / restore:10.1f}")
         print("backup s: the whole run (snapshot, dump, fsync, full read-back, sha256, manifest, retention); "
               "dump s: pg_dump alone.")
+        print(f"exact counts of {len(tables)} tables in one snapshot: {count_seconds:.2f} s "
+              f"({100 * count_seconds / custom_elapsed:.1f}% of the custom backup's {custom_elapsed:.1f} s)")
+        print(f"restore --check (checksum, then the measure of what a restore would discard): {m_elapsed:.2f} s; "
+              f"it found {sum(t['written_since'] for t in measured['tables'])} row(s) written since, in "
+              f"{len(measured['tables'])} table(s)")
     finally:
         sandbox.down(name)
         subprocess.run(["rm", "-rf", str(work)], check=False)
