@@ -63,17 +63,25 @@ def test_other_schemas_are_left_alone_and_nothing_hangs(server, backed_up):
     time.sleep(1.1)  # backups are named by the second
     dump = back_up(config, params)
     query(params, "INSERT INTO reporting.kept VALUES (3)")
-    query(params, "DELETE FROM job_applications WHERE id % 2 = 0")
-    deleted = query(params, "SELECT count(*) FROM job_applications WHERE id % 2 = 1")[0][0]
+    # Deletes, updates and inserts since the backup, each told apart by primary key.
+    deleted = query(params, "WITH gone AS (DELETE FROM job_applications WHERE id % 2 = 0 RETURNING 1) "
+                            "SELECT count(*) FROM gone")[0][0]
+    left = query(params, "SELECT count(*) FROM job_applications")[0][0]
+    query(params, "UPDATE jobs SET title = title || ' (edited)' WHERE id IN (SELECT id FROM jobs ORDER BY id LIMIT 3)")
+    query(params, "INSERT INTO companies (name) VALUES ('new since the backup'), ('another')")
     refused = restore(config, params, dump, 120)
     assert refused.returncode != 0
     assert "restore refused, nothing changed: it would discard the writes committed between " in refused.stderr
-    assert "public.job_applications: 0 row(s) written since the backup and " in refused.stderr
-    assert query(params, "SELECT count(*) FROM job_applications")[0][0] == deleted, "nothing was restored"
+    assert (f"public.job_applications: 0 row(s) written since the backup and {deleted} of its row(s) deleted since;"
+            in refused.stderr), refused.stderr
+    assert "public.jobs: 3 row(s) written since the backup (0 inserted, 3 updated)." in refused.stderr
+    assert "public.companies: 2 row(s) written since the backup (2 inserted, 0 updated);" in refused.stderr
+    assert query(params, "SELECT count(*) FROM job_applications")[0][0] == left, "nothing was restored"
     result = restore(config, params, dump, 120, f"--discard-writes={Path(dump).name}")
     assert result.returncode == 0, result.stderr
     restored = json.loads(result.stdout)
-    assert restored["discarded"]["tables"][0]["table"] == "public.job_applications"
+    assert {table["table"] for table in restored["discarded"]["tables"]} == {
+        "public.companies", "public.job_applications", "public.jobs"}
     assert Path(restored["safety_backup"]).exists(), "a copy of the state it replaced was kept"
     assert query(params, "SELECT count(*) FROM reporting.kept")[0][0] == 3, "the other schema was left as it is"
     assert query(params, "SELECT count(*) FROM job_applications WHERE id % 2 = 0")[0][0] > 0

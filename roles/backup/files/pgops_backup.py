@@ -899,18 +899,94 @@ def stream_restore(config, path, schema, before, after, progress):
 
 ALEMBIC_VERSION_TABLE = "alembic_version"
 
-# The rows of a table and those of them written (inserted, or updated: a new row version) after the backup's
-# snapshot. A row's xmin is widened to a full transaction ID by its age from this transaction's own ID; a frozen
-# or wrapped xmin (age past the 32-bit range) counts as old.
-ROWS_WRITTEN_SINCE = """
-SELECT count(*),
-       count(*) FILTER (WHERE pg_catalog.age(xmin) >= 0 AND NOT pg_catalog.pg_visible_in_snapshot(
-         GREATEST(%(now)s - pg_catalog.age(xmin), 3)::text::xid8, %(snapshot)s::pg_snapshot))
-  FROM {table}
+# A row written (inserted, or updated: a new row version) after the backup's snapshot. Its xmin is widened to a
+# full transaction ID by its age from this transaction's own ID; a frozen or wrapped xmin (age past the 32-bit
+# range) counts as old.
+WRITTEN_SINCE = ("pg_catalog.age(xmin) >= 0 AND NOT pg_catalog.pg_visible_in_snapshot("
+                 "GREATEST(%(now)s - pg_catalog.age(xmin), 3)::text::xid8, %(snapshot)s::pg_snapshot)")
+ROWS_WRITTEN_SINCE = "SELECT count(*), count(*) FILTER (WHERE " + WRITTEN_SINCE + ") FROM {table}"
+KEYS_WRITTEN_SINCE = "SELECT {key} FROM {table} WHERE " + WRITTEN_SINCE
+PRIMARY_KEY = """
+SELECT a.attname
+  FROM pg_catalog.pg_index i
+  JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+ WHERE i.indrelid = %s::regclass AND i.indisprimary
+ ORDER BY pg_catalog.array_position(i.indkey::int2[], a.attnum)
 """
+# Beyond this many rows written since, a table's inserts and updates are not told apart (the keys are held in
+# memory): a migration that rewrote the whole table makes every row count as written anyway.
+MAX_KEYS_TOLD_APART = 1000000
+COPY_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}
+COPY_ESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{1,2}|[0-7]{1,3}|.)")
 
 
-def writes_since(config, manifest, schema):
+def copy_field(text):
+    """A field of COPY's text format as the type's output function wrote it (escapes undone)."""
+    def undo(match):
+        code = match.group(1)
+        if code[0] == "x" and len(code) > 1:
+            return chr(int(code[1:], 16))
+        if code[0] in "01234567":
+            return chr(int(code, 8))
+        return COPY_ESCAPES.get(code, code)
+    return COPY_ESCAPE.sub(undo, text)
+
+
+def copy_columns(header):
+    """The column names of a pg_restore COPY line ('COPY s.t (a, "B c") FROM stdin;'), unquoted; None if not one."""
+    match = re.match(r'^COPY .+? \((.*)\) FROM stdin;$', header)
+    if not match:
+        return None
+    names = re.findall(r'"((?:[^"]|"")*)"|([^,\s]+)', match.group(1))
+    return [quoted.replace('""', '"') if quoted else plain for quoted, plain in names]
+
+
+def keys_in_archive(config, path, schema, table, key, wanted):
+    """How many of the `wanted` key tuples (as text) the archive's data of schema.table holds: read from its COPY
+    data through pg_restore, one table's data only."""
+    dump = subprocess.Popen([program(config, "pg_restore"), "--data-only", "--schema=%s" % schema,
+                             "--table=%s" % table, "--file=-", path],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, errors="surrogateescape")
+    found, positions = 0, None
+    try:
+        for line in dump.stdout:
+            line = line.rstrip("\n")
+            if positions is None:
+                columns = copy_columns(line)
+                if columns is not None:
+                    if not set(key) <= set(columns):
+                        return None  # the key is not the backup's: nothing to tell apart by
+                    positions = [columns.index(name) for name in key]
+                continue
+            if line == "\\.":
+                break
+            fields = line.split("\t")
+            if tuple(copy_field(fields[i]) for i in positions) in wanted:
+                found += 1
+    finally:
+        dump.stdout.close()
+        dump.wait()
+    return found if positions is not None else None
+
+
+def updated_since(config, cur, path, schema, table, now, snapshot, written):
+    """Of the rows written since the backup, how many are updates: their primary key is in the backup. None when
+    that cannot be told (no primary key, too many rows, no archive to read)."""
+    if not written:
+        return 0
+    if not path or written > MAX_KEYS_TOLD_APART:
+        return None
+    cur.execute(PRIMARY_KEY, (quote_ident_parts(schema, table),))
+    key = [row[0] for row in cur.fetchall()]
+    if not key:
+        return None
+    cur.execute(KEYS_WRITTEN_SINCE.replace("{key}", ", ".join("%s::text" % quote_ident_parts(column) for column in key))
+                .replace("{table}", quote_ident_parts(schema, table)), {"now": now, "snapshot": snapshot})
+    wanted = set(cur.fetchall())
+    return keys_in_archive(config, path, schema, table, key, wanted)
+
+
+def writes_since(config, manifest, schema, path=None):
     """What replacing `schema` with the backup would discard: per table, the rows written (inserted or updated)
     since the backup's snapshot and the backup's rows deleted or updated since, with the time window.
 
@@ -944,13 +1020,15 @@ def writes_since(config, manifest, schema):
                 if name not in before:
                     if rows:
                         tables.append({"table": name, "rows_now": rows, "rows_at_backup": None,
-                                       "written_since": rows, "gone_since": 0})
+                                       "written_since": rows, "gone_since": 0, "updated_since": None})
                     continue
                 # The backup's rows still there unchanged; the others were deleted, or updated (a new version).
                 gone = before[name] - (rows - written)
                 if written or gone:
                     tables.append({"table": name, "rows_now": rows, "rows_at_backup": before[name],
-                                   "written_since": written, "gone_since": max(gone, 0)})
+                                   "written_since": written, "gone_since": max(gone, 0),
+                                   "updated_since": updated_since(config, cur, path, table_schema, table, now,
+                                                                  manifest["snapshot"], written)})
     finally:
         conn.rollback()
         conn.close()
@@ -963,9 +1041,16 @@ def describe_discard(discard):
         return "what it would discard cannot be measured: %s" % discard["reason"]
     parts = []
     for item in discard["tables"]:
+        updated = item.get("updated_since")
         clause = "%s: %d row(s) written since the backup" % (item["table"], item["written_since"])
         if item["rows_at_backup"] is None:
             clause = "%s (created after the backup): %d row(s)" % (item["table"], item["written_since"])
+        elif updated is not None:
+            # Told apart by primary key: an updated row is a written row whose key the backup has.
+            if item["written_since"]:
+                clause += " (%d inserted, %d updated)" % (item["written_since"] - updated, updated)
+            if item["gone_since"] - updated > 0:
+                clause += " and %d of its row(s) deleted since" % (item["gone_since"] - updated)
         elif item["gone_since"]:
             clause += " and %d of its row(s) deleted or updated since" % item["gone_since"]
         parts.append(clause)
@@ -1005,7 +1090,7 @@ def restore_plan(config, chosen, schema, progress, discard_writes=None, writes_o
     if digest != manifest.get("sha256"):
         raise BackupError("%s is corrupt: sha256 %s, manifest says %s" % (path, digest[:12], str(manifest.get("sha256"))[:12]))
     progress("measuring what the restore would discard")
-    discard = writes_since(config, manifest, schema)
+    discard = writes_since(config, manifest, schema, path)
     name = os.path.basename(path)
     refusal = None
     if (not discard["measured"] or discard["tables"]) and not writes_off and discard_writes != name:
