@@ -389,11 +389,33 @@ def live_writer():
         writer.stop()
 
 
+def record_figures(writer, params, reported_write_off_seconds):
+    """With PGOPS_LIVE_WRITER_FIGURES set to a file: one JSON line per runbook test, what the application saw
+    beside the runbook's own figure (-1: writes kept off), for the tables in docs and release notes."""
+    path = os.environ.get("PGOPS_LIVE_WRITER_FIGURES")
+    if not path:
+        return
+    line = dict(writer.figures(), test=os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0],
+                lost=len(writer.missing(params)), reported_write_off_seconds=float(reported_write_off_seconds))
+    with open(path, "a", encoding="utf-8") as figures:
+        figures.write(json.dumps(line) + "\n")
+
+
+def assert_writes_kept_off(writer, params):
+    """The other end of a runbook that keeps writes off on purpose (its rollback failed, its host was lost): every
+    committed write is still there, and writes still fail when it is done."""
+    writer.stop()
+    record_figures(writer, params, -1)
+    assert writer.missing(params) == [], f"committed writes lost: {writer.missing(params)[:10]} ({writer.figures()})"
+    assert writer.failed and writer.failed[-1] > writer.stopped_at - 1, f"writes came back ({writer.figures()})"
+
+
 def assert_application_survived(writer, params, reported_write_off_seconds=0.0, slack=3.0):
     """What every runbook test under a live writer asserts once the runbook is done: every committed write is
     still there, writes failed only inside the write-off window the runbook reported (plus the guard's own
     seconds), and the application can write again."""
     writer.stop()
+    record_figures(writer, params, reported_write_off_seconds)
     assert writer.committed, "the writer wrote nothing"
     assert writer.missing(params) == [], f"committed writes lost: {writer.missing(params)[:10]} ({writer.figures()})"
     assert writer.failed_window() <= float(reported_write_off_seconds) + slack, (

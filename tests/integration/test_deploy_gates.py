@@ -5,6 +5,7 @@ import fcntl
 import getpass
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -13,8 +14,9 @@ import time
 import psycopg2
 import pytest
 
-from conftest import (APP, HEAD, PASSWORD, PROJECT_DIR, admin_run, connect_as, failure_message, owner_params,
-                      play_recap, process_argvs, query, run_playbook, start_playbook)
+from conftest import (APP, HEAD, PASSWORD, PROJECT_DIR, admin_run, assert_application_survived,
+                      assert_writes_kept_off, connect_as, failure_message, owner_params, play_recap, process_argvs,
+                      query, run_playbook, start_playbook)
 from test_deploy_faults import app_can_write, counts
 from test_deploy_playbook import revision
 
@@ -76,8 +78,10 @@ FAILING = ("0b00000000a2", "    op.execute('SELECT 1 / 0')", "    pass")
 
 
 @pytest.mark.one_server_version
-def test_failed_downgrade_falls_through_to_the_restore(server, guarded_db, tmp_path):
+def test_failed_downgrade_falls_through_to_the_restore(server, guarded_db, tmp_path, live_writer):
+    """The restore puts back the backup taken with writes off: every write the application committed is in it."""
     before = counts(guarded_db)
+    writer = live_writer(guarded_db)
     result, recap = deploy(server, guarded_db, tmp_path, "-e", project(tmp_path, UNDOABLE_TABLE, FAILING))
     assert recap["failed"] == 1 and result.returncode != 0
     message = failure_message(result)
@@ -90,6 +94,7 @@ def test_failed_downgrade_falls_through_to_the_restore(server, guarded_db, tmp_p
     report = record(tmp_path)
     assert report["outcome"] == "rolled_back" and report["revision_after"] == HEAD
     assert report["backup_taken"] == "with writes off"
+    assert_application_survived(writer, guarded_db, report["write_off_seconds"])
 
 
 @pytest.fixture
@@ -111,8 +116,9 @@ def broken_restore(server, tmp_path):
 @pytest.mark.one_server_version
 @pytest.mark.parametrize("writes_on_after", [False, True], ids=["fail-closed", "writes-on-chosen"])
 def test_a_failed_rollback_keeps_writes_off_and_says_what_to_run(
-        server, guarded_db, tmp_path, broken_restore, writes_on_after):
+        server, guarded_db, tmp_path, broken_restore, writes_on_after, live_writer):
     extra = ["-e", json.dumps({"pgops_writes_on_after_failed_rollback": writes_on_after})]
+    writer = live_writer(guarded_db)
     result, recap = deploy(server, guarded_db, tmp_path, "-e", project(tmp_path, UNDOABLE_TABLE, FAILING),
                            "-e", broken_restore, *extra)
     assert recap["failed"] == 1
@@ -124,14 +130,16 @@ def test_a_failed_rollback_keeps_writes_off_and_says_what_to_run(
     assert revision(guarded_db) == "0b00000000a1"
     if writes_on_after:
         assert "writes are back on" in message and app_can_write(guarded_db)
+        assert_application_survived(writer, guarded_db, report["write_off_seconds"])
     else:
         assert "writes are kept OFF" in message and not app_can_write(guarded_db)
         assert guard_record(guarded_db) == 1
         assert report["writes"] == "kept off after the failed rollback"
+        assert_writes_kept_off(writer, guarded_db)
 
 
 @pytest.mark.one_server_version
-def test_verification_failing_after_migrating_rolls_back(server, guarded_db, tmp_path):
+def test_verification_failing_after_migrating_rolls_back(server, guarded_db, tmp_path, live_writer):
     # A trigger of its own, left disabled (the deploy role may not disable the foreign keys' system triggers).
     disables = ("0b00000000b1",
                 "    op.execute('CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$')\n"
@@ -140,6 +148,7 @@ def test_verification_failing_after_migrating_rolls_back(server, guarded_db, tmp
                 "    op.execute('ALTER TABLE job_applications DISABLE TRIGGER touch')",
                 "    op.execute('DROP TRIGGER IF EXISTS touch ON job_applications')\n"
                 "    op.execute('DROP FUNCTION IF EXISTS touch()')")
+    writer = live_writer(guarded_db)
     result, recap = deploy(server, guarded_db, tmp_path, "-e", project(tmp_path, disables))
     assert recap["failed"] == 1
     message = failure_message(result)
@@ -149,6 +158,7 @@ def test_verification_failing_after_migrating_rolls_back(server, guarded_db, tmp
     assert revision(guarded_db) == HEAD and app_can_write(guarded_db)
     assert query(guarded_db, "SELECT count(*) FROM pg_trigger WHERE tgenabled = 'D'")[0][0] == 0
     assert record(tmp_path)["outcome"] == "rolled_back"
+    assert_application_survived(writer, guarded_db, record(tmp_path)["write_off_seconds"])
 
 
 @pytest.mark.one_server_version
@@ -209,7 +219,8 @@ def test_a_probe_that_fails_still_turns_writes_back_on(server, guarded_db, tmp_p
 
 
 @pytest.mark.one_server_version  # runbook behaviour (the lease, the settings), not the server's
-def test_three_simultaneous_deployments_one_deploys(server, guarded_db, tmp_path):
+def test_three_simultaneous_deployments_one_deploys(server, guarded_db, tmp_path, live_writer):
+    writer = live_writer(guarded_db)
     settings = project(tmp_path, ("0b00000000d1", "    op.execute('CREATE TABLE d1 (id int)')",
                                   "    op.execute('DROP TABLE d1')"))
     runs = [start_playbook("deploy_migration.yml", server, guarded_db, tmp_path, "-e", GUARD, "-e", settings)
@@ -231,10 +242,13 @@ def test_three_simultaneous_deployments_one_deploys(server, guarded_db, tmp_path
     assert len(list((tmp_path / "backups").glob("*.dump"))) == 1, "the refused runs took no backup"
     assert query(guarded_db, "SELECT count(*) FROM pg_db_role_setting d, unnest(d.setconfig) s "
                              "WHERE s LIKE 'pgops.deploy_lock=%'")[0][0] == 0, "the winner released its lock"
+    # Only the winner turned writes off; the refused runs never touched them.
+    assert_application_survived(writer, guarded_db, record["write_off_seconds"])
 
 
 @pytest.mark.one_server_version  # runbook behaviour (the lease, the settings), not the server's
-def test_two_simultaneous_rollbacks_one_rolls_back(server, guarded_db, tmp_path):
+def test_two_simultaneous_rollbacks_one_rolls_back(server, guarded_db, tmp_path, live_writer):
+    writer = live_writer(guarded_db)
     runs = [start_playbook("rollback.yml", server, guarded_db, tmp_path, "-e", GUARD, "-e", "revision=e6f7a8b9c0d1",
                            "-e", "confirm=yes") for _run in range(2)]
     outputs = [(run.communicate(timeout=600)[0], run.returncode) for run in runs]
@@ -243,6 +257,8 @@ def test_two_simultaneous_rollbacks_one_rolls_back(server, guarded_db, tmp_path)
     assert "holds the deployment lock" in loser or "is held by rollback-" in loser
     assert f"run by {getpass.getuser()} on {socket.gethostname()}" in loser
     assert revision(guarded_db) == "e6f7a8b9c0d1" and app_can_write(guarded_db)
+    (winner,) = [out for out, rc in outputs if rc == 0]
+    assert_application_survived(writer, guarded_db, re.search(r"Writes were off for ([0-9.]+) s", winner).group(1))
 
 
 @pytest.mark.one_server_version  # runbook behaviour (the lease, the settings), not the server's

@@ -7,8 +7,8 @@ import json
 import psycopg2
 import pytest
 
-from conftest import (APP, BACKUP_ROLE, DEPLOY_ROLE, HEAD, PASSWORD, artifacts, connect_as, create_accounts, database_params,
-                      query, run_playbook)
+from conftest import (APP, BACKUP_ROLE, DEPLOY_ROLE, HEAD, PASSWORD, application_role, artifacts,
+                      assert_application_survived, connect_as, create_accounts, database_params, query, run_playbook)
 from test_deploy_playbook import assert_quiet, playbook, revision
 
 
@@ -43,7 +43,8 @@ def test_the_accounts_file_is_idempotent_and_grants_only_what_is_documented(serv
 
 
 def test_a_deployment_as_the_deploy_role_ends_the_application_sessions_and_owns_what_it_creates(
-        server, deployable, tmp_path):
+        server, deployable, tmp_path, live_writer):
+    writer = live_writer(deployable)
     early = connect_as(deployable, APP, PASSWORD, application_name="app-before-the-guard")
     early.autocommit = True
     early.cursor().execute("SELECT 1")
@@ -60,17 +61,27 @@ def test_a_deployment_as_the_deploy_role_ends_the_application_sessions_and_owns_
     assert owners == [(DEPLOY_ROLE,)], owners
     (record,) = (tmp_path / "reports").glob("deploy-*.json")
     assert json.loads(record.read_text())["outcome"] == "deployed"
+    # Its sessions ended too: it reconnected, and lost nothing.
+    assert_application_survived(writer, deployable, json.loads(record.read_text())["write_off_seconds"])
 
 
-def test_backups_and_the_restore_drill_run_as_the_read_only_backup_role(server, migrated, tmp_path):
-    backup_login = as_role(server, migrated, "backup")
-    backed_up = run_playbook("backup.yml", server, backup_login, tmp_path)
+def backup_and_drill(server, backup_login, tmp_path):
+    """backup.yml, then restore_drill.yml in check mode and for real, as the backup role."""
+    return (run_playbook("backup.yml", server, backup_login, tmp_path),
+            run_playbook("restore_drill.yml", server, backup_login, tmp_path, "--check"),
+            run_playbook("restore_drill.yml", server, backup_login, tmp_path))
+
+
+def test_backups_and_the_restore_drill_run_as_the_read_only_backup_role(server, migrated, tmp_path, live_writer):
+    with application_role(migrated):
+        # The application writes all along: a backup and a drill never cost it a write.
+        writer = live_writer(migrated)
+        backed_up, foreseen, drill = backup_and_drill(server, as_role(server, migrated, "backup"), tmp_path)
+        assert_application_survived(writer, migrated)
     assert backed_up.returncode == 0, backed_up.stdout[-3000:]
     assert_quiet(backed_up)
-    foreseen = run_playbook("restore_drill.yml", server, backup_login, tmp_path, "--check")
     assert foreseen.returncode == 0, foreseen.stdout[-3000:]
     assert "Check mode: would restore the newest verified backup of " in foreseen.stdout
-    drill = run_playbook("restore_drill.yml", server, backup_login, tmp_path)
     assert drill.returncode == 0, drill.stdout[-3000:]
     assert "row counts match the manifest" in drill.stdout
     (manifest,) = artifacts(backed_up)["pgops_backups"].values()

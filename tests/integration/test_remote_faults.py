@@ -14,8 +14,8 @@ import types
 import pytest
 
 import ssh_host
-from conftest import (BASELINE, HEAD, ROOT, Hook, failure_message, hold_lock, query, run_module,
-                      run_playbook, start_playbook)
+from conftest import (BASELINE, HEAD, ROOT, Hook, assert_application_survived, assert_writes_kept_off,
+                      failure_message, hold_lock, query, run_module, run_playbook, start_playbook)
 from test_backup_program import client_bin
 from test_deploy_faults import app_can_write, counts
 from test_deploy_interruptions import (BLOCKED_TABLE, SETTINGS, TOLERATE_BLOCKER, assert_back_where_it_was, let_go,
@@ -52,10 +52,12 @@ def remote_inventory(remote_host, tmp_path):
 
 
 @pytest.mark.one_server_version
-def test_a_connection_lost_mid_migration_is_survived(server, deployable, tmp_path, remote_host, remote_inventory):
+def test_a_connection_lost_mid_migration_is_survived(
+        server, deployable, tmp_path, remote_host, remote_inventory, live_writer):
     """The deployment's SSH sessions are killed while Alembic waits for a lock on the host: the migration is a job
     on the host, so the next poll reconnects and the deployment finishes as if nothing had happened, over SSH
     throughout."""
+    writer = live_writer(deployable)
     holder = hold_lock(deployable, BLOCKED_TABLE, "SHARE UPDATE EXCLUSIVE", application_name="blocker")
     deploy = start_playbook("deploy_migration.yml", server, deployable, tmp_path, "-e", SETTINGS,
                             "-e", TOLERATE_BLOCKER, *remote_inventory)
@@ -79,6 +81,7 @@ def test_a_connection_lost_mid_migration_is_survived(server, deployable, tmp_pat
     assert report["outcome"] == "deployed" and report["writes"] == "on" and report["revision_after"] == HEAD
     assert report["host"] == "db-remote"
     assert revision(deployable) == HEAD and app_can_write(deployable)
+    assert_application_survived(writer, deployable, report["write_off_seconds"])
 
 
 def deploy_until_the_host_is_cut(server, params, tmp_path, remote_host, remote_inventory, *extra):
@@ -109,11 +112,13 @@ def lock_owner(params):
 
 @pytest.mark.one_server_version
 def test_a_host_cut_off_is_fenced_from_the_controller_then_rolled_back(
-        server, deployable, tmp_path, remote_host, remote_inventory):
+        server, deployable, tmp_path, remote_host, remote_inventory, live_writer):
     """The host drops off the network mid-migration; the controller reaches the database directly: the job left
     on the host is fenced (lock taken over, its sessions ended) and writes stay off (the migration may be
     half-applied) until rollback.yml, once the host is back, undoes it."""
     before = counts(deployable)
+    writer = live_writer(deployable)
+    started = time.time()
     status, last, report = deploy_until_the_host_is_cut(
         server, deployable, tmp_path, remote_host, remote_inventory,
         "-e", f"pgops_db_host_from_controller={deployable['login_host']}")
@@ -131,14 +136,16 @@ def test_a_host_cut_off_is_fenced_from_the_controller_then_rolled_back(
     rollback = run_playbook("rollback.yml", server, deployable, tmp_path, "-e", SETTINGS, "-e", "force_unlock=yes",
                             "-e", "confirm=yes", *remote_inventory)
     assert rollback.returncode == 0, rollback.stdout[-3000:]
-    assert_back_where_it_was(deployable, before)
+    # Writes were off from the deployment's guard until the rollback gave them back: no longer than that.
+    assert_back_where_it_was(deployable, before, writer, time.time() - started)
 
 
 @pytest.mark.one_server_version
 def test_a_host_cut_off_without_a_way_from_the_controller_is_left_as_it_is(
-        server, deployable, tmp_path, remote_host, remote_inventory, hook):
+        server, deployable, tmp_path, remote_host, remote_inventory, hook, live_writer):
     """The other branch: no pgops_db_host_from_controller, so nothing is touched and the last line says what to run;
     people are told from the controller (the host, which sends the other notifications, is gone)."""
+    writer = live_writer(deployable)
     status, last, report = deploy_until_the_host_is_cut(server, deployable, tmp_path, remote_host, remote_inventory,
                                                         "-e", f"pgops_notify_webhook_url={hook}")
     assert status == 2, last
@@ -150,13 +157,16 @@ def test_a_host_cut_off_without_a_way_from_the_controller_is_left_as_it_is(
     (lost,) = [event for event in Hook.received if event["event"] == "host_lost"]
     assert lost["host"] == "db-remote" and f"deployment {report['deployment']} lost its host db-remote" in lost["message"]
     assert "the controller has no way to the database" in lost["message"], lost
+    assert_writes_kept_off(writer, deployable)
 
 
 @pytest.mark.one_server_version
 def test_a_host_cut_off_before_migrating_gets_its_writes_back_from_the_controller(
-        server, deployable, tmp_path, remote_host, remote_inventory):
+        server, deployable, tmp_path, remote_host, remote_inventory, live_writer):
     """The other branch of the controller's clean-up: the host drops off during the backup, before the migration
     started, so nothing can be half-applied: writes come back on and the lock is released, from the controller."""
+    writer = live_writer(deployable)
+    deploy_started = time.time()
     started = tmp_path / "pg_dump-started"
     slow_client = client_bin(tmp_path, server, pg_dump=f'touch "{started}"\nsleep 20\nexec "$REAL/pg_dump" "$@"\n')
     deploy = start_playbook("deploy_migration.yml", server, deployable, tmp_path, "-e", SETTINGS, *remote_inventory,
@@ -180,3 +190,5 @@ def test_a_host_cut_off_before_migrating_gets_its_writes_back_from_the_controlle
     report = json.loads(path.read_text())
     assert report["outcome"] == "host_lost" and report["writes"] == "on"
     assert app_can_write(deployable) and lock_owner(deployable) is None and revision(deployable) == BASELINE
+    # Writes were off from the guard to the controller's clean-up: within the run, and back on since.
+    assert_application_survived(writer, deployable, time.time() - deploy_started)

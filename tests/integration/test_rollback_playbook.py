@@ -134,18 +134,31 @@ def test_missing_record_is_one_clear_line(server, database, tmp_path):
 
 
 @pytest.mark.one_server_version
-def test_rollback_after_a_deployment_died_with_its_lock(server, database, tmp_path):
+def test_rollback_after_a_deployment_died_with_its_lock(server, database, tmp_path, live_writer):
+    """The deployment died with writes off: the rollback takes its lock with force_unlock, and with it the guard
+    (said in the run), rolls back, and gives the writes back."""
     _record, _report = deployed(server, database, tmp_path)
-    # What a deployment whose machine died leaves behind: its lock.
-    run_module("deploy_lock", dict(database, state="acquired", owner="deploy-died-at-3am"))
-    refused = rollback(server, database, tmp_path, "-e", f"revision={BASELINE}", "-e", "confirm=yes")
-    assert refused.returncode != 0
-    assert "deploy-died-at-3am (lease taken on" in refused.stdout and "run again with -e force_unlock=yes" in refused.stdout
-    assert revision(database) == HEAD
-    done = rollback(server, database, tmp_path, "-e", f"revision={BASELINE}", "-e", "confirm=yes",
-                    "-e", "force_unlock=yes")
-    assert done.returncode == 0, done.stdout[-2000:]
-    assert revision(database) == BASELINE
+    with application_role(database):
+        # What a deployment whose machine died leaves behind: its lock, and writes off under its guard.
+        run_module("deploy_lock", dict(database, state="acquired", owner="deploy-died-at-3am"))
+        writer = live_writer(database)
+        guard_off_at = time.time()
+        assert run_module("write_guard", dict(database, state="read_only", roles=[APP], owner="deploy-died-at-3am",
+                                              strategy="revoke_writes", grace_period=1))["changed"] is True
+        refused = rollback(server, database, tmp_path, "-e", GUARDED, "-e", f"revision={BASELINE}", "-e", "confirm=yes")
+        assert refused.returncode != 0
+        assert "deploy-died-at-3am (lease taken on" in refused.stdout and "run again with -e force_unlock=yes" in refused.stdout
+        assert revision(database) == HEAD
+        done = rollback(server, database, tmp_path, "-e", GUARDED, "-e", f"revision={BASELINE}", "-e", "confirm=yes",
+                        "-e", "force_unlock=yes")
+        assert done.returncode == 0, done.stdout[-2000:]
+        assert (f"Took over the deployment lock of deploy-died-at-3am: writes off for {APP} since "
+                in done.stdout), done.stdout[-3000:]
+        assert "under the write guard of deploy-died-at-3am, now rollback-" in done.stdout
+        assert revision(database) == BASELINE
+        assert run_module("write_guard", dict(database, state="status"))["guard"] is None
+        # Writes were off from the dead run's guard to the end of the rollback.
+        assert_application_survived(writer, database, time.time() - guard_off_at)
     assert run_module("deploy_lock", dict(database, state="acquired", owner="next"))["changed"] is True
 
 
