@@ -128,14 +128,23 @@ def test_a_failed_rollback_keeps_writes_off_and_says_what_to_run(
     assert f"ansible-playbook playbooks/rollback.yml -e method=restore -e backup={report['backup']['path']}" in message
     assert report["outcome"] == "rollback_failed"
     assert revision(guarded_db) == "0b00000000a1"
+    backup_name = os.path.basename(report["backup"]["path"])
     if writes_on_after:
         assert "writes are back on" in message and app_can_write(guarded_db)
+        assert "discard_writes" not in message, "the application wrote since: only the operator may acknowledge that"
         assert_application_survived(writer, guarded_db, report["write_off_seconds"])
     else:
         assert "writes are kept OFF" in message and not app_can_write(guarded_db)
         assert guard_record(guarded_db) == 1
         assert report["writes"] == "kept off after the failed rollback"
         assert_writes_kept_off(writer, guarded_db)
+        # Writes were off since the backup: the remedy acknowledges the migration's own writes, and it works.
+        remedy = re.search(r"ansible-playbook playbooks/rollback\.yml (-e method=restore -e backup=\S+ "
+                           r"-e discard_writes=(\S+) -e confirm=yes)", message)
+        assert remedy and remedy.group(2) == backup_name, message
+        restored = run_playbook("rollback.yml", server, guarded_db, tmp_path, "-e", GUARD, *remedy.group(1).split())
+        assert restored.returncode == 0, restored.stdout[-3000:]
+        assert revision(guarded_db) == HEAD and app_can_write(guarded_db)
 
 
 @pytest.mark.one_server_version
