@@ -144,7 +144,16 @@ probe:
   description: The probe's result, C(write_allowed) and C(detail); null without O(probe_user) or in check mode.
   returned: always
   type: dict
+committed_at:
+  description:
+    - When the change committed, in seconds since the epoch on the database host's clock. That is the instant
+      writes went off or came back, before sessions were ended and before the probe; a runbook measures its
+      write-off window from one such instant to the next.
+  returned: when the guard changed
+  type: float
 """
+
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -246,6 +255,8 @@ def guard(params, check_mode):
                                  "grant; revoke those, or use strategy connection_limit" % named)
             result["probe"] = {"write_allowed": False, "detail": "no write privilege left on any relation (catalog)"}
         conn.commit()
+        if statements:
+            result["committed_at"] = time.time()
         conn.autocommit = True
         if params["state"] == "read_only" and params["terminate_sessions"]:
             # Also on a re-run: a session that slipped in before the first run still writes.
