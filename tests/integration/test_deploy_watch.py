@@ -20,12 +20,16 @@ PLAN = ["b1b1b1b1b1b1", "c2c2c2c2c2c2"]
 
 
 def plant_lease(server, params, heartbeat_age, migration_started=True, owner="deploy-dead-1"):
-    """A deployment lease as deploy_lock writes it, its last heartbeat `heartbeat_age` seconds ago."""
+    """A deployment lease taken by deploy_lock itself (so the watch reads the format the module writes), then
+    aged: its last heartbeat `heartbeat_age` seconds ago."""
+    taken = run_module("deploy_lock", dict(params, state="acquired", owner=owner,
+                                           identity={"user": "alice", "controller": "laptop"},
+                                           details={"revision_before": BASELINE, "plan": PLAN,
+                                                    "backup": "/var/backups/x.dump",
+                                                    **({"migration_started": "2026-12-01T00:01:00Z"}
+                                                       if migration_started else {})}))
     beat = time.time() - heartbeat_age
-    lease = {"owner": owner, "taken_at": beat - 60, "heartbeat_at": beat, "host": "db1",
-             "since": "2026-12-01T00:00:00Z", "identity": {"user": "alice", "controller": "laptop"},
-             "details": {"revision_before": BASELINE, "plan": PLAN, "backup": "/var/backups/x.dump",
-                         **({"migration_started": "2026-12-01T00:01:00Z"} if migration_started else {})}}
+    lease = dict(taken["holder"], taken_at=beat - 60, heartbeat_at=beat)
     conn = admin_connect(server)
     with conn.cursor() as cur:
         cur.execute(sql.SQL("ALTER DATABASE {} SET pgops.deploy_lock = {}").format(
@@ -56,6 +60,7 @@ def test_an_abandoned_deployment_is_recorded_and_alerted_once(server, loaded, tm
     assert record["possibly_half_applied"] == PLAN[0] and record["revision"] == BASELINE
     assert record["run_by"] == {"user": "alice", "controller": "laptop"} and record["plan"] == PLAN
     assert len(Hook.received) == 1 and "deploy-dead-1 is abandoned" in Hook.received[0]["message"]
+    assert Hook.received[0]["event"] == "deployment_abandoned", "its own event, not the watch failing"
 
     again, _backups = watch(server, loaded, tmp_path, hook)
     assert again.returncode == 0 and json.loads(again.stdout)["abandoned"] is True

@@ -112,6 +112,12 @@ class BackupError(Exception):
     """A failure worth one line in the log, the alert and the exit message."""
 
 
+class Abandoned(BackupError):
+    """The watch found an abandoned deployment: alerted as its own event, not as the watch failing."""
+
+    event = "deployment_abandoned"
+
+
 class Locked(Exception):
     """Another run for the same database holds the lock."""
 
@@ -1387,7 +1393,7 @@ def watch(config, log, stale_after):
     result.update(plan=plan, revision_before=details.get("revision_before"), backup=details.get("backup"),
                   migration_started=details.get("migration_started"),
                   possibly_half_applied=plan[applied] if details.get("migration_started") and applied < len(plan) else None,
-                  taken_on=lease.get("host"), run_by=lease.get("identity"))
+                  taken_on=lease.get("host"), run_by=lease.get("by"))
     record = os.path.join(config["backup_dir"], "abandoned-%s.json" % re.sub(r"[^A-Za-z0-9_.-]", "_", lease["owner"]))
     first_notice = not os.path.exists(record)
     result["record"] = record
@@ -1410,17 +1416,19 @@ def watch(config, log, stale_after):
                    " (%s may be half-applied)" % result["possibly_half_applied"] if result["possibly_half_applied"]
                    else "", ", ".join(plan) or "empty", result["writes"], record))
     if first_notice:
-        raise BackupError(message)
+        raise Abandoned(message)
     log("still abandoned (alerted before): " + message)
     return result
 
 
 # ---------------------------------------------------------------- alerts
 
-def alert(config, log, action, message):
-    subject = "pgops-backup %s FAILED for %s on %s" % (action, config["database"], socket.gethostname())
+def alert(config, log, action, message, event=None):
+    """Mail and webhook; `event` names what happened when it is not the action failing."""
+    subject = ("pgops-backup %s FAILED for %s on %s" % (action, config["database"], socket.gethostname()) if not event
+               else "pgops %s for %s on %s" % (event.replace("_", " "), config["database"], socket.gethostname()))
     if config["alert_webhook"]:
-        body = json.dumps({"event": "%s_failed" % action, "database": config["database"], "label": config["label"],
+        body = json.dumps({"event": event or "%s_failed" % action, "database": config["database"], "label": config["label"],
                            "host": socket.gethostname(), "message": message}).encode()
         request = urllib.request.Request(config["alert_webhook"], data=body, headers={"Content-Type": "application/json"})
         try:
@@ -1530,7 +1538,7 @@ def main(argv=None):
         return EXIT_LOCKED
     except BackupError as error:
         log("FAILED: %s" % error)
-        alert(config, log, action, str(error))
+        alert(config, log, action, str(error), getattr(error, "event", None))
         return EXIT_FAILED
     except DatabaseError as error:
         message = "database error: %s" % " ".join(str(error).split())
