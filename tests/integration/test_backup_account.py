@@ -6,6 +6,7 @@ import pwd
 import re
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -93,6 +94,18 @@ def test_playbook_and_cron_backups_belong_to_the_backup_account(server, migrated
     assert f"*/1 * * * * {ACCOUNT} " in cron_file, cron_file
     watched = run_as_cron(watch_account, watch)
     assert watched.returncode == 0 and json.loads(watched.stdout)["lease"] is None, watched.stderr
+
+    # A file another account left in the folder (a deployment's catalog snapshot, written under become as root,
+    # 0600): the next scheduled backup neither reads it nor fails on it.
+    foreign = backups / "deploy-left-by-root.catalog.json"
+    foreign.write_text("{}")
+    foreign.chmod(0o600)
+    assert pwd.getpwuid(foreign.stat().st_uid).pw_name != ACCOUNT
+    time.sleep(1.1)  # backups are named by the second
+    beside_it = run_as_cron(account, command)
+    assert beside_it.returncode == 0, beside_it.stderr
+    (second_dump,) = backups.glob("*.dump")
+    assert Path(str(second_dump) + ".manifest.json").exists() and foreign.read_text() == "{}"
 
     (backups / "pgops-backup.log").chmod(0o400)
     unlogged = run_as_cron(account, command)

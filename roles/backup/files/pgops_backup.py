@@ -254,15 +254,22 @@ def compression_option(config, major):
     return "--compress=%s" % wanted
 
 
-def fsync_path(path):
-    if os.path.isdir(path):
-        for entry in sorted(os.listdir(path)):
-            fsync_path(os.path.join(path, entry))
+def fsync_directory(path):
+    """Make a rename or a new file in `path` durable: the directory alone, never the files in it (some of them
+    may belong to another account and be unreadable to this one)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_path(path):
+    """A dump made by this run, file or directory archive, every file of it."""
+    if os.path.isdir(path):
+        for entry in sorted(os.listdir(path)):
+            fsync_path(os.path.join(path, entry))
+    fsync_directory(path)
 
 
 def checksum(path):
@@ -632,7 +639,7 @@ def backup(config, log, from_standby, progress):
     digest = checksum(partial)
     verify_seconds = time.monotonic() - verify_started
     os.rename(partial, final)
-    fsync_path(config["backup_dir"])
+    fsync_directory(config["backup_dir"])
     ended = utcnow()
     manifest = {
         "database": config["database"], "label": config["label"], "path": final, "format": config["format"],
@@ -644,7 +651,7 @@ def backup(config, log, from_standby, progress):
         "row_counts": counts, "table_rows": table_rows, "snapshot": snapshot_text, "verified": True, "host": socket.gethostname(), **source_facts,
     }
     write_json_atomically(final + ".manifest.json", manifest)
-    fsync_path(config["backup_dir"])
+    fsync_directory(config["backup_dir"])
     log("verified %s: %d bytes, sha256 %s, %.1f s" % (
         os.path.basename(final), manifest["size_bytes"], digest[:12], manifest["duration_seconds"]))
     return manifest
