@@ -5,6 +5,7 @@ import fcntl
 import getpass
 import json
 import os
+import pwd
 import resource
 import signal
 import stat
@@ -84,6 +85,7 @@ def test_backup_is_verified_private_and_described(server, loaded, tmp_path):
     dump = Path(manifest["path"])
     assert dump.exists() and dump.stat().st_mode & 0o077 == 0
     assert manifest["verified"] is True and manifest["alembic_revision"] == BASELINE
+    assert manifest["made_by"] == pwd.getpwuid(os.geteuid()).pw_name
     assert manifest["row_counts"] == {"jobs": 1000, "job_applications": 10000}
     assert manifest["server_version"].startswith(server["version"])
     assert json.loads(Path(f"{dump}.manifest.json").read_text())["sha256"] == manifest["sha256"]
@@ -129,6 +131,25 @@ def test_program_killed_mid_dump_leaves_no_final_file_and_next_run_cleans_up(ser
     assert "removing leftover" in result.stderr
     assert len(finals(backups)) == 1
     assert not [p for p in backups.iterdir() if p.name.endswith(".partial")]
+
+
+# A read-back that passes, after which nothing can be written where the dump's manifest goes.
+BLOCK_MANIFEST = ('"$REAL/pg_restore" "$@" || exit $?\ncase "$1" in --file=/dev/null) for last; do :; done; '
+                  'name=$(basename "$last" .partial); mkdir "$(dirname "$last")/${name#.}.manifest.json";; esac\n')
+
+
+def test_a_dump_gets_its_final_name_only_with_its_manifest(server, loaded, tmp_path):
+    config, backups = write_config(server, loaded, tmp_path)
+    assert run_program("backup", config, loaded["login_password"]).returncode == 0
+    before = sorted(p.name for p in backups.iterdir())
+    config, _backups = write_config(server, loaded, tmp_path,
+                                    bin_dir=client_bin(tmp_path, server, pg_restore=BLOCK_MANIFEST))
+    time.sleep(1.1)  # a new second, a new backup name
+    result = run_program("backup", config, loaded["login_password"])
+    assert result.returncode == 1, result.stderr
+    assert ".manifest.json" in result.stderr.splitlines()[-1] and "Traceback" not in result.stderr
+    # Nothing that looks like a backup: no dump with a final name, no manifest without its dump, no partial.
+    assert sorted(p.name for p in backups.iterdir()) == before
 
 
 def test_disk_full_fails_clearly_and_keeps_older_backups(server, database, tmp_path):
@@ -188,6 +209,28 @@ def test_drill_restores_and_matches_the_manifest(server, loaded, tmp_path):
     assert report["rto_seconds"] < report["rto_target_seconds"]
     leftover = query(loaded, "SELECT count(*) FROM pg_database WHERE datname = %s", (report["scratch_database"],))
     assert leftover[0][0] == 0
+
+
+def test_the_backup_role_drills_a_database_with_a_superusers_extension(server, loaded, tmp_path):
+    """pg_stat_statements installed in public by a superuser, as monitoring.yml does: the backup role (no
+    superuser) cannot create it in the drill's copy, so the drill leaves it out, says so, and passes; a trusted
+    extension (pg_trgm) is restored."""
+    query(loaded, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements WITH SCHEMA public")
+    query(loaded, "CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public")
+    as_backup = dict(loaded, login_user=server["backup_user"])
+    config, _backups = write_config(server, as_backup, tmp_path)
+    assert run_program("backup", config, server["backup_password"]).returncode == 0
+    result = run_program("drill", config, server["backup_password"], "--keep")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["passed"] is True and report["extensions_left_out"] == ["pg_stat_statements"], report
+    assert "left out extension(s) pg_stat_statements: only a superuser can create them" in result.stderr
+    scratch = dict(loaded, login_db=report["scratch_database"])
+    try:
+        assert query(scratch, "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1") == [("pg_trgm",)]
+    finally:
+        dropped = run_program("drop-scratch", config, server["backup_password"], f"--scratch={report['scratch_database']}")
+        assert dropped.returncode == 0, dropped.stderr
 
 
 @pytest.mark.parametrize("failure", ["rto", "row_counts"])

@@ -356,13 +356,17 @@ def run_partial(path):
 
 def write_json_atomically(path, data):
     partial = run_partial(path)
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.rename(partial, path)
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(partial, path)
+    finally:
+        if os.path.lexists(partial):
+            os.unlink(partial)
 
 
 class Log(object):
@@ -478,11 +482,23 @@ def retention_plan(backups, keep_count, keep_days, now):
     return remove_list
 
 
+def unpublished_manifest(config, name):
+    """Whether `name` is the manifest of one of this database's dumps that is not there."""
+    dump = name[:-len(".manifest.json")] if name.endswith(".manifest.json") else None
+    match = NAME_PATTERN.match(dump) if dump else None
+    return bool(match and match.group("db") == config["database"]
+                and not os.path.lexists(os.path.join(config["backup_dir"], dump)))
+
+
 def clean_partials(config, log):
     """Leftovers of killed runs: safe to remove, since this run holds the lock."""
     for name in os.listdir(config["backup_dir"]):
         if name.startswith(".%s-" % config["database"]) and name.endswith(".partial"):
             log("removing leftover %s of an interrupted run" % name)
+            remove(os.path.join(config["backup_dir"], name))
+        elif unpublished_manifest(config, name):
+            # publish() writes the manifest before the dump gets its name: a run stopped in between.
+            log("removing %s, the manifest of a dump an interrupted run never published" % name)
             remove(os.path.join(config["backup_dir"], name))
 
 
@@ -638,23 +654,36 @@ def backup(config, log, from_standby, progress):
     progress("checksumming", lambda: dumped, "dumped")
     digest = checksum(partial)
     verify_seconds = time.monotonic() - verify_started
-    os.rename(partial, final)
-    fsync_directory(config["backup_dir"])
     ended = utcnow()
     manifest = {
         "database": config["database"], "label": config["label"], "path": final, "format": config["format"],
         "compression": compress.split("=", 1)[1], "server_version": version, "pg_dump_major": major,
         "alembic_revision": revision, "started": started.isoformat(), "ended": ended.isoformat(),
         "duration_seconds": round((ended - started).total_seconds(), 3), "dump_seconds": round(dump_seconds, 3),
-        "verify_seconds": round(verify_seconds, 3), "size_bytes": size_of(final), "sha256": digest,
+        "verify_seconds": round(verify_seconds, 3), "size_bytes": size_of(partial), "sha256": digest,
         "archive_entries": sum(1 for line in listing.splitlines() if line and not line.startswith(";")),
-        "row_counts": counts, "table_rows": table_rows, "snapshot": snapshot_text, "verified": True, "host": socket.gethostname(), **source_facts,
+        "row_counts": counts, "table_rows": table_rows, "snapshot": snapshot_text, "verified": True,
+        "host": socket.gethostname(), "made_by": run_as(), **source_facts,
     }
-    write_json_atomically(final + ".manifest.json", manifest)
-    fsync_directory(config["backup_dir"])
+    publish(partial, final, manifest)
     log("verified %s: %d bytes, sha256 %s, %.1f s" % (
         os.path.basename(final), manifest["size_bytes"], digest[:12], manifest["duration_seconds"]))
     return manifest
+
+
+def publish(partial, final, manifest):
+    """Give the verified dump its final name together with its manifest, or neither.
+
+    The manifest is written first: a backup is listed by its final name, so a run that stops here leaves a
+    partial (removed by the next run) and at most a manifest without its dump, never a dump without its manifest.
+    """
+    write_json_atomically(final + ".manifest.json", manifest)
+    try:
+        os.rename(partial, final)
+    except OSError:
+        remove(final + ".manifest.json")
+        raise
+    fsync_directory(os.path.dirname(final))
 
 
 def write_metrics(config, manifest):
@@ -718,6 +747,7 @@ def drill(config, log, options, chosen, keep, progress):
     report = None
     try:
         admin.cursor().execute("CREATE DATABASE %s" % quote_ident(scratch))
+        left_out = extensions_beyond_reach(admin, archive_extensions(config, path))
         env = libpq_env(config, scratch)
         # The restore session's settings decide how fast the indexes build.
         env["PGOPTIONS"] = "-c maintenance_work_mem=%s -c synchronous_commit=off" % options.maintenance_work_mem
@@ -732,8 +762,15 @@ def drill(config, log, options, chosen, keep, progress):
                 return None
 
         progress("restoring into %s" % scratch, restored_so_far)
-        run([program(config, "pg_restore"), "--dbname=%s" % scratch, "--jobs=%d" % options.jobs,
-             "--no-owner", "--exit-on-error", "--no-password", path], env, "pg_restore into %s" % scratch)
+        with tempfile.NamedTemporaryFile("w", suffix=".list") as use_list:
+            use_list.write(archive_list_without(config, path, left_out))
+            use_list.flush()
+            run([program(config, "pg_restore"), "--dbname=%s" % scratch, "--jobs=%d" % options.jobs,
+                 "--no-owner", "--exit-on-error", "--no-password", "--use-list=%s" % use_list.name, path], env,
+                "pg_restore into %s" % scratch)
+        if left_out:
+            log("drill: left out extension(s) %s: only a superuser can create them (no table of the backup may "
+                "use them, or the restore fails)" % ", ".join(left_out))
         progress("counting rows in %s" % scratch)
         restore_seconds = time.monotonic() - restore_started
         conn = connect(config, database=scratch)
@@ -755,7 +792,7 @@ def drill(config, log, options, chosen, keep, progress):
             "scratch_database": scratch, "restore_seconds": round(restore_seconds, 3),
             "rto_seconds": round(rto, 3), "rto_target_seconds": options.rto_target_seconds,
             "within_target": rto <= options.rto_target_seconds, "row_counts": counts,
-            "row_count_mismatches": mismatched,
+            "row_count_mismatches": mismatched, "extensions_left_out": left_out,
             "passed": not mismatched and rto <= options.rto_target_seconds,
         }
         # --keep is for checking a good copy further; a failed drill's copy is only a full-size leftover.
@@ -791,24 +828,6 @@ def drop_scratch(config, log, scratch):
 
 # ---------------------------------------------------------------- restore in place
 
-def schema_access_statements(schema, access):
-    """ALTER SCHEMA ... OWNER and GRANTs that give a new schema the owner and privileges of the old one."""
-    if not access:
-        return []
-
-    def role(name):
-        return '"%s"' % name.replace('"', '""')
-
-    statements = ["ALTER SCHEMA %s OWNER TO %s;" % (quote_ident(schema), role(access[0][0]))]
-    for _owner, grantee, privilege, grantable in access:
-        if grantee is None:
-            continue
-        statements.append("GRANT %s ON SCHEMA %s TO %s%s;" % (
-            privilege, quote_ident(schema), "PUBLIC" if grantee == "PUBLIC" else role(grantee),
-            " WITH GRANT OPTION" if grantable else ""))
-    return statements
-
-
 ARCHIVE_EXTENSION = re.compile(r"^\d+; \d+ \d+ EXTENSION - (\S+)")
 
 # Objects in other schemas that a schema replacement would take with it: views over its tables, and
@@ -835,18 +854,74 @@ ORDER BY 1
 """
 
 
-# Objects outside `schema` built on an extension's members (a column of its type, an index with its operator
-# class): recreating the extension (DROP ... CASCADE) would drop them.
-EXTENSION_DEPENDENTS_ELSEWHERE = """
-SELECT DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)
-  FROM pg_catalog.pg_depend m
-  JOIN pg_catalog.pg_depend d ON d.refclassid = m.classid AND d.refobjid = m.objid AND d.deptype IN ('n', 'a')
- CROSS JOIN LATERAL pg_catalog.pg_identify_object(d.classid, d.objid, d.objsubid) o
- WHERE m.refclassid = 'pg_catalog.pg_extension'::regclass AND m.deptype = 'e'
-   AND m.refobjid = (SELECT oid FROM pg_catalog.pg_extension WHERE extname = %(extension)s)
-   AND o.schema IS NOT NULL AND o.schema <> %(schema)s
-   AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend x WHERE x.classid = d.classid AND x.objid = d.objid
-                     AND x.deptype = 'e')
+# The schema's own objects (extensions' members stay where they are), each as the statement that moves it into
+# the schema %(aside)s. Indexes, constraints, triggers, owned sequences and array types go with their table or
+# type; a range type's multirange does not, so it has its own statement.
+SET_ASIDE = """
+SELECT format('ALTER %%s %%I.%%I SET SCHEMA %%I;', CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+              WHEN 'f' THEN 'FOREIGN TABLE' WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, n.nspname, c.relname, %(aside)s)
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+   AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::regclass
+                     AND d.objid = c.oid AND (d.deptype = 'e' OR (c.relkind = 'S' AND d.deptype IN ('a', 'i')
+                                                                 AND d.refclassid = 'pg_catalog.pg_class'::regclass)))
+UNION ALL
+SELECT format('ALTER ROUTINE %%I.%%I(%%s) SET SCHEMA %%I;', n.nspname, p.proname,
+              pg_catalog.pg_get_function_identity_arguments(p.oid), %(aside)s)
+  FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = %(schema)s
+   AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_proc'::regclass
+                     AND d.objid = p.oid AND d.deptype = 'e')
+UNION ALL
+SELECT format('ALTER %%s %%I.%%I SET SCHEMA %%I;', CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END,
+              n.nspname, t.typname, %(aside)s)
+  FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+ WHERE n.nspname = %(schema)s AND t.typtype IN ('c', 'd', 'e', 'r', 'm')
+   AND (t.typrelid = 0 OR (SELECT r.relkind FROM pg_catalog.pg_class r WHERE r.oid = t.typrelid) = 'c')
+   AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_type'::regclass
+                     AND d.objid = t.oid AND d.deptype = 'e')
+UNION ALL
+SELECT format('ALTER %%s %%I.%%I SET SCHEMA %%I;', o.kind, n.nspname, o.name, %(aside)s)
+  FROM (SELECT 'COLLATION', collname, collnamespace, 'pg_catalog.pg_collation'::regclass, oid
+          FROM pg_catalog.pg_collation
+        UNION ALL SELECT 'CONVERSION', conname, connamespace, 'pg_catalog.pg_conversion'::regclass, oid
+          FROM pg_catalog.pg_conversion
+        UNION ALL SELECT 'STATISTICS', stxname, stxnamespace, 'pg_catalog.pg_statistic_ext'::regclass, oid
+          FROM pg_catalog.pg_statistic_ext
+        UNION ALL SELECT 'TEXT SEARCH CONFIGURATION', cfgname, cfgnamespace, 'pg_catalog.pg_ts_config'::regclass, oid
+          FROM pg_catalog.pg_ts_config
+        UNION ALL SELECT 'TEXT SEARCH DICTIONARY', dictname, dictnamespace, 'pg_catalog.pg_ts_dict'::regclass, oid
+          FROM pg_catalog.pg_ts_dict) o (kind, name, namespace, catalog, oid)
+  JOIN pg_catalog.pg_namespace n ON n.oid = o.namespace
+ WHERE n.nspname = %(schema)s
+   AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d WHERE d.classid = o.catalog AND d.objid = o.oid
+                     AND d.deptype = 'e')
+"""
+
+# What a schema can hold that SET_ASIDE does not move (operators and their classes, base types, text search
+# parsers and templates, routines of another owner: a superuser's, or an extension's, objects): a restore
+# refuses while one is there.
+NOT_SET_ASIDE = """
+SELECT o.kind || ' ' || o.name
+  FROM (SELECT 'operator', oprname::text, oprnamespace, 'pg_catalog.pg_operator'::regclass, oid FROM pg_catalog.pg_operator
+        UNION ALL SELECT 'operator class', opcname, opcnamespace, 'pg_catalog.pg_opclass'::regclass, oid
+          FROM pg_catalog.pg_opclass
+        UNION ALL SELECT 'operator family', opfname, opfnamespace, 'pg_catalog.pg_opfamily'::regclass, oid
+          FROM pg_catalog.pg_opfamily
+        UNION ALL SELECT 'type', typname, typnamespace, 'pg_catalog.pg_type'::regclass, oid FROM pg_catalog.pg_type
+         WHERE typtype IN ('b', 'p') AND typcategory <> 'A'
+        UNION ALL SELECT 'text search parser', prsname, prsnamespace, 'pg_catalog.pg_ts_parser'::regclass, oid
+          FROM pg_catalog.pg_ts_parser
+        UNION ALL SELECT 'text search template', tmplname, tmplnamespace, 'pg_catalog.pg_ts_template'::regclass, oid
+          FROM pg_catalog.pg_ts_template
+        -- A range type's constructors belong to the bootstrap superuser, whoever made the type.
+        UNION ALL SELECT 'function', proname || ' (of a range type, owned by ' || proowner::regrole::text || ')',
+               pronamespace, 'pg_catalog.pg_proc'::regclass, oid
+          FROM pg_catalog.pg_proc WHERE NOT pg_catalog.pg_has_role(proowner, 'USAGE')) o (kind, name, namespace, catalog, oid)
+  JOIN pg_catalog.pg_namespace n ON n.oid = o.namespace
+ WHERE n.nspname = %(schema)s
+   AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d WHERE d.classid = o.catalog AND d.objid = o.oid
+                     AND d.deptype = 'e')
  ORDER BY 1
 """
 
@@ -855,6 +930,27 @@ def archive_extensions(config, path):
     """Names of the extensions the archive creates, from its table of contents."""
     listing = run([program(config, "pg_restore"), "--list", path], os.environ, "pg_restore --list")
     return sorted(set(match.group(1) for match in map(ARCHIVE_EXTENSION.match, listing.splitlines()) if match))
+
+
+def archive_list_without(config, path, extensions):
+    """The archive's table of contents (for pg_restore --use-list) without the entries that create or comment
+    on `extensions`."""
+    listing = run([program(config, "pg_restore"), "--list", path], os.environ, "pg_restore --list")
+    kept = [line for line in listing.splitlines()
+            if not any(re.match(r"^\d+; \d+ \d+ (EXTENSION|COMMENT) - (EXTENSION )?%s( |$)" % re.escape(ext), line)
+                       for ext in extensions)]
+    return "\n".join(kept) + "\n"
+
+
+def extensions_beyond_reach(conn, extensions):
+    """Those of `extensions` this account cannot create: all untrusted ones, unless it is a superuser."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user")
+        if cur.fetchone()[0]:
+            return []
+        cur.execute("SELECT DISTINCT name FROM pg_catalog.pg_available_extension_versions WHERE trusted")
+        trusted = set(row[0] for row in cur.fetchall())
+    return [ext for ext in extensions if ext not in trusted]
 
 
 def first_error(handle, fallback):
@@ -1116,13 +1212,18 @@ def restore_plan(config, chosen, schema, progress, discard_writes=None, writes_o
 
 
 def restore_in_place(config, log, chosen, schema, progress, discard_writes=None, writes_off=False):
-    """Replace `schema` of the live database with the backup's, in one transaction; all or nothing.
+    """Replace the objects of `schema` in the live database with the backup's, in one transaction; all or nothing.
 
-    Other schemas are left as they are; extensions that the archive does not have (created after the
-    backup) go with the replaced schema. What the restore would discard (writes committed since the backup) is
-    measured first: unless writes were off since the backup (`writes_off`, the deployment's own rollback), a
-    restore that discards anything runs only when `discard_writes` names the backup file, and only after a
-    verified backup of the current state (the safety copy) was taken.
+    The schema itself stays (its owner, privileges and comment), and so do the extensions in it: the schema's
+    own objects are moved aside, the backup's are restored in their place, and the moved ones dropped. No
+    extension is moved or recreated, so none needs a superuser (pg_stat_statements in public, installed by
+    one, stays as it is). Extensions the backup has and the database lost are created again; those created
+    after the backup are dropped. Other schemas are left as they are.
+
+    What the restore would discard (writes committed since the backup) is measured first: unless writes were
+    off since the backup (`writes_off`, the deployment's own rollback), a restore that discards anything runs
+    only when `discard_writes` names the backup file, and only after a verified backup of the current state
+    (the safety copy) was taken.
     """
     path, manifest, discard, refusal = restore_plan(config, chosen, schema, progress, discard_writes, writes_off)
     if refusal:
@@ -1138,48 +1239,30 @@ def restore_in_place(config, log, chosen, schema, progress, discard_writes=None,
         if dependents:
             raise BackupError("restore refused, nothing changed: %s in other schemas depend(s) on schema %s and "
                               "would be dropped with it; drop or move them first" % (", ".join(dependents), schema))
+        cur.execute(NOT_SET_ASIDE, {"schema": schema})
+        unmovable = [row[0] for row in cur.fetchall()]
+        if unmovable:
+            raise BackupError("restore refused, nothing changed: schema %s holds %s, which the restore cannot set "
+                              "aside; move them to a schema of their own (or make them part of an extension) "
+                              "first" % (schema, ", ".join(unmovable[:5])))
+        cur.execute(SET_ASIDE, {"schema": schema, "aside": aside})
+        set_aside = [row[0] for row in cur.fetchall()]
         cur.execute("SELECT e.extname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n "
                     "ON n.oid = e.extnamespace WHERE n.nspname = %s ORDER BY 1", (schema,))
         extensions = [row[0] for row in cur.fetchall()]
         cur.execute("SELECT extname FROM pg_catalog.pg_extension")
         installed = set(row[0] for row in cur.fetchall())
-        # Only a superuser may move an extension (its members belong to the superuser who installed it, even
-        # a trusted one); anyone else recreates it in the new schema, which must not drop anything elsewhere.
-        cur.execute("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user")
-        may_move = cur.fetchone()[0]
-        for ext in ([] if may_move else [ext for ext in extensions if ext in in_archive]):
-            cur.execute(EXTENSION_DEPENDENTS_ELSEWHERE, {"extension": ext, "schema": schema})
-            elsewhere = [row[0] for row in cur.fetchall()]
-            if elsewhere:
-                raise BackupError("restore refused, nothing changed: extension %s must be recreated in the restored "
-                                  "schema %s (only a superuser can move it), which would drop %s; restore as a "
-                                  "superuser, or move those first" % (ext, schema, ", ".join(elsewhere[:5])))
-        # Who owns the schema and who may use it: a schema created anew has neither, and the dump records
-        # them only where they differ from initdb's defaults (public's USAGE for everyone).
-        cur.execute("SELECT pg_catalog.pg_get_userbyid(n.nspowner), CASE a.grantee WHEN 0 THEN 'PUBLIC' "
-                    "ELSE pg_catalog.pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable "
-                    "FROM pg_catalog.pg_namespace n LEFT JOIN LATERAL pg_catalog.aclexplode(n.nspacl) a ON true "
-                    "WHERE n.nspname = %s", (schema,))
-        access = cur.fetchall()
     finally:
         conn.close()
-    kept = [ext for ext in extensions if ext in in_archive]
     dropped = [ext for ext in extensions if ext not in in_archive]
     missing = [ext for ext in in_archive if ext not in installed]
-    # Extensions the archive has move to the new schema, so its objects find their operators; those it
-    # lacks stay behind and are dropped with the old schema; those it has but the database lost come back.
-    before = ["SET lock_timeout = '30s';",
-              "ALTER SCHEMA %s RENAME TO %s;" % (quote_ident(schema), quote_ident(aside)),
-              "CREATE SCHEMA %s;" % quote_ident(schema)]
-    for ext in kept:
-        before += (["ALTER EXTENSION %s SET SCHEMA %s;" % (quote_ident(ext), quote_ident(schema))] if may_move else
-                   ["DROP EXTENSION %s CASCADE;" % quote_ident(ext),
-                    "CREATE EXTENSION %s WITH SCHEMA %s;" % (quote_ident(ext), quote_ident(schema))])
+    before = ["SET lock_timeout = '30s';", "CREATE SCHEMA %s;" % quote_ident(aside)] + set_aside
     before += ["CREATE EXTENSION IF NOT EXISTS %s WITH SCHEMA %s;" % (quote_ident(ext), quote_ident(schema))
                for ext in missing]
-    before += schema_access_statements(schema, access)
-    after = ["DROP EXTENSION IF EXISTS %s CASCADE;" % quote_ident(ext) for ext in dropped]
-    after += ["DROP SCHEMA %s CASCADE;" % quote_ident(aside)]
+    # Without CASCADE: whatever else was built on an extension created after the backup keeps it (the restore
+    # then fails and changes nothing, naming it).
+    after = ["DROP SCHEMA %s CASCADE;" % quote_ident(aside)]
+    after += ["DROP EXTENSION IF EXISTS %s;" % quote_ident(ext) for ext in dropped]
     safety = None
     if discards and not writes_off:
         log("restore: discarding %s; keeping a copy of the current state first" % describe_discard(discard))
