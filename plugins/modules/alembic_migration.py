@@ -113,10 +113,21 @@ options:
       - The first of them after the recorded revision may be half-applied, since Alembic records a revision
         only at its end. It is recorded (C(alembic stamp)) before the downgrade, so that its own downgrade
         removes what it had done. Its downgrade must therefore tolerate objects that do not exist
-        (C(DROP ... IF EXISTS)); if it does not, the downgrade fails and the rollback restores the backup.
+        (C(DROP ... IF EXISTS)); if it does not, the downgrade fails and the rollback restores the backup,
+        unless O(interrupted_proven_by_catalog).
     type: list
     elements: str
     default: []
+  interrupted_proven_by_catalog:
+    description:
+      - The caller compares the catalog afterwards with the one taken before the interrupted upgrade
+        (M(intowork.pgops.schema_snapshot)), and acts on any difference.
+      - Then a half-applied revision whose downgrade fails is taken as not applied (a revision that raised has
+        its transaction rolled back, and its downgrade fails on the objects it never created). It is recorded as
+        not applied again and the downgrade goes on from the revision before it; RV(interrupted_downgrade_error)
+        says why its downgrade failed, and the caller's comparison proves whether it left anything behind.
+    type: bool
+    default: false
   lease_owner:
     description:
       - The owner of the deployment lock (M(intowork.pgops.deploy_lock)) this migration runs under. Its lease is
@@ -252,6 +263,12 @@ destructive_check:
 interrupted:
   description: The revision of O(interrupted_plan) taken as half-applied and undone; null when none.
   returned: always
+  type: str
+interrupted_downgrade_error:
+  description:
+    - Why the downgrade of the half-applied revision failed, when O(interrupted_proven_by_catalog) let the
+      downgrade go on without it (the revision taken as not applied).
+  returned: when that happened
   type: str
 terminated_sessions:
   description: Process ids of migration sessions left by a killed run, terminated before migrating.
@@ -406,24 +423,41 @@ def migrate(params, check_mode):
         drop_invalid_indexes(conn, leftovers)
         if interrupted:
             project.run("stamp", interrupted, params["timeout"])
-        try:
+
+        def run_alembic(steps):
             with LeaseKeeper(params, params["lease_owner"], params["lease_heartbeat_interval"]) as keeper:
                 result["alembic_output"], result["attempts"] = project.run_with_retries(
                     direction, params["target"], params["timeout"], params["lock_retries"],
-                    params["lock_retry_backoff"], fence, progress=(params["progress_file"], [step["revision"] for step in pending]))
+                    params["lock_retry_backoff"], fence, progress=(params["progress_file"], steps))
             if keeper.lost:
                 raise PgopsError("the deployment lock of %s was taken from %s while Alembic ran" % (
                     conn.info.dbname, params["lease_owner"]))
+
+        def now_at(error):
+            now = current_revisions(conn, params["version_table"], params["version_table_schema"])
+            return PgopsError("%s; the database is now at revision %s" % (error, now[0] if now else "base"))
+
+        try:
+            run_alembic([step["revision"] for step in pending])
         except PgopsError as error:
             now = current_revisions(conn, params["version_table"], params["version_table_schema"])
-            if interrupted and now == (interrupted,) and not isinstance(error, LeaseLost):
-                # Its downgrade could not undo the half-applied revision: record what is really applied again,
-                # so the database is no worse off than before this task.
-                project.run("stamp", recorded_before or "base", params["timeout"])
+            if not (interrupted and now == (interrupted,) and not isinstance(error, LeaseLost)):
+                raise now_at(error)
+            # Its downgrade could not undo the half-applied revision: record what is really applied again,
+            # so the database is no worse off than before this task.
+            project.run("stamp", recorded_before or "base", params["timeout"])
+            if not params["interrupted_proven_by_catalog"]:
                 raise PgopsError("%s; the half-applied revision %s could not be undone by its downgrade (it must "
                                  "tolerate missing objects); the database is still at revision %s" % (
                                      error, interrupted, recorded_before or "base"))
-            raise PgopsError("%s; the database is now at revision %s" % (error, now[0] if now else "base"))
+            # Most often nothing of it is there (it raised, and its transaction rolled back): go on without it.
+            # The caller's catalog comparison proves whether it left anything behind.
+            result["interrupted_downgrade_error"] = " ".join(str(error).split())
+            if recorded_before != result["revision"]:
+                try:
+                    run_alembic([step["revision"] for step in pending if step["revision"] != interrupted])
+                except PgopsError as later:
+                    raise now_at(later)
         after = current_revisions(conn, params["version_table"], params["version_table_schema"])
         recorded = after[0] if after else None
         if recorded != result["revision"]:
@@ -455,6 +489,7 @@ def main():
         offline_sql=dict(type="bool", default=True),
         progress_file=dict(type="path"),
         interrupted_plan=dict(type="list", elements="str", default=[]),
+        interrupted_proven_by_catalog=dict(type="bool", default=False),
         lease_owner=dict(type="str"),
         lease_heartbeat_interval=dict(type="float", default=30.0),
         alembic_python=dict(type="path"),

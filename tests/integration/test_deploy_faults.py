@@ -9,8 +9,8 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from conftest import (APP, BASELINE, PASSWORD, PROJECT_DIR, assert_application_survived, connect_as, failure_message,
-                      hold_lock, query, run_module)
+from conftest import (APP, BASELINE, HEAD, PASSWORD, PROJECT_DIR, alembic, assert_application_survived, connect_as,
+                      failure_message, hold_lock, query, run_module)
 from test_deploy_playbook import playbook, revision
 
 
@@ -207,3 +207,57 @@ def test_irreversible_revision_is_refused_in_online_mode(server, deployable, tmp
                else "ALTER TABLE companies DROP COLUMN industry") + ")") in result.stdout, result.stdout[-3000:]
     assert revision(deployable) == BASELINE and app_can_write(deployable)
     assert not list((tmp_path / "backups").glob("**/*.dump")), "refused before the backup"
+
+
+RAISING_REVISION = '''"""adds a column, then raises: its transaction rolls back
+
+Revision ID: 1b2c3d4e5f6a
+Revises: f7a8b9c0d1e2
+"""
+from alembic import op
+
+revision = "1b2c3d4e5f6a"
+down_revision = "f7a8b9c0d1e2"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.execute("ALTER TABLE companies ADD COLUMN rating integer")
+    raise RuntimeError("the data is not what this revision expects")
+
+
+def downgrade():
+    # Not written to tolerate a column that is not there: nothing of a revision that raised is.
+    op.drop_column("companies", "rating")
+'''
+
+
+@pytest.mark.one_server_version
+@pytest.mark.parametrize("start", ["baseline", "head"])
+def test_a_revision_that_raised_is_not_undone(server, deployable, tmp_path, start, live_writer):
+    """Its transaction rolled back, so its downgrade (which does not tolerate the missing column) is not what
+    proves the rollback: the catalog is. From the head it is the only revision, and the database was never
+    changed; from the baseline the revisions before it are downgraded. Either way: rolled back by downgrade,
+    writes on, no committed write lost, and the record says why the revision was left alone."""
+    project = tmp_path / "app"
+    shutil.copytree(PROJECT_DIR, project, ignore=shutil.ignore_patterns("__pycache__"))
+    (project / "migrations" / "versions" / "1b2c3d4e5f6a_rating.py").write_text(RAISING_REVISION)
+    if start == "head":
+        alembic(deployable, "upgrade", HEAD)
+    before_revision = revision(deployable)
+    writer = live_writer(deployable)
+    result, recap = guarded(server, deployable, tmp_path, "-e", json.dumps({"pgops_alembic_project_dir": str(project)}))
+    assert recap["failed"] == 1 and result.returncode != 0, result.stdout[-3000:]
+    last = failure_message(result)
+    assert f"Rolled back by downgrade: the database is at revision {before_revision}, as before the deployment" \
+           in last, last
+    assert "revision 1b2c3d4e5f6a had left nothing to undo (its downgrade failed: " in last, last
+    assert "RESTORE" not in last.upper().replace("RESTORED", ""), last
+    assert revision(deployable) == before_revision
+    assert query(deployable, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'rating'")[0][0] == 0
+    assert app_can_write(deployable)
+    (record,) = (tmp_path / "reports").glob("deploy-*.json")
+    record = json.loads(record.read_text())
+    assert record["outcome"] == "rolled_back", record
+    assert_application_survived(writer, deployable, record["write_off_seconds"])
