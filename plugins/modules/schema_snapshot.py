@@ -53,6 +53,12 @@ options:
         O(compare_to_file); a rollback started from another machine, or after this one died, finds it there.
       - Not written in check mode.
     type: path
+  owner:
+    description:
+      - The account that owns the file written to O(path), which stays 0600. Give the account that reads it
+        next, for example the backup account that owns the folder it lands in, when the play runs as root.
+      - By default the account the module runs as.
+    type: str
   restore_grants:
     description:
       - Before comparing, grant back the privileges O(compare_to) has and the database lost, and revoke those the
@@ -166,6 +172,7 @@ grants_revoked:
 
 import json
 import os
+import pwd
 import tempfile
 import time
 
@@ -210,17 +217,37 @@ def load(path):
             path, error))
 
 
-def write(path, snapshot):
-    """Replace `path` whole with the snapshot, readable by its owner only."""
+def account_ids(owner):
+    try:
+        entry = pwd.getpwnam(owner)
+    except KeyError:
+        raise PgopsError("owner %s is not an account on this host: give the account that reads the snapshot next" % (
+            json.dumps(owner)))
+    return entry.pw_uid, entry.pw_gid
+
+
+def write(path, snapshot, owner=None):
+    """Replace `path` whole with the snapshot, readable by its owner only (`owner`, given before it has its name)."""
+    ids = account_ids(owner) if owner else None
     folder = os.path.dirname(os.path.abspath(path))
+    partial = None
     try:
         handle, partial = tempfile.mkstemp(dir=folder, prefix=".%s." % os.path.basename(path), suffix=".partial")
         with os.fdopen(handle, "w") as stream:
             json.dump(snapshot, stream, sort_keys=True)
+        if ids and ids[0] != os.geteuid():
+            try:
+                os.chown(partial, *ids)
+            except PermissionError:
+                raise PgopsError("cannot give the snapshot %s to %s: only root can; run with become, or as %s" % (
+                    path, owner, owner))
         os.rename(partial, path)
     except OSError as error:
         raise PgopsError("cannot write the snapshot to %s (%s): give a path in a folder this account can write" % (
             path, error))
+    finally:
+        if partial and os.path.exists(partial):
+            os.unlink(partial)
 
 
 def snapshot(params, check_mode):
@@ -241,7 +268,7 @@ def snapshot(params, check_mode):
         if before is None:
             result["seconds"] = round(time.monotonic() - started, 3)
             if params["path"] and not check_mode:
-                write(params["path"], now)
+                write(params["path"], now, params["owner"])
                 result["changed"] = True
             return result
         changes = []
@@ -288,6 +315,7 @@ def main():
         compare_to=dict(type="dict"),
         compare_to_file=dict(type="path"),
         path=dict(type="path"),
+        owner=dict(type="str"),
         restore_grants=dict(type="bool", default=False),
         fail_on_difference=dict(type="bool", default=True),
         compare_rows=dict(type="bool", default=True),

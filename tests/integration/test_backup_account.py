@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import hold_lock, run_playbook, start_playbook
+from conftest import APP, HEAD, INDEX_REVISION, assert_application_survived, hold_lock, query, run_playbook, start_playbook
+from test_deploy_playbook import revision
 from test_deploy_interruptions import let_go
 from sandbox import SANDBOX_USER
 
@@ -112,3 +113,61 @@ def test_playbook_and_cron_backups_belong_to_the_backup_account(server, migrated
     assert unlogged.returncode == 1
     assert f"pgops-backup: cannot write the log {backups / 'pgops-backup.log'}: Permission denied" in unlogged.stderr
     assert list(backups.glob("*.dump")) == [second_dump], "nothing ran without its log"
+
+
+@pytest.mark.one_server_version
+def test_after_a_deployment_as_root_the_backups_go_on_as_the_backup_account(
+        server, deployable, host_dirs, tmp_path, live_writer):
+    """Production's set-up: the play runs as root, its backups become the backup account, the deploy role
+    migrates, a superuser installed pg_stat_statements in public (as monitoring.yml does), the application
+    writes. What a deployment leaves in the backup folder is the backup account's; the cron backup after it and
+    the next deployment back up beside it; a rollback by restore after that works as the deploy role."""
+    query(deployable, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements WITH SCHEMA public")
+    backups = host_dirs / "backups"
+    settings = json.dumps({
+        "pgops_backup_os_user": ACCOUNT, "backup_python": "/usr/bin/python3", "pgops_backup_dir": str(backups),
+        "pgops_program_dir": str(host_dirs / "lib"), "pgops_config_dir": str(host_dirs / "etc"),
+        "pgops_cron_dir": str(host_dirs / "cron.d"), "pgops_app_roles": [APP]})
+    writer = live_writer(deployable)
+    first = run_playbook("deploy_migration.yml", server, deployable, tmp_path, "-e", settings,
+                         "-e", f"pgops_migration_target={INDEX_REVISION}")
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert_application_survived(writer, deployable, deployment_record(tmp_path, INDEX_REVISION)["write_off_seconds"])
+    (catalog,) = backups.glob("*.catalog.json")
+    assert set(owners(backups).values()) == {ACCOUNT}, owners(backups)
+    assert catalog.stat().st_mode & 0o777 == 0o600
+
+    assert run_playbook("backup_cron.yml", server, deployable, tmp_path, "-e", settings).returncode == 0
+    account, command = cron_command(host_dirs / "cron.d" / f"pgops-backup-{deployable['login_db']}")
+    time.sleep(1.1)  # backups are named by the second
+    scheduled = run_as_cron(account, command)
+    assert scheduled.returncode == 0, scheduled.stderr
+    dumps = sorted(backups.glob("*.dump"))
+    assert len(dumps) == 2 and all(Path(f"{dump}.manifest.json").exists() for dump in dumps), dumps
+
+    writer = live_writer(deployable)
+    second = run_playbook("deploy_migration.yml", server, deployable, tmp_path, "-e", settings)
+    assert second.returncode == 0, second.stdout[-3000:]
+    record = deployment_record(tmp_path, HEAD)
+    assert_application_survived(writer, deployable, record["write_off_seconds"])
+    assert revision(deployable) == HEAD
+    assert set(owners(backups).values()) == {ACCOUNT}, owners(backups)
+    # The restore discards what the application wrote since the second deployment's backup: named, and kept.
+    rolled_back = run_playbook("rollback.yml", server, deployable, tmp_path, "-e", settings,
+                               "-e", f"record={record['path']}", "-e", "method=restore", "-e", "confirm=yes",
+                               "-e", f"discard_writes={Path(record['backup']['path']).name}")
+    assert rolled_back.returncode == 0, rolled_back.stdout[-3000:]
+    assert "Rolled back by restore: the database is at revision %s" % INDEX_REVISION in rolled_back.stdout
+    assert revision(deployable) == INDEX_REVISION
+    assert query(deployable, "SELECT extnamespace::regnamespace::text FROM pg_extension "
+                             "WHERE extname = 'pg_stat_statements'") == [("public",)]
+    assert set(owners(backups).values()) == {ACCOUNT}, owners(backups)
+
+
+def deployment_record(tmp_path, revision_after):
+    """The record of the deployment that ended at `revision_after`, with its path."""
+    for path in (tmp_path / "reports").glob("deploy-*.json"):
+        record = json.loads(path.read_text())
+        if record.get("revision_after") == revision_after:
+            return dict(record, path=str(path))
+    raise AssertionError("no deployment record ending at %s" % revision_after)
