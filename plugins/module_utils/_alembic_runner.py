@@ -177,7 +177,8 @@ def full_plan(scripts, recorded, target, interrupted_plan):
                 pending[-1]["revision"] if pending else (current[0] if current else None))
     return {"interrupted": interrupted, "direction": direction, "pending": pending, "revision": revision,
             "history": history(scripts, revision), "heads": list(scripts.get_heads()),
-            "from": current[0] if current else None}
+            "from": current[0] if current else None,
+            "current_history": history(scripts, recorded[0] if recorded else None)}
 
 
 def project_url(config, driver):

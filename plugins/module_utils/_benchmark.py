@@ -15,7 +15,7 @@ import time
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError, one_line, psycopg2
 from ansible_collections.intowork.pgops.plugins.module_utils._spec_file import load_yaml_mapping, one_sql_piece
 
-QUERY_KEYS = frozenset(["name", "sql", "params", "max_ms", "expect_index", "purpose"])
+QUERY_KEYS = frozenset(["name", "sql", "params", "max_ms", "expect_index", "purpose", "revision"])
 FINDINGS = ["threshold", "seq_scan", "index_not_used"]
 
 RELATION_ROWS = "SELECT c.relname, c.reltuples::bigint FROM pg_class c WHERE c.relname = ANY(%s) AND c.relkind IN ('r', 'p', 'm')"

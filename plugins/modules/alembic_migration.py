@@ -222,6 +222,13 @@ history:
   type: list
   elements: str
   sample: [a7f3b2c1d9e8, h8c2d6e5f4g3]
+current_history:
+  description:
+    - Revisions from base up to and including the recorded one (before this run), oldest first; empty at base.
+    - For checks that expect only what the applied revisions made, for example O(intowork.pgops.index_verify#module:revisions).
+  returned: always
+  type: list
+  elements: str
 heads:
   description: Head revisions of the project.
   returned: always
@@ -392,6 +399,7 @@ def migrate(params, check_mode):
             "pending": pending,
             "revision": planned["revision"],
             "history": planned["history"],
+            "current_history": planned["current_history"],
             "changed": False,
         }
         if direction == "downgrade" and not params["allow_downgrade"]:

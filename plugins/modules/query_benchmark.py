@@ -44,9 +44,22 @@ options:
       purpose:
         description: What the query serves (informational).
         type: str
+      revision:
+        description:
+          - The migration revision that made what the query needs (a column, the index it expects).
+          - With O(revisions), the query runs only once that revision is applied.
+        type: str
   queries_file:
     description: YAML file with a top-level C(queries) list shaped like O(queries), read on the managed host.
     type: path
+  revisions:
+    description:
+      - Migration revisions applied to the database. When set, only queries whose O(queries[].revision) is in
+        this list, or that name no revision, run; the others are counted in RV(not_yet_expected).
+      - Lets one queries file serve every revision, for example after a rollback, with
+        RV(intowork.pgops.alembic_migration#module:current_history).
+    type: list
+    elements: str
   only:
     description: Names of the queries to run; all when empty.
     type: list
@@ -102,6 +115,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+not_yet_expected:
+  description: Queries not run because their revision is not in O(revisions).
+  returned: always
+  type: int
 queries:
   description: One report per query.
   returned: always
@@ -161,6 +178,11 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
 def run_benchmark(params, check_mode):
     raw = load_queries_file(params["queries_file"]) if params["queries_file"] else params["queries"]
     queries = validate_queries(raw, params["only"])
+    not_yet_expected = 0
+    if params["revisions"] is not None:
+        applied = set(params["revisions"])
+        expected = [query for query in queries if not query.get("revision") or query["revision"] in applied]
+        not_yet_expected, queries = len(queries) - len(expected), expected
     if params["iterations"] < 1 or params["warmup"] < 0:
         raise PgopsError("iterations must be at least 1 and warmup at least 0, got %d and %d" % (
             params["iterations"], params["warmup"]))
@@ -170,7 +192,7 @@ def run_benchmark(params, check_mode):
     finally:
         conn.close()
     kinds = set(finding["kind"] for report in reports for finding in report["findings"])
-    result = {"queries": reports, "changed": False,
+    result = {"queries": reports, "changed": False, "not_yet_expected": not_yet_expected,
               "failed_checks": [kind for kind in params["fail_on"] if kind in kinds]}
     if result["failed_checks"]:
         result["failed"] = True
@@ -190,7 +212,9 @@ def main():
             max_ms=dict(type="float"),
             expect_index=dict(type="str"),
             purpose=dict(type="str"),
+            revision=dict(type="str"),
         )),
+        revisions=dict(type="list", elements="str"),
         queries_file=dict(type="path"),
         only=dict(type="list", elements="str", default=[]),
         warmup=dict(type="int", default=3),
