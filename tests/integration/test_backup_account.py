@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APP, HEAD, INDEX_REVISION, assert_application_survived, hold_lock, query, run_playbook, start_playbook
+from conftest import (APP, HEAD, INDEX_REVISION, PASSWORD, assert_application_survived, failure_message, hold_lock, query,
+                      run_playbook, start_playbook)
 from test_deploy_playbook import revision
+from test_remote_faults import remote_host, remote_inventory  # noqa: F401 - fixtures, for the test over SSH
 from test_deploy_interruptions import let_go
 from sandbox import SANDBOX_USER
 
@@ -116,28 +118,32 @@ def test_playbook_and_cron_backups_belong_to_the_backup_account(server, migrated
 
 
 @pytest.mark.one_server_version
+@pytest.mark.parametrize("reached", ["locally", "over_ssh"])
 def test_after_a_deployment_as_root_the_backups_go_on_as_the_backup_account(
-        server, deployable, host_dirs, tmp_path, live_writer):
-    """Production's set-up: the play runs as root, its backups become the backup account, the deploy role
-    migrates, a superuser installed pg_stat_statements in public (as monitoring.yml does), the application
-    writes. What a deployment leaves in the backup folder is the backup account's; the cron backup after it and
-    the next deployment back up beside it; a rollback by restore after that works as the deploy role."""
+        server, deployable, host_dirs, tmp_path, live_writer, reached, request):
+    """Production's set-up: the play runs as root (over SSH, with sudo), its backups become the backup account,
+    the deploy role migrates, a superuser installed pg_stat_statements in public (as monitoring.yml does), the
+    application writes. What a deployment leaves in the backup folder is the backup account's; the cron backup
+    after it and the next deployment back up beside it; a rollback by restore after that works as the deploy
+    role."""
     query(deployable, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements WITH SCHEMA public")
     backups = host_dirs / "backups"
-    settings = json.dumps({
+    host = request.getfixturevalue("remote_inventory") if reached == "over_ssh" else []
+    settings = [*host, "-e", json.dumps({
         "pgops_backup_os_user": ACCOUNT, "backup_python": "/usr/bin/python3", "pgops_backup_dir": str(backups),
         "pgops_program_dir": str(host_dirs / "lib"), "pgops_config_dir": str(host_dirs / "etc"),
-        "pgops_cron_dir": str(host_dirs / "cron.d"), "pgops_app_roles": [APP]})
+        "pgops_cron_dir": str(host_dirs / "cron.d"), "pgops_app_roles": [APP], "pgops_app_probe_user": APP,
+        "pgops_app_probe_password": PASSWORD})]
     writer = live_writer(deployable)
-    first = run_playbook("deploy_migration.yml", server, deployable, tmp_path, "-e", settings,
+    first = run_playbook("deploy_migration.yml", server, deployable, tmp_path, *settings,
                          "-e", f"pgops_migration_target={INDEX_REVISION}")
-    assert first.returncode == 0, first.stdout[-3000:]
+    assert first.returncode == 0, failure_message(first)
     assert_application_survived(writer, deployable, deployment_record(tmp_path, INDEX_REVISION)["write_off_seconds"])
     (catalog,) = backups.glob("*.catalog.json")
     assert set(owners(backups).values()) == {ACCOUNT}, owners(backups)
     assert catalog.stat().st_mode & 0o777 == 0o600
 
-    assert run_playbook("backup_cron.yml", server, deployable, tmp_path, "-e", settings).returncode == 0
+    assert run_playbook("backup_cron.yml", server, deployable, tmp_path, *settings).returncode == 0
     account, command = cron_command(host_dirs / "cron.d" / f"pgops-backup-{deployable['login_db']}")
     time.sleep(1.1)  # backups are named by the second
     scheduled = run_as_cron(account, command)
@@ -146,17 +152,17 @@ def test_after_a_deployment_as_root_the_backups_go_on_as_the_backup_account(
     assert len(dumps) == 2 and all(Path(f"{dump}.manifest.json").exists() for dump in dumps), dumps
 
     writer = live_writer(deployable)
-    second = run_playbook("deploy_migration.yml", server, deployable, tmp_path, "-e", settings)
-    assert second.returncode == 0, second.stdout[-3000:]
+    second = run_playbook("deploy_migration.yml", server, deployable, tmp_path, *settings)
+    assert second.returncode == 0, failure_message(second)
     record = deployment_record(tmp_path, HEAD)
     assert_application_survived(writer, deployable, record["write_off_seconds"])
     assert revision(deployable) == HEAD
     assert set(owners(backups).values()) == {ACCOUNT}, owners(backups)
     # The restore discards what the application wrote since the second deployment's backup: named, and kept.
-    rolled_back = run_playbook("rollback.yml", server, deployable, tmp_path, "-e", settings,
+    rolled_back = run_playbook("rollback.yml", server, deployable, tmp_path, *settings,
                                "-e", f"record={record['path']}", "-e", "method=restore", "-e", "confirm=yes",
                                "-e", f"discard_writes={Path(record['backup']['path']).name}")
-    assert rolled_back.returncode == 0, rolled_back.stdout[-3000:]
+    assert rolled_back.returncode == 0, failure_message(rolled_back)
     assert "Rolled back by restore: the database is at revision %s" % INDEX_REVISION in rolled_back.stdout
     assert revision(deployable) == INDEX_REVISION
     assert query(deployable, "SELECT extnamespace::regnamespace::text FROM pg_extension "
