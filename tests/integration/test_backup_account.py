@@ -13,7 +13,8 @@ import pytest
 from conftest import (APP, HEAD, INDEX_REVISION, PASSWORD, assert_application_survived, failure_message, hold_lock, query,
                       run_playbook, start_playbook)
 from test_deploy_playbook import revision
-from test_remote_faults import remote_host, remote_inventory  # noqa: F401 - fixtures, for the test over SSH
+# Fixtures, for the test over SSH.
+from test_remote_faults import remote_host, remote_inventory  # noqa: F401 pylint: disable=unused-import
 from test_deploy_interruptions import let_go
 from sandbox import SANDBOX_USER
 
