@@ -73,6 +73,15 @@ options:
     description: Release or take over the lock whoever holds it. For an operator who knows the holder is gone.
     type: bool
     default: false
+  version_table:
+    description:
+      - Table in which Alembic records the revision, read by O(state=status) into RV(recorded_revisions).
+    type: str
+    default: alembic_version
+  version_table_schema:
+    description:
+      - Schema of O(version_table); the search path decides when not set.
+    type: str
 extends_documentation_fragment:
   - intowork.pgops._connection
   - intowork.pgops._connection.ATTRIBUTES
@@ -133,6 +142,14 @@ write_guard_text:
   returned: when another run's lock was taken over or released
   type: str
   sample: "writes off for app_web since 2026-12-06T03:00:00Z (revoke_writes), under the write guard of deploy-1, now deploy-2's"
+recorded_revisions:
+  description:
+    - The revisions Alembic records in the database (O(version_table)), read with the lease; empty when Alembic
+      never ran there. For a clean-up that cannot reach the Alembic project (the controller's, when the database
+      host is lost) to say how far a deployment's plan got.
+  returned: when O(state=status)
+  type: list
+  elements: str
 ended_sessions:
   description: Process ids of the previous holder's migration sessions ended after a takeover or forced release.
   returned: when another run's lease was taken over or released
@@ -145,7 +162,10 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.intowork.pgops.plugins.module_utils._alembic import terminate_leftover_sessions
+from ansible_collections.intowork.pgops.plugins.module_utils._alembic import (
+    current_revisions,
+    terminate_leftover_sessions,
+)
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import (
     PgopsError,
     connect,
@@ -191,6 +211,8 @@ def lock(params, check_mode):
         result = {"changed": False, "previous_holder": lease, "holder": lease,
                   "holder_text": describe_holder(lease) if lease else None}
         if params["state"] == "status":
+            result["recorded_revisions"] = list(current_revisions(conn, params["version_table"],
+                                                                  params["version_table_schema"]))
             conn.rollback()
             return result
         if params["state"] == "acquired":
@@ -262,6 +284,8 @@ def main():
         identity=dict(type="dict"),
         force=dict(type="bool", default=False),
         merge=dict(type="bool", default=False),
+        version_table=dict(type="str", default="alembic_version"),
+        version_table_schema=dict(type="str"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_if=[("state", "acquired", ["owner"]), ("state", "released", ["owner"])])

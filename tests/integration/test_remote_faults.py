@@ -192,3 +192,39 @@ def test_a_host_cut_off_before_migrating_gets_its_writes_back_from_the_controlle
     assert app_can_write(deployable) and lock_owner(deployable) is None and revision(deployable) == BASELINE
     # Writes were off from the guard to the controller's clean-up: within the run, and back on since.
     assert_application_survived(writer, deployable, time.time() - deploy_started)
+
+
+@pytest.mark.one_server_version
+def test_a_migration_that_completes_after_its_host_is_cut_off_is_recorded_as_it_is(
+        server, deployable, tmp_path, remote_host, remote_inventory, live_writer):
+    """The job on the host finishes the migration just after the host drops off the network (the lock it waited
+    for is let go right after the cut). The controller fences what is left, reads the revision the database
+    records, and the record and the last line say the truth: every revision of the plan applied, not "may be
+    half-applied" at the old revision."""
+    writer = live_writer(deployable)
+    holder = hold_lock(deployable, BLOCKED_TABLE, "SHARE UPDATE EXCLUSIVE", application_name="blocker")
+    deploy = start_playbook("deploy_migration.yml", server, deployable, tmp_path, "-e", SETTINGS,
+                            "-e", TOLERATE_BLOCKER, "-e", '{"migration_lock_timeout": 120000}', *remote_inventory,
+                            "-e", f"pgops_db_host_from_controller={deployable['login_host']}")
+    try:
+        wait_until_migration_waits(deployable, deploy)
+        ssh_host.cut(remote_host)
+        let_go(holder)
+        deadline = time.monotonic() + 60
+        while revision(deployable) != HEAD:  # the job on the host goes on alone
+            assert time.monotonic() < deadline and deploy.poll() is None, "the job did not finish the migration"
+            time.sleep(0.2)
+        output = deploy.communicate(timeout=600)[0]
+    finally:
+        ssh_host.restore(remote_host)
+    assert deploy.returncode == 2, output[-3000:]
+    last = " ".join(failure_message(types.SimpleNamespace(stdout=output)).split())
+    (path,) = (tmp_path / "reports").glob("deploy-*.json")
+    report = json.loads(path.read_text())
+    plan = report["plan"]
+    assert f"The migration had completed before it was fenced (the database records {HEAD}, all {len(plan)} " \
+           "revision(s) of the plan applied), but the checks after it did not run: writes are kept OFF" in last, last
+    assert "may be half-applied" not in last and "rollback.yml -e force_unlock=yes" in last, last
+    assert report["outcome"] == "host_lost" and report["revision_after"] == HEAD and report["applied"] == plan, report
+    assert revision(deployable) == HEAD and not app_can_write(deployable)
+    assert_writes_kept_off(writer, deployable)
