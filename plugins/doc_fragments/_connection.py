@@ -111,3 +111,17 @@ attributes:
   idempotent:
     description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
 """
+
+    # Where Alembic records the revision: the modules that read it name the table the same way.
+    VERSION_TABLE = r"""
+options:
+  version_table:
+    description:
+      - Table in which Alembic records the revision.
+    type: str
+    default: alembic_version
+  version_table_schema:
+    description:
+      - Schema of O(version_table); the search path decides when not set.
+    type: str
+"""

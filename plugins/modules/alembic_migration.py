@@ -60,15 +60,6 @@ options:
         cannot undo migrations.
     type: bool
     default: false
-  version_table:
-    description:
-      - Table in which Alembic records the revision.
-    type: str
-    default: alembic_version
-  version_table_schema:
-    description:
-      - Schema of O(version_table); the search path decides when not set.
-    type: str
   timeout:
     description:
       - Seconds the whole Alembic run may take before it is stopped and the task fails.
@@ -165,6 +156,7 @@ options:
     type: str
 extends_documentation_fragment:
   - intowork.pgops._connection
+  - intowork.pgops._connection.VERSION_TABLE
   - intowork.pgops._connection.ATTRIBUTES
 attributes:
   check_mode:

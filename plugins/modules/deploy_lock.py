@@ -73,17 +73,9 @@ options:
     description: Release or take over the lock whoever holds it. For an operator who knows the holder is gone.
     type: bool
     default: false
-  version_table:
-    description:
-      - Table in which Alembic records the revision, read by O(state=status) into RV(recorded_revisions).
-    type: str
-    default: alembic_version
-  version_table_schema:
-    description:
-      - Schema of O(version_table); the search path decides when not set.
-    type: str
 extends_documentation_fragment:
   - intowork.pgops._connection
+  - intowork.pgops._connection.VERSION_TABLE
   - intowork.pgops._connection.ATTRIBUTES
 attributes:
   check_mode:
