@@ -182,3 +182,19 @@ def test_an_object_the_restore_cannot_set_aside_refuses_it_first(server, backed_
         "restore refused, nothing changed: schema public holds operator >>>, which the restore cannot set aside; "
         "move them to a schema of their own (or make them part of an extension) first"), refused.stderr
     assert fingerprint(params) == before
+
+
+def test_as_the_deploy_role_a_function_of_another_owner_refuses_it_first(server, migrated, tmp_path):
+    """Only its owner may move a routine aside (a range type's constructors belong to the bootstrap superuser):
+    the deploy role's restore is refused before anything changes, naming it."""
+    deploy = dict(migrated, login_user=server["deploy_user"], login_password=server["deploy_password"])
+    config, _backups = write_config(server, deploy, tmp_path)
+    dump = back_up(config, deploy)
+    query(migrated, "CREATE FUNCTION public.audit_note() RETURNS text LANGUAGE sql AS 'SELECT ''kept'''")
+    before = fingerprint(deploy)
+    refused = restore(config, deploy, dump)
+    assert refused.returncode != 0
+    assert f"schema public holds function audit_note (owned by {server['user']}), which the restore cannot set " \
+           "aside" in refused.stderr, refused.stderr
+    assert fingerprint(deploy) == before
+    assert query(deploy, "SELECT public.audit_note()") == [("kept",)]

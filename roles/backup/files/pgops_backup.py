@@ -914,8 +914,9 @@ SELECT o.kind || ' ' || o.name
           FROM pg_catalog.pg_ts_parser
         UNION ALL SELECT 'text search template', tmplname, tmplnamespace, 'pg_catalog.pg_ts_template'::regclass, oid
           FROM pg_catalog.pg_ts_template
-        -- A range type's constructors belong to the bootstrap superuser, whoever made the type.
-        UNION ALL SELECT 'function', proname || ' (of a range type, owned by ' || proowner::regrole::text || ')',
+        -- Only its owner may move a routine; a range type's constructors belong to the bootstrap superuser,
+        -- whoever made the type.
+        UNION ALL SELECT 'function', proname || ' (owned by ' || proowner::regrole::text || ')',
                pronamespace, 'pg_catalog.pg_proc'::regclass, oid
           FROM pg_catalog.pg_proc WHERE NOT pg_catalog.pg_has_role(proowner, 'USAGE')) o (kind, name, namespace, catalog, oid)
   JOIN pg_catalog.pg_namespace n ON n.oid = o.namespace
