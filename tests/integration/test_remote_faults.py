@@ -21,6 +21,7 @@ from test_deploy_faults import app_can_write, counts
 from test_deploy_interruptions import (BLOCKED_TABLE, SETTINGS, TOLERATE_BLOCKER, assert_back_where_it_was, let_go,
                                        wait_until_migration_waits)
 from test_deploy_playbook import revision
+from sandbox import SANDBOX_USER
 
 
 @pytest.fixture(scope="session")
@@ -32,9 +33,16 @@ def remote_host():
 
 
 @pytest.fixture
-def remote_inventory(remote_host, tmp_path):
+def remote_inventory(remote_host, tmp_path, host_dirs, deployable):
     """The local inventory's settings, with its database host reached over SSH (sudo to root, whose Python is
-    this venv's: the host_python role's environment is the remote Molecule scenario's business)."""
+    this venv's: the host_python role's environment is the remote Molecule scenario's business), set up as
+    production is: backups become the backup account (the server's OS account, as postgres is), into folders
+    it owns, and a superuser installed pg_stat_statements in public, as monitoring.yml does."""
+    query(deployable, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements WITH SCHEMA public")
+    backup_account = json.dumps({
+        "pgops_backup_os_user": SANDBOX_USER, "backup_python": "/usr/bin/python3",
+        "pgops_backup_dir": str(host_dirs / "backups"), "pgops_program_dir": str(host_dirs / "lib"),
+        "pgops_config_dir": str(host_dirs / "etc"), "pgops_cron_dir": str(host_dirs / "cron.d")})
     folder = tmp_path / "inventory"
     folder.mkdir()
     (folder / "group_vars").symlink_to(ROOT / "inventories" / "local" / "group_vars")
@@ -45,10 +53,13 @@ def remote_inventory(remote_host, tmp_path):
         "ansible_python_interpreter": sys.executable,
         # Over SSH the migration is a job polled every second (the local inventory runs it in its task).
         "pgops_async_poll_seconds": 1}}}}))
-    return ["-i", str(folder), "-e", f"pgops_project_root={ROOT}"]
+    return ["-i", str(folder), "-e", f"pgops_project_root={ROOT}", "-e", backup_account]
 
 
 # PostgreSQL 15 over SSH: molecule/remote deploys (and rolls back) there with the host's own environment.
+
+
+PROGRESS = re.compile(r"db-remote: migration to \S+: revision 1 of \d+ \(\w+\), \d+ s so far")
 
 
 @pytest.mark.one_server_version
@@ -67,15 +78,21 @@ def test_a_connection_lost_mid_migration_is_survived(
         assert killed, "the deployment's SSH session should be open"
         for pid in killed:
             os.kill(pid, signal.SIGKILL)
-        time.sleep(3)  # a poll or two over a new connection while the migration still waits
+        # A poll over a new connection while the migration still waits: it says which revision runs.
+        seen = []
+        deadline = time.monotonic() + 180
+        while not seen or not PROGRESS.search(seen[-1]):
+            line = deploy.stdout.readline()
+            assert line and time.monotonic() < deadline, "".join(seen)[-3000:]
+            seen.append(line)
     finally:
         let_go(holder)
-    output = deploy.communicate(timeout=600)[0]
+    output = "".join(seen) + deploy.communicate(timeout=600)[0]
     assert deploy.returncode == 0, output[-3000:]
     assert re.search(r"db-remote\s*: ok=\d+\s+changed=\d+\s+unreachable=0\s+failed=0", output), output[-500:]
     assert "TASK [intowork.pgops.migration : Wait for the migration job" in output, "the migration is a polled job"
     # Each poll says which revision of the plan is running, and for how long.
-    assert re.search(r"db-remote: migration to \S+: revision 1 of \d+ \(\w+\), \d+ s so far", output), output[-3000:]
+    assert PROGRESS.search(output), output[-3000:]
     (path,) = (tmp_path / "reports").glob("deploy-*.json")
     report = json.loads(path.read_text())
     assert report["outcome"] == "deployed" and report["writes"] == "on" and report["revision_after"] == HEAD
@@ -162,13 +179,17 @@ def test_a_host_cut_off_without_a_way_from_the_controller_is_left_as_it_is(
 
 @pytest.mark.one_server_version
 def test_a_host_cut_off_before_migrating_gets_its_writes_back_from_the_controller(
-        server, deployable, tmp_path, remote_host, remote_inventory, live_writer):
+        server, deployable, tmp_path, remote_host, remote_inventory, live_writer, host_dirs):
     """The other branch of the controller's clean-up: the host drops off during the backup, before the migration
     started, so nothing can be half-applied: writes come back on and the lock is released, from the controller."""
     writer = live_writer(deployable)
     deploy_started = time.time()
-    started = tmp_path / "pg_dump-started"
-    slow_client = client_bin(tmp_path, server, pg_dump=f'touch "{started}"\nsleep 20\nexec "$REAL/pg_dump" "$@"\n')
+    # Where the backup account, which runs pg_dump, can reach the stand-in and leave its mark.
+    reachable = host_dirs / "client"
+    reachable.mkdir(mode=0o777)
+    reachable.chmod(0o777)
+    started = reachable / "pg_dump-started"
+    slow_client = client_bin(reachable, server, pg_dump=f'touch "{started}"\nsleep 20\nexec "$REAL/pg_dump" "$@"\n')
     deploy = start_playbook("deploy_migration.yml", server, deployable, tmp_path, "-e", SETTINGS, *remote_inventory,
                             "-e", f"pgops_pg_bin_dir={slow_client}",
                             "-e", f"pgops_db_host_from_controller={deployable['login_host']}")
