@@ -747,7 +747,8 @@ def drill(config, log, options, chosen, keep, progress):
     report = None
     try:
         admin.cursor().execute("CREATE DATABASE %s" % quote_ident(scratch))
-        left_out = extensions_beyond_reach(admin, archive_extensions(config, path))
+        listing = archive_listing(config, path)
+        left_out = extensions_beyond_reach(admin, archive_extensions(listing))
         env = libpq_env(config, scratch)
         # The restore session's settings decide how fast the indexes build.
         env["PGOPTIONS"] = "-c maintenance_work_mem=%s -c synchronous_commit=off" % options.maintenance_work_mem
@@ -763,7 +764,7 @@ def drill(config, log, options, chosen, keep, progress):
 
         progress("restoring into %s" % scratch, restored_so_far)
         with tempfile.NamedTemporaryFile("w", suffix=".list") as use_list:
-            use_list.write(archive_list_without(config, path, left_out))
+            use_list.write(listing_without(listing, left_out))
             use_list.flush()
             run([program(config, "pg_restore"), "--dbname=%s" % scratch, "--jobs=%d" % options.jobs,
                  "--no-owner", "--exit-on-error", "--no-password", "--use-list=%s" % use_list.name, path], env,
@@ -927,16 +928,18 @@ SELECT o.kind || ' ' || o.name
 """
 
 
-def archive_extensions(config, path):
+def archive_listing(config, path):
+    """The archive's table of contents, as pg_restore --list prints it (and --use-list reads it)."""
+    return run([program(config, "pg_restore"), "--list", path], os.environ, "pg_restore --list")
+
+
+def archive_extensions(listing):
     """Names of the extensions the archive creates, from its table of contents."""
-    listing = run([program(config, "pg_restore"), "--list", path], os.environ, "pg_restore --list")
     return sorted(set(match.group(1) for match in map(ARCHIVE_EXTENSION.match, listing.splitlines()) if match))
 
 
-def archive_list_without(config, path, extensions):
-    """The archive's table of contents (for pg_restore --use-list) without the entries that create or comment
-    on `extensions`."""
-    listing = run([program(config, "pg_restore"), "--list", path], os.environ, "pg_restore --list")
+def listing_without(listing, extensions):
+    """The table of contents without the entries that create or comment on `extensions`."""
     kept = [line for line in listing.splitlines()
             if not any(re.match(r"^\d+; \d+ \d+ (EXTENSION|COMMENT) - (EXTENSION )?%s( |$)" % re.escape(ext), line)
                        for ext in extensions)]
@@ -1230,7 +1233,7 @@ def restore_in_place(config, log, chosen, schema, progress, discard_writes=None,
     if refusal:
         raise BackupError(refusal)
     discards = not discard["measured"] or discard["tables"]
-    in_archive = archive_extensions(config, path)
+    in_archive = archive_extensions(archive_listing(config, path))
     aside = "pgops_replaced_%s" % utcnow().strftime("%Y%m%d%H%M%S")
     conn = connect(config)
     try:
