@@ -19,12 +19,12 @@ from test_deploy_faults import app_can_write
 PLAN = ["b1b1b1b1b1b1", "c2c2c2c2c2c2"]
 
 
-def plant_lease(server, params, heartbeat_age, migration_started=True, owner="deploy-dead-1"):
+def plant_lease(server, params, heartbeat_age, migration_started=True, owner="deploy-dead-1", plan=None):
     """A deployment lease taken by deploy_lock itself (so the watch reads the format the module writes), then
     aged: its last heartbeat `heartbeat_age` seconds ago."""
     taken = run_module("deploy_lock", dict(params, state="acquired", owner=owner,
                                            identity={"user": "alice", "controller": "laptop"},
-                                           details={"revision_before": BASELINE, "plan": PLAN,
+                                           details={"revision_before": BASELINE, "plan": plan or PLAN,
                                                     "backup": "/var/backups/x.dump",
                                                     **({"migration_started": "2026-12-01T00:01:00Z"}
                                                        if migration_started else {})}))
@@ -55,7 +55,8 @@ def test_an_abandoned_deployment_is_recorded_and_alerted_once(server, loaded, tm
     (line,) = [line for line in first.stderr.splitlines() if "FAILED" in line]
     assert "deployment deploy-dead-1 is abandoned: no heartbeat for 36" in line and "(limit 600 s)" in line
     assert f"the database is at revision {BASELINE} ({PLAN[0]} may be half-applied)" in line, line
-    assert "rollback.yml -e force_unlock=yes -e confirm=yes" in line
+    assert "Roll it back: ansible-playbook playbooks/rollback.yml -e force_unlock=yes -e confirm=yes" in line
+    assert "finish_deployment" not in line, "a half-way plan has nothing to finish"
     record = json.loads((backups / "abandoned-deploy-dead-1.json").read_text())
     assert record["possibly_half_applied"] == PLAN[0] and record["revision"] == BASELINE
     assert record["run_by"] == {"user": "alice", "controller": "laptop"} and record["plan"] == PLAN
@@ -68,6 +69,18 @@ def test_an_abandoned_deployment_is_recorded_and_alerted_once(server, loaded, tm
     assert len(Hook.received) == 1, "one alert per abandoned deployment, not one per cron run"
     # The watch only reads: the lease is left for rollback.yml -e force_unlock=yes to take over.
     assert query(loaded, "SELECT count(*) FROM pg_db_role_setting WHERE setconfig::text LIKE '%deploy-dead-1%'")[0][0]
+
+
+def test_an_abandoned_deployment_whose_migration_completed_is_offered_the_finish(server, loaded, tmp_path, hook):
+    # The database records the last revision of the plan: the deployment only missed its checks.
+    plant_lease(server, loaded, heartbeat_age=3600, plan=[BASELINE])
+    result, _backups = watch(server, loaded, tmp_path, hook)
+    assert result.returncode == 1, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if "FAILED" in line]
+    assert f"the database is at revision {BASELINE}, its plan was {BASELINE}" in line, line
+    assert "Its migration completed: finish it (its checks, then writes on): ansible-playbook " \
+           "playbooks/finish_deployment.yml -e force_unlock=yes -e confirm=yes; or roll it back: ansible-playbook " \
+           "playbooks/rollback.yml -e force_unlock=yes -e confirm=yes. Record: " in line, line
 
 
 def test_a_deployment_whose_lease_beats_is_left_alone(server, loaded, tmp_path, hook):

@@ -132,6 +132,10 @@ EVERY_RUNBOOK = [
     ("rollback.yml", {"method": "magic", "confirm": "yes"},
      'Bad rollback settings, nothing was changed: method "magic" is not one of auto, downgrade, restore'),
     ("rollback.yml", {"backup": "intowork.dump", "confirm": "yes"}, 'backup "intowork.dump" must be an absolute path'),
+    ("finish_deployment.yml", {"force_unlock": "sure", "confirm": "yes"},
+     'Bad settings, nothing was changed: force_unlock "sure" is not yes or no'),
+    ("finish_deployment.yml", {"pgops_reports_dir": "reports", "force_unlock": "yes"},
+     'pgops_reports_dir "reports" must be an absolute path'),
 ]
 
 

@@ -245,7 +245,18 @@ def test_a_migration_that_completes_after_its_host_is_cut_off_is_recorded_as_it_
     plan = report["plan"]
     assert f"The migration had completed before it was fenced (the database records {HEAD}, all {len(plan)} " \
            "revision(s) of the plan applied), but the checks after it did not run: writes are kept OFF" in last, last
-    assert "may be half-applied" not in last and "rollback.yml -e force_unlock=yes" in last, last
+    finish = "ansible-playbook playbooks/finish_deployment.yml -e force_unlock=yes -e confirm=yes"
+    assert "may be half-applied" not in last and finish in last and "rollback.yml -e force_unlock=yes" in last, last
     assert report["outcome"] == "host_lost" and report["revision_after"] == HEAD and report["applied"] == plan, report
     assert revision(deployable) == HEAD and not app_can_write(deployable)
-    assert_writes_kept_off(writer, deployable)
+
+    # The host is back: the remedy the line offers, over SSH, runs the checks and gives writes back.
+    finished = run_playbook("finish_deployment.yml", server, deployable, tmp_path, "-e", SETTINGS, *remote_inventory,
+                            "-e", "force_unlock=yes", "-e", "confirm=yes")
+    assert finished.returncode == 0, finished.stdout[-3000:]
+    line = re.findall(r'"msg": "(.*)"', finished.stdout)[-1]
+    # The lock the controller's clean-up fenced the job with, and kept with the plan.
+    assert line.startswith(f"Finished {report['deployment']}-from-controller: ") and "every check passed" in line, line
+    reported = float(re.search(r"Writes were off for ([0-9.]+) s ", line)[1])
+    assert revision(deployable) == HEAD and lock_owner(deployable) is None
+    assert_application_survived(writer, deployable, reported)

@@ -39,3 +39,9 @@ def test_the_rollback_runbooks_extra_vars_are_the_ones_it_reads():
     runbook = (ROOT / "playbooks" / "rollback.yml").read_text()
     for name in playbook_variables()["rollback_extra_vars"]["variables"]:
         assert re.search(r"\b%s\b \| default\(" % name, runbook), f"rollback.yml does not read -e {name}"
+
+
+def test_the_finish_runbooks_extra_vars_are_the_ones_it_reads():
+    runbook = (ROOT / "playbooks" / "finish_deployment.yml").read_text()
+    for name in playbook_variables()["finish_extra_vars"]["variables"]:
+        assert re.search(r"\b%s\b \| default\(" % name, runbook), f"finish_deployment.yml does not read -e {name}"

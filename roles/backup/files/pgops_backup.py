@@ -1503,12 +1503,16 @@ def watch(config, log, stale_after):
         noticed = read_json(record, "abandoned deployment record")
         result["writes"] = noticed.get("writes", "?")
         write_json_atomically(record, dict(noticed, last_seen_heartbeat_age=age))
+    rollback = "ansible-playbook playbooks/rollback.yml -e force_unlock=yes -e confirm=yes"
+    # A plan the database records whole only missed its checks: finishing it keeps the migration.
+    remedy = ("Its migration completed: finish it (its checks, then writes on): ansible-playbook "
+              "playbooks/finish_deployment.yml -e force_unlock=yes -e confirm=yes; or roll it back: " + rollback
+              if plan and details.get("migration_started") and applied == len(plan) else "Roll it back: " + rollback)
     message = ("deployment %s is abandoned: no heartbeat for %d s (limit %d s); the database is at revision %s%s, "
-               "its plan was %s; writes %s. Roll it back: ansible-playbook playbooks/rollback.yml -e force_unlock=yes "
-               "-e confirm=yes. Record: %s" % (
+               "its plan was %s; writes %s. %s. Record: %s" % (
                    lease["owner"], age, stale_after, revision or "base",
                    " (%s may be half-applied)" % result["possibly_half_applied"] if result["possibly_half_applied"]
-                   else "", ", ".join(plan) or "empty", result["writes"], record))
+                   else "", ", ".join(plan) or "empty", result["writes"], remedy, record))
     if first_notice:
         raise Abandoned(message)
     log("still abandoned (alerted before): " + message)
