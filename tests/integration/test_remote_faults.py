@@ -170,6 +170,8 @@ def test_a_host_cut_off_without_a_way_from_the_controller_is_left_as_it_is(
     assert last.rstrip().endswith("-e force_unlock=yes -e confirm=yes Record: " + str(
         tmp_path / "reports" / (report["deployment"] + ".json"))), last
     assert report["outcome"] == "host_lost" and report["writes"] == "kept off: the host was lost"
+    # Cut mid-migration with no way to the database: how far the job on the host got is unknown, and said so.
+    assert (report["revision_after"], report["applied"]) == (None, None), report
     assert lock_owner(deployable) == report["deployment"], "the lock stays with the run left on the host"
     (lost,) = [event for event in Hook.received if event["event"] == "host_lost"]
     assert lost["host"] == "db-remote" and f"deployment {report['deployment']} lost its host db-remote" in lost["message"]
