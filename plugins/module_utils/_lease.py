@@ -17,7 +17,17 @@ import json
 import threading
 import time
 
-from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError, connect, sql
+try:
+    from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError, connect, sql
+except ImportError:
+    # The backup program's copy on the database host, where no collection is installed: its dead-man switch
+    # reads the lease (lock_and_read, last_beat) and never keeps one alive, so it needs no connect().
+    from psycopg2 import sql
+
+    connect = None
+
+    class PgopsError(Exception):
+        """A failure worth one line."""
 
 SETTING = "pgops.deploy_lock"
 READ_LEASE = """

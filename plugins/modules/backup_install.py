@@ -9,12 +9,13 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 module: backup_install
-short_description: Install the folders, config, password file and write guard the backup program needs
+short_description: Install the folders, config, password file and collection code the backup program needs
 version_added: 0.1.0
 description:
   - Puts on the database host what the backup program (and cron) needs besides the program itself, in one task
     instead of one task per file (each a round trip to the host). That is the program folder with the write guard's
-    code (for the dead-man switch, the program imports it from beside itself), the config folder with the
+    and the deployment lease's code (the dead-man switch imports them from beside the program, so that it reads
+    the lease and ends a guard exactly as the modules do), the config folder with the
     database's config and password file, and the backup folder. The role copies the program into the program
     folder.
   - Each file is written only when its content, mode or owner differ, atomically (a temporary file in the same
@@ -108,10 +109,11 @@ import tempfile
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_bytes
 
-from ansible_collections.intowork.pgops.plugins.module_utils import _write_guard
+from ansible_collections.intowork.pgops.plugins.module_utils import _lease, _write_guard
 
-# The dead-man switch imports it from beside the program (the program runs without the collection).
-GUARD_NAME = "pgops_write_guard.py"
+# The collection's code the dead-man switch imports from beside the program (which runs without the
+# collection): the write guard, to give writes back, and the lease, to read the deployment lock.
+BESIDE_PROGRAM = {"pgops_write_guard.py": _write_guard, "pgops_lease.py": _lease}
 
 
 def owner_ids(owner):
@@ -189,7 +191,8 @@ def install(module):
     installer = Installer(module)
     installer.folder(params["program_dir"], 0o755)
     installer.folder(params["config_dir"], 0o755)
-    installer.file(os.path.join(params["program_dir"], GUARD_NAME), inspect.getsource(_write_guard), 0o644)
+    for name, code in sorted(BESIDE_PROGRAM.items()):
+        installer.file(os.path.join(params["program_dir"], name), inspect.getsource(code), 0o644)
     # A symlink that is allowed is followed: its target is made the backup folder.
     installer.folder(os.path.realpath(params["backup_dir"]), 0o700, ids)
     if params["pgpass_file"] and params["pgpass"]:

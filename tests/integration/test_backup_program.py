@@ -378,12 +378,14 @@ def test_backup_install_writes_once_with_its_modes_and_check_mode_writes_nothing
     installed = run_module("backup_install", args)
     assert installed["changed"] is True and "s3cret-pw" not in json.dumps(installed)
     modes = {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in
-             ["lib", "etc", "backups", "lib/pgops_write_guard.py", "etc/backup-appdb.json", "etc/pgpass-appdb"]}
+             ["lib", "etc", "backups", "lib/pgops_write_guard.py", "lib/pgops_lease.py", "etc/backup-appdb.json",
+              "etc/pgpass-appdb"]}
     assert modes == {"lib": 0o755, "etc": 0o755, "backups": 0o700, "lib/pgops_write_guard.py": 0o644,
-                     "etc/backup-appdb.json": 0o600, "etc/pgpass-appdb": 0o600}, modes
+                     "lib/pgops_lease.py": 0o644, "etc/backup-appdb.json": 0o600, "etc/pgpass-appdb": 0o600}, modes
     assert json.loads((tmp_path / "etc" / "backup-appdb.json").read_text()) == {"database": "appdb", "port": 5432}
     assert (tmp_path / "etc" / "pgpass-appdb").read_text() == "*:5432:*:backup:s3cret-pw\n"
     assert "def writes_back" in (tmp_path / "lib" / "pgops_write_guard.py").read_text()
+    assert "def lock_and_read" in (tmp_path / "lib" / "pgops_lease.py").read_text()
     assert run_module("backup_install", args)["changed"] is False, "a second run changes nothing"
     (tmp_path / "etc" / "pgpass-appdb").chmod(0o644)
     again = run_module("backup_install", args)

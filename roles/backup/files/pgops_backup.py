@@ -29,7 +29,7 @@ abandoned (abandoned-<owner>.json in the backup folder: its plan, the revision t
 that may be half-applied) and alerted, once; the rollback runbook then takes it over. By the config's choice
 (watch_writes_on: never, before_migration, always) the abandoned deployment's write guard is ended too, as
 guard_user (the deploy account, its password in the passfile), with the guard's own code installed beside
-this program (pgops_write_guard.py).
+this program (pgops_write_guard.py), as is the lease's (pgops_lease.py).
 
 job: runs one named maintenance job of a jobs file (JSON, written by the maintenance_jobs role) with the
 same lock, log and alerts as the backups, one lock per job: `delete` removes the rows of a table that
@@ -1398,33 +1398,27 @@ def run_job(config, log, name, job):
 
 # ---------------------------------------------------------------- the dead-man switch
 
-# The deployment lease, as the collection's deploy_lock module writes it (a custom setting of the database,
-# readable by every role): this program runs alone on the host, from cron, without the collection.
-READ_LEASE = """
-SELECT substr(s.setting, length('pgops.deploy_lock=') + 1)
-  FROM pg_catalog.pg_db_role_setting d
-  JOIN pg_catalog.pg_database db ON db.oid = d.setdatabase AND db.datname = pg_catalog.current_database()
- CROSS JOIN pg_catalog.unnest(d.setconfig) AS s(setting)
- WHERE d.setrole = 0 AND s.setting LIKE 'pgops.deploy_lock=%'
-"""
-
-
-# The deploy_lock module's lock on the lease (plugins/module_utils/_lease.py), taken before the lease is read.
-LEASE_LOCK = ("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgops.deploy_lock:' "
-              "|| pg_catalog.current_database()))")
-
-
-def load_write_guard():
-    """The write guard's own code: installed beside this program, or in the collection it is part of."""
+def load_beside(name, collection_name):
+    """The collection's own code (the write guard, the lease): installed beside this program by the backup
+    role, or in the collection this program is part of."""
     here = os.path.dirname(os.path.abspath(__file__))
-    for path in (os.path.join(here, "pgops_write_guard.py"),
-                 os.path.join(here, "..", "..", "..", "plugins", "module_utils", "_write_guard.py")):
+    for path in (os.path.join(here, name),
+                 os.path.join(here, "..", "..", "..", "plugins", "module_utils", collection_name)):
         if os.path.isfile(path):
-            spec = importlib.util.spec_from_file_location("pgops_write_guard", path)
+            spec = importlib.util.spec_from_file_location(name[:-len(".py")], path)
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             return module
-    raise BackupError("%s is missing: run the backup role again to install it" % os.path.join(here, "pgops_write_guard.py"))
+    raise BackupError("%s is missing: run the backup role again to install it" % os.path.join(here, name))
+
+
+def load_write_guard():
+    return load_beside("pgops_write_guard.py", "_write_guard.py")
+
+
+def load_lease():
+    """The deploy_lock module's lease code: its setting, its lock, how it is read."""
+    return load_beside("pgops_lease.py", "_lease.py")
 
 
 def give_writes_back(config, lease):
@@ -1436,10 +1430,7 @@ def give_writes_back(config, lease):
     conn = connect(dict(config, user=user))
     try:
         with conn.cursor() as cur:
-            cur.execute(LEASE_LOCK)
-            cur.execute(READ_LEASE)
-            row = cur.fetchone()
-            if row is None or json.loads(row[0]) != lease:
+            if load_lease().lock_and_read(cur) != lease:
                 conn.rollback()
                 return "left as they are: the deployment lock changed meanwhile"
             statements, state = guard.writes_back(cur, config["database"])
@@ -1463,19 +1454,18 @@ def give_writes_back(config, lease):
 def watch(config, log, stale_after):
     """Notice a deployment whose lease has had no heartbeat for stale_after seconds (its controller and module
     are gone): record it with the revision it left the database at, and alert once."""
+    lease_code = load_lease()
     conn = connect(config)
     try:
         with conn.cursor() as cur:
-            cur.execute(READ_LEASE)
-            row = cur.fetchone()
+            lease = lease_code.lock_and_read(cur)
             revision = alembic_revision(cur)
         conn.rollback()
     finally:
         conn.close()
-    if row is None:
+    if lease is None:
         return {"lease": None, "abandoned": False, "revision": revision}
-    lease = json.loads(row[0])
-    age = int(time.time() - lease.get("heartbeat_at", lease["taken_at"]))
+    age = int(time.time() - lease_code.last_beat(lease))
     result = {"lease": lease["owner"], "heartbeat_age_seconds": age, "abandoned": age > stale_after,
               "revision": revision}
     if not result["abandoned"]:
