@@ -7,7 +7,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.intowork.pgops.plugins.filter.health_trend import health_trend
 from ansible_collections.intowork.pgops.plugins.module_utils._health import (
     btree_bloat_bytes, heap_bloat_bytes, is_maintenance, statement_delta)
-from ansible_collections.intowork.pgops.plugins.modules.health_check import statements_query
+from ansible_collections.intowork.pgops.plugins.module_utils._health_gather import statements_query
 
 MB = 1048576
 
