@@ -31,6 +31,7 @@ STRATEGIES = ["revoke_writes", "default_transaction_read_only", "connection_limi
 # What revoke_writes takes away: on tables, views and foreign tables, and on sequences (nextval).
 TABLE_WRITES = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
 SEQUENCE_WRITES = ("USAGE", "UPDATE")
+COLUMN_WRITES = ("INSERT", "UPDATE")
 APPLICATION_RELATIONS = """
        c.relkind IN ('r', 'p', 'v', 'f', 'S')
    AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'
@@ -38,16 +39,27 @@ APPLICATION_RELATIONS = """
 
 # The write privileges granted to the roles themselves, relation by relation: what revoke_writes takes
 # away, and gives back exactly.
+# Column grants too (INSERT and UPDATE of some columns): a table-level REVOKE also takes the column grants of
+# the same privilege, so each is recorded on its own (its column last) and given back on its own.
 WRITE_GRANTS = """
 SELECT n.nspname, c.relname, CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, g.rolname,
-       a.privilege_type, a.is_grantable
+       a.privilege_type, a.is_grantable, NULL::name
   FROM pg_catalog.pg_class c
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a
   JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
  WHERE g.rolname = ANY(%(roles)s) AND""" + APPLICATION_RELATIONS + """
    AND a.privilege_type = ANY(CASE WHEN c.relkind = 'S' THEN %(sequence_writes)s ELSE %(table_writes)s END)
- ORDER BY 1, 2, 4, 5
+UNION ALL
+SELECT n.nspname, c.relname, 'TABLE', g.rolname, a.privilege_type, a.is_grantable, att.attname
+  FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_catalog.pg_attribute att ON att.attrelid = c.oid AND att.attnum > 0 AND NOT att.attisdropped
+ CROSS JOIN LATERAL pg_catalog.aclexplode(att.attacl) a
+  JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
+ WHERE g.rolname = ANY(%(roles)s) AND""" + APPLICATION_RELATIONS + """
+   AND c.relkind <> 'S' AND a.privilege_type = ANY(%(column_writes)s)
+ ORDER BY 1, 2, 4, 5, 7 NULLS FIRST
 """
 
 # An owner (or a member of the owner role) keeps every privilege whatever is revoked.
@@ -179,7 +191,7 @@ def plan(database, roles, found, state, wanted, strategy, owner=None, grants=Non
     if state["strategy"] == "revoke_writes":
         # Exactly the recorded grants, on the relations that still exist (a migration may have dropped some).
         statements.extend(grant_statement("GRANT", grant) for grant in state["previous"]["grants"]
-                          if (grant[0], grant[1]) in grants)
+                          if grant_target(grant) in grants)
     else:
         for role, before in sorted(state["previous"].items()):
             if state["strategy"] == "default_transaction_read_only":
@@ -231,14 +243,17 @@ def drain_sessions(cur, database, roles, grace_seconds, poll=0.2):
 
 
 def grant_statement(verb, grant):
-    """GRANT or REVOKE of one recorded privilege: [schema, relation, TABLE|SEQUENCE, role, privilege, grantable]."""
-    schema, relation, kind, role, privilege, grantable = grant
+    """GRANT or REVOKE of one recorded privilege: [schema, relation, TABLE|SEQUENCE, role, privilege, grantable],
+    with a seventh item, the column, for a column grant."""
+    schema, relation, kind, role, privilege, grantable = grant[:6]
     if verb == "REVOKE":
         template = "REVOKE {} ON {} {} FROM {}"
     else:
         template = "GRANT {} ON {} {} TO {}" + (" WITH GRANT OPTION" if grantable else "")
-    return sql.SQL(template).format(sql.SQL(privilege), sql.SQL(kind), sql.Identifier(schema, relation),
-                                    sql.Identifier(role))
+    what = sql.SQL(privilege)
+    if len(grant) > 6:
+        what = sql.SQL("{} ({})").format(what, sql.Identifier(grant[6]))
+    return sql.SQL(template).format(what, sql.SQL(kind), sql.Identifier(schema, relation), sql.Identifier(role))
 
 
 def write_grants(cur, roles):
@@ -252,14 +267,26 @@ def write_grants(cur, roles):
                              ", ".join(row[0] for row in owners),
                              ", ".join("%s: %d, e.g. %s" % row for row in owners)))
     cur.execute(WRITE_GRANTS, {"roles": list(roles), "table_writes": list(TABLE_WRITES),
-                               "sequence_writes": list(SEQUENCE_WRITES)})
-    return [list(row) for row in cur.fetchall()]
+                               "sequence_writes": list(SEQUENCE_WRITES), "column_writes": list(COLUMN_WRITES)})
+    # A relation's grant keeps the six items guards have always recorded; a column grant adds its column.
+    return [list(row[:6]) if row[6] is None else list(row) for row in cur.fetchall()]
+
+
+def grant_target(grant):
+    """What a recorded grant is on: (schema, relation), or (schema, relation, column) for a column grant."""
+    return tuple(grant[:2]) if len(grant) < 7 else (grant[0], grant[1], grant[6])
 
 
 def existing_relations(cur, grants):
-    cur.execute("SELECT pg_catalog.to_regclass(pg_catalog.format('%%I.%%I', g.s, g.r)) IS NOT NULL, g.s, g.r "
-                "FROM unnest(%s::text[], %s::text[]) AS g(s, r)", ([g[0] for g in grants], [g[1] for g in grants]))
-    return set((schema, relation) for exists, schema, relation in cur.fetchall() if exists)
+    """The grant_target()s of `grants` that still exist (a migration may have dropped a table or a column)."""
+    cur.execute("SELECT g.s, g.r, g.c FROM unnest(%s::text[], %s::text[], %s::text[]) AS g(s, r, c) "
+                "WHERE pg_catalog.to_regclass(pg_catalog.format('%%I.%%I', g.s, g.r)) IS NOT NULL "
+                "  AND (g.c IS NULL OR EXISTS (SELECT FROM pg_catalog.pg_attribute a WHERE a.attrelid = "
+                "       pg_catalog.to_regclass(pg_catalog.format('%%I.%%I', g.s, g.r)) AND a.attname = g.c "
+                "       AND a.attnum > 0 AND NOT a.attisdropped))",
+                ([g[0] for g in grants], [g[1] for g in grants], [g[6] if len(g) > 6 else None for g in grants]))
+    return set((schema, relation) if column is None else (schema, relation, column)
+               for schema, relation, column in cur.fetchall())
 
 
 def still_writable(cur, roles):

@@ -15,8 +15,9 @@ description:
   - Maintenance mode for a deployment. With O(state=read_only) the application roles can no longer write
     to O(login_db), the database the module connects to; with O(state=read_write) they get back exactly the settings they had before.
   - Strategy V(revoke_writes) revokes the roles' own INSERT, UPDATE, DELETE and TRUNCATE grants on every table,
-    view and foreign table, and USAGE and UPDATE on every sequence, of O(login_db) outside the system schemas,
-    records them, and grants exactly those back afterwards. Before committing it proves from the catalog
+    view and foreign table, their INSERT and UPDATE grants on single columns, and USAGE and UPDATE on every
+    sequence, of O(login_db) outside the system schemas, records them, and grants exactly those back afterwards
+    (those on a relation or column a migration dropped meanwhile are left out). Before committing it proves from the catalog
     (C(has_table_privilege), column and sequence privileges) that no write privilege is left through any path
     (PUBLIC, a role they belong to, another grantor, a column grant), and otherwise changes nothing and says
     which. The application cannot undo it from its own sessions. Roles that own (or belong to the owner of) an

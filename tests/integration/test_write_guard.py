@@ -271,3 +271,44 @@ def test_revoke_writes_gives_back_only_what_still_exists(app):
     assert on.get("failed") is not True, on.get("msg")
     assert not any("scratch_notes" in statement for statement in on["executed_queries"][:-1])
     assert app_write(app) is None
+
+
+def column_acls(params):
+    """Every column privilege of the schema's relations, items in order."""
+    return query(params, "SELECT a.attrelid::regclass::text, a.attname, (SELECT array_agg(x::text ORDER BY x::text) "
+                         "FROM unnest(a.attacl) x) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+                         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' "
+                         "AND a.attacl IS NOT NULL ORDER BY 1, 2")
+
+
+def test_revoke_writes_takes_column_grants_away_and_gives_them_back_exactly(app):
+    # A column grant that duplicates a table grant (a table-level REVOKE takes both), and one alone.
+    query(app, f"GRANT UPDATE ON companies TO {APP}")
+    query(app, f"GRANT UPDATE (name) ON companies TO {APP} WITH GRANT OPTION")
+    query(app, f"GRANT INSERT (title), UPDATE (title, location) ON jobs TO {WORKER}")
+    before = relation_acls(app), column_acls(app)
+    assert len(before[1]) == 3
+
+    off = run_module("write_guard", dict(app, roles=[APP, WORKER], state="read_only", strategy="revoke_writes",
+                                         grace_period=0))
+    assert off.get("failed") is not True, off.get("msg")
+    assert ["public", "jobs", "TABLE", WORKER, "UPDATE", False, "location"] in off["guard"]["previous"]["grants"]
+    assert query(app, f"SELECT has_any_column_privilege('{WORKER}', 'jobs', 'INSERT, UPDATE'), "
+                      f"has_any_column_privilege('{APP}', 'companies', 'UPDATE')")[0] == (False, False)
+
+    on = run_module("write_guard", dict(app, roles=[APP, WORKER], state="read_write"))
+    assert on.get("failed") is not True, on.get("msg")
+    assert (relation_acls(app), column_acls(app)) == before, "exactly the privileges of before, column grants too"
+
+
+def test_revoke_writes_gives_back_only_the_columns_that_still_exist(app):
+    query(app, "CREATE TABLE scratch_notes (id int, note text, draft text)")
+    query(app, f"GRANT UPDATE (note, draft) ON scratch_notes TO {APP}")
+    off = run_module("write_guard", dict(app, roles=[APP], state="read_only", strategy="revoke_writes",
+                                         grace_period=0))
+    assert off.get("failed") is not True, off.get("msg")
+    query(app, "ALTER TABLE scratch_notes DROP COLUMN draft")  # a migration dropped it meanwhile
+    on = run_module("write_guard", dict(app, roles=[APP], state="read_write"))
+    assert on.get("failed") is not True, on.get("msg")
+    assert not any("draft" in statement for statement in on["executed_queries"])
+    assert column_acls(app) == [("scratch_notes", "note", [f"{APP}=w/{app['login_user']}"])]
