@@ -24,6 +24,9 @@ description:
   - C(name) an account, database or file name (letters, digits, C(_), C(.), C(-), not starting with C(-)).
   - C(mail) one mail address, or empty for none; nothing a mail header could read as a second header or
     a second address.
+  - C(mails) a list of such addresses (empty for none).
+  - C(url) an http or https URL with a host, without spaces or control characters, or empty for none.
+  - No kind accepts a line break anywhere, a trailing one included.
 options:
   _input:
     description: The checks.
@@ -56,6 +59,7 @@ _value:
 import json
 import posixpath
 import re
+from urllib.parse import urlsplit
 
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.text.converters import to_text
@@ -65,6 +69,23 @@ WHOLE_NUMBER = re.compile(r"^[0-9]+$")
 UNSAFE_IN_PATH = re.compile(r"[%\x00-\x1f\x7f]")
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 MAIL = re.compile(r"^[A-Za-z0-9.!#$&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+UNSAFE_IN_URL = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+def matches(pattern, text):
+    """The whole text matches: `$` alone would also let a trailing line break through."""
+    return pattern.fullmatch(text) is not None
+
+
+def url_problem(name, value):
+    text = "" if value is None else to_text(value)
+    if text == "":
+        return None
+    parts = urlsplit(text) if not UNSAFE_IN_URL.search(text) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        return "%s %s is not an http or https URL: give one like https://hooks.example.com/..., or empty for none" % (
+            name, quoted(text))
+    return None
 
 
 def quoted(value):
@@ -87,9 +108,9 @@ def path_problem(name, value, where=None):
 
 
 def number_problem(name, value, low, high, whole):
-    text = to_text(value).strip() if value is not None and not isinstance(value, bool) else ""
+    text = to_text(value) if value is not None and not isinstance(value, bool) else ""
     pattern = WHOLE_NUMBER if whole else PLAIN_NUMBER
-    if not pattern.match(text) or float(text) < low or (high is not None and float(text) > high):
+    if not matches(pattern, text) or float(text) < low or (high is not None and float(text) > high):
         return '%s must be a %s from %s to %s (got "%s")' % (
             name, "whole number" if whole else "number", low, "any" if high is None else high,
             "" if value is None else to_text(value))
@@ -108,14 +129,26 @@ def one_problem(check):
         low, high = (args[0] if args else 0), (args[1] if len(args) > 1 else None)
         return number_problem(name, value, low, high, kind == "whole")
     if kind == "name":
-        if value is None or not NAME.match(to_text(value)):
+        if value is None or not matches(NAME, to_text(value)):
             return "%s %s is not a name: use letters, digits, _, . and -" % (name, quoted(value or ""))
         return None
     if kind == "mail":
-        if value is None or to_text(value) == "" or MAIL.match(to_text(value)):
+        if value is None or to_text(value) == "" or matches(MAIL, to_text(value)):
             return None
         return "%s %s is not one mail address: give one address like ops@example.com, or empty for none" % (
             name, quoted(value))
+    if kind == "mails":
+        if value is None or value == "":
+            return None
+        if not isinstance(value, (list, tuple)):
+            return '%s %s must be a list of mail addresses, like ["ops@example.com"]' % (name, quoted(value))
+        for item in value:
+            if item is None or to_text(item) == "" or not matches(MAIL, to_text(item)):
+                return "%s: %s is not one mail address: give one address like ops@example.com per item" % (
+                    name, quoted(item or ""))
+        return None
+    if kind == "url":
+        return url_problem(name, value)
     raise AnsibleFilterError("setting_problems: unknown kind %r for %s" % (kind, name))
 
 

@@ -325,6 +325,11 @@ def test_connection_failures_are_one_line_and_alerted(server, loaded, tmp_path, 
     ({"database": "intowork", "backup_dir": "/tmp", "compresion": "lz4"}, "unknown key(s) compresion"),
     ({"database": "a/../b", "backup_dir": "/tmp"}, "cannot name a file safely"),
     ({"database": "intowork", "backup_dir": "/tmp", "retention_count": 0}, "keep at least 1"),
+    ({"database": "intowork\n", "backup_dir": "/tmp"}, "cannot name a file safely"),
+    ({"database": "intowork", "backup_dir": "/tmp", "alert_mail": "ops@example.com\nBcc: x@evil"},
+     'alert_mail "ops@example.com\\nBcc: x@evil" is not one mail address'),
+    ({"database": "intowork", "backup_dir": "/tmp", "alert_webhook": "file:///etc/passwd"},
+     'alert_webhook "file:///etc/passwd" is not an http or https URL'),
 ])
 def test_bad_config_is_one_clear_line(tmp_path, content, fragment):
     path = tmp_path / "config.json"

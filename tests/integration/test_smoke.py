@@ -1,5 +1,7 @@
 """Smoke checks: smoke_probe against real servers, and a deployment whose smoke checks decide its fate."""
 
+import email
+import email.policy
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -92,7 +94,13 @@ def mailbox(tmp_path):
 
 
 def mails(box):
-    return sorted((path.read_text() for path in box.iterdir()), key=lambda text: "start" not in text)
+    """Each message as a reader sees it: its headers, then its body decoded (it may be sent quoted-printable)."""
+    texts = []
+    for path in box.iterdir():
+        message = email.message_from_string(path.read_text(), policy=email.policy.default)
+        texts.append("".join(f"{name}: {value}\n" for name, value in message.items()) + "\n"
+                     + message.get_content())
+    return sorted(texts, key=lambda text: "start" not in text)
 
 
 @pytest.mark.one_server_version

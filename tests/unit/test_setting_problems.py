@@ -9,6 +9,8 @@ from ansible_collections.intowork.pgops.plugins.filter.setting_problems import s
     ["d", "/var/backups/pgops", "path"], ["d", "/", "path"], ["d", "", "optional_path"],
     ["n", 30, "number", 0.1, 600], ["n", "0.5", "number", 0.1, 600], ["n", "7200", "whole", 1, None],
     ["a", "postgres", "name"], ["a", "app_db-2.x", "name"], ["m", "", "mail"], ["m", "ops+db@example.com", "mail"],
+    ["l", [], "mails"], ["l", ["a@example.com", "b@example.com"], "mails"],
+    ["u", "", "url"], ["u", "https://hooks.example.com/T0/B1?x=1", "url"], ["u", "http://127.0.0.1:8080/hook", "url"],
 ])
 def test_a_good_value_passes(check):
     assert setting_problems([check]) == []
@@ -32,6 +34,18 @@ def test_a_good_value_passes(check):
     (["a", "-rf", "name"], 'a "-rf" is not a name'),
     (["m", "ops@example.com\nBcc: x@evil", "mail"], 'm "ops@example.com\\nBcc: x@evil" is not one mail address'),
     (["m", "a@example.com, b@example.com", "mail"], "is not one mail address"),
+    # A trailing line break would end a mail's headers, or a cron line's name, early.
+    (["m", "ops@example.com\n", "mail"], 'm "ops@example.com\\n" is not one mail address'),
+    (["a", "intowork\n", "name"], 'a "intowork\\n" is not a name'),
+    (["n", "5\n", "whole", 0, None], 'n must be a whole number from 0 to any'),
+    (["u", "file:///etc/passwd", "url"], 'u "file:///etc/passwd" is not an http or https URL: give one like '
+                                         'https://hooks.example.com/..., or empty for none'),
+    (["u", "https://hooks.example.com/x\r\nX-Injected: 1", "url"], "is not an http or https URL"),
+    (["u", "https://hooks example.com/", "url"], "is not an http or https URL"),
+    (["u", "https:///path-only", "url"], "is not an http or https URL"),
+    (["l", "ops@example.com", "mails"], 'l "ops@example.com" must be a list of mail addresses, like ["ops@example.com"]'),
+    (["l", ["a@example.com", "b@example.com\nBcc: x@evil"], "mails"],
+     'l: "b@example.com\\nBcc: x@evil" is not one mail address'),
 ])
 def test_a_bad_value_is_named_with_its_fix(check, problem):
     problems = setting_problems([check])

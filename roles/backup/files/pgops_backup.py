@@ -53,6 +53,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import email.message
+import email.policy
 import errno
 import fcntl
 import hashlib
@@ -138,6 +140,10 @@ def read_json(path, what):
         raise BackupError("%s %s is not valid JSON: %s" % (what, path, error))
 
 
+# One address, as the backup role's settings check (setting_problems, kind mail) accepts it.
+ALERT_MAIL = r"[A-Za-z0-9.!#$&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
+
+
 def load_config(path):
     raw = read_json(path, "config")
     unknown = sorted(set(raw) - set(CONFIG_KEYS))
@@ -162,8 +168,15 @@ def load_config(path):
         raise BackupError("config %s: ssl_mode %r is not one of %s" % (path, config["ssl_mode"], ", ".join(SSL_MODES)))
     if config["retention_count"] < 1:
         raise BackupError("config %s: retention_count must keep at least 1 backup" % path)
-    if not re.match(r"^[A-Za-z0-9_.-]+$", config["database"]):
+    # fullmatch: `$` would let a trailing line break into a file name or a header.
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", config["database"]):
         raise BackupError("config %s: database name %r cannot name a file safely" % (path, config["database"]))
+    if config["alert_mail"] and not re.fullmatch(ALERT_MAIL, config["alert_mail"]):
+        raise BackupError("config %s: alert_mail %s is not one mail address: give one like ops@example.com" % (
+            path, json.dumps(config["alert_mail"])))
+    if config["alert_webhook"] and not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", config["alert_webhook"]):
+        raise BackupError("config %s: alert_webhook %s is not an http or https URL" % (
+            path, json.dumps(config["alert_webhook"])))
     if config["passfile"]:
         # libpq (pg_dump, pg_restore and psycopg2 alike) reads the password from here.
         os.environ["PGPASSFILE"] = config["passfile"]
@@ -1524,10 +1537,16 @@ def alert(config, log, action, message, event=None):
         except OSError as error:
             log("alert: webhook failed: %s" % error)
     if config["alert_mail"]:
-        mail = "To: %s\nSubject: %s\n\n%s\n" % (config["alert_mail"], subject, message)
+        # Python's email package refuses a header value with a line break: no value can add a header.
+        mail = email.message.EmailMessage(policy=email.policy.SMTP.clone(linesep="\n"))
         try:
-            subprocess.run(["/usr/sbin/sendmail", "-t"], input=mail, text=True, check=True, capture_output=True,
-                           timeout=30)
+            mail["To"] = config["alert_mail"]
+            mail["Subject"] = " ".join(subject.split())
+            mail.set_content(message)
+            subprocess.run(["/usr/sbin/sendmail", "-t", "-oi"], input=mail.as_string(), text=True, check=True,
+                           capture_output=True, timeout=30)
+        except (ValueError, TypeError) as error:
+            log("alert: mail not sent: alert_mail %s cannot be a mail header (%s)" % (json.dumps(config["alert_mail"]), error))
         except (OSError, subprocess.SubprocessError) as error:
             log("alert: mail failed: %s" % error)
 
