@@ -28,7 +28,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._health import (
 )
 from ansible_collections.intowork.pgops.plugins.module_utils._index_spec import load_spec_file, overlaps
 from ansible_collections.intowork.pgops.plugins.module_utils._replication import read_slots, read_standbys
-from ansible_collections.intowork.pgops.plugins.module_utils._text import duration_text, size_text
+from ansible_collections.intowork.pgops.plugins.module_utils._text import duration_text, size_text, without_secrets
 
 SERVER = """
 SELECT current_database(), pg_database_size(current_database()), current_setting('server_version'),
@@ -265,7 +265,7 @@ def read_statements(reader, version_num, limit):
     try:
         reader.cur.execute(OWN_MARK + statements_query(version_num, schema), (limit,))
         statements = [{"queryid": queryid, "role": role, "calls": calls, "total_ms": round(total, 1), "rows": rows_,
-                       "query": query, "maintenance": is_maintenance(query)}
+                       "query": without_secrets(query), "maintenance": is_maintenance(query)}
                       for queryid, role, calls, total, rows_, query in reader.cur.fetchall()]
     except psycopg2.Error as error:
         reader.cur.execute("ROLLBACK TO SAVEPOINT statements")
@@ -416,6 +416,10 @@ def gather(params, check_mode):
         waits = reader.all(BLOCKING) or []
         blocker_pids = sorted(set(pid for row in waits for pid in row[4]))
         holders = reader.all(HOLDERS, (blocker_pids,)) if blocker_pids else []
+        # Every statement text the report keeps or prints, without its passwords and connection strings.
+        sessions = [row[:9] + (without_secrets(row[9]),) + row[10:] for row in sessions]
+        waits = [row[:3] + (without_secrets(row[3]),) + row[4:] for row in waits]
+        holders = [row[:3] + (without_secrets(row[3]),) + row[4:] for row in holders]
         wraparound = reader.all(WRAPAROUND)
         sequences = reader.all(SEQUENCES, what="sequences") or []
         # On a standby the WAL positions of the primary are not there to compare with.

@@ -241,9 +241,15 @@ def test_weekly_report_shows_growth_and_its_charts_in_a_browser(server, unhealth
                     "ON CONFLICT DO NOTHING")
     for _call in range(3):
         query(database, "SELECT pg_sleep(0.25) AS pgops_slow_probe")
+    # pg_stat_statements keeps a utility statement verbatim, its password too.
+    query(database, f"ALTER ROLE {APP} PASSWORD 'planted-cleartext-4f2'")
     time.sleep(1.1)  # report names carry the second
     second = run_playbook("health_report.yml", server, database, tmp_path, "-e", settings)
     assert second.returncode == 0, second.stdout[-3000:]
+    kept = [path for path in tmp_path.rglob("*") if path.is_file() and b"planted-cleartext" in path.read_bytes()]
+    assert kept == [] and "planted-cleartext" not in second.stdout, kept
+    assert any(f"ALTER ROLE {APP} PASSWORD '***'" in q["query"]
+               for q in json.loads(sorted((tmp_path / "reports").rglob("health-*.json"))[-1].read_text())["statements"])
     assert "NEEDS ACTION: " in second.stdout and "security: app_web has CREATEROLE" in second.stdout
     (published,) = artifacts(second)["pgops_health_reports"].values()
     assert "app_web has CREATEROLE" in " ".join(published["findings"]) and published["trend"]["table_growth"]
