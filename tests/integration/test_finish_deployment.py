@@ -86,8 +86,10 @@ def test_a_deployment_that_migrated_alone_is_finished_with_its_checks(server, de
 
 
 @pytest.mark.one_server_version
-def test_a_deployment_cut_off_half_way_is_not_finished(server, deployable, tmp_path):
+def test_a_deployment_cut_off_half_way_is_not_finished(server, deployable, tmp_path, live_writer):
     before = counts(deployable)
+    writer = live_writer(deployable)
+    started = time.time()
     dead = playbook_killed(server, deployable, tmp_path, and_then=lambda: kill_alembic(deployable))
     at = revision(deployable)
     assert at != HEAD
@@ -105,6 +107,8 @@ def test_a_deployment_cut_off_half_way_is_not_finished(server, deployable, tmp_p
     rolled_back = run_playbook("rollback.yml", server, deployable, tmp_path, "-e", SETTINGS, *FORCE)
     assert rolled_back.returncode == 0, rolled_back.stdout[-3000:]
     assert (revision(deployable), counts(deployable)) == (BASELINE, before) and app_can_write(deployable)
+    # Writes were off from the dead deployment's guard until the rollback gave them back: no longer than that.
+    assert_application_survived(writer, deployable, time.time() - started)
 
 
 @pytest.mark.one_server_version
