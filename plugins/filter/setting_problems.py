@@ -26,6 +26,7 @@ description:
     a second address.
   - C(mails) a list of such addresses (empty for none).
   - C(url) an http or https URL with a host, without spaces or control characters, or empty for none.
+  - C(choice) one of the values that follow the kind.
   - No kind accepts a line break anywhere, a trailing one included.
 options:
   _input:
@@ -111,9 +112,9 @@ def number_problem(name, value, low, high, whole):
     text = to_text(value) if value is not None and not isinstance(value, bool) else ""
     pattern = WHOLE_NUMBER if whole else PLAIN_NUMBER
     if not matches(pattern, text) or float(text) < low or (high is not None and float(text) > high):
-        return '%s must be a %s from %s to %s (got "%s")' % (
-            name, "whole number" if whole else "number", low, "any" if high is None else high,
-            "" if value is None else to_text(value))
+        bounds = "of at least %s" % low if high is None else "from %s to %s" % (low, high)
+        return '%s must be a %s %s (got "%s")' % (
+            name, "whole number" if whole else "number", bounds, "" if value is None else to_text(value))
     return None
 
 
@@ -149,6 +150,10 @@ def one_problem(check):
         return None
     if kind == "url":
         return url_problem(name, value)
+    if kind == "choice":
+        if to_text(value) in [to_text(choice) for choice in args]:
+            return None
+        return "%s %s is not one of %s" % (name, quoted(value if value is not None else ""), ", ".join(args))
     raise AnsibleFilterError("setting_problems: unknown kind %r for %s" % (kind, name))
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (APP, HEAD, INDEX_REVISION, PASSWORD, assert_application_survived, failure_message, hold_lock, query,
-                      run_playbook, start_playbook)
+from conftest import (APP, HEAD, INDEX_REVISION, PASSWORD, Hook, assert_application_survived, failure_message, hold_lock,
+                      query, run_playbook, start_playbook)
 from test_deploy_playbook import revision
 # Fixtures, for the test over SSH.
 from test_remote_faults import remote_host, remote_inventory  # noqa: F401 pylint: disable=unused-import
@@ -169,6 +169,55 @@ def test_after_a_deployment_as_root_the_backups_go_on_as_the_backup_account(
     assert query(deployable, "SELECT extnamespace::regnamespace::text FROM pg_extension "
                              "WHERE extname = 'pg_stat_statements'") == [("public",)]
     assert set(owners(backups).values()) == {ACCOUNT}, owners(backups)
+
+
+@pytest.mark.one_server_version
+def test_a_one_off_run_never_repoints_or_breaks_what_cron_runs(server, migrated, host_dirs, tmp_path, hook):
+    """backup_cron.yml writes the config cron reads. A one-off backup.yml with a value the program would refuse
+    stops with nothing written; one with another backup folder backs up there and leaves cron's config as it
+    was. A config broken by hand still fails loudly when cron runs it, through its own webhook, with the cron
+    file's MAILTO empty."""
+    as_backup = dict(migrated, login_user=server["backup_user"], login_password=server["backup_password"])
+    backups, config_dir = host_dirs / "backups", host_dirs / "etc"
+    settings = {"pgops_backup_os_user": ACCOUNT, "backup_python": "/usr/bin/python3", "pgops_backup_dir": str(backups),
+                "pgops_program_dir": str(host_dirs / "lib"), "pgops_config_dir": str(config_dir),
+                "pgops_cron_dir": str(host_dirs / "cron.d"), "pgops_backup_alert_webhook": hook}
+    assert run_playbook("backup_cron.yml", server, as_backup, tmp_path, "-e", json.dumps(settings)).returncode == 0
+    cron_file = host_dirs / "cron.d" / f"pgops-backup-{migrated['login_db']}"
+    assert 'MAILTO=""' in cron_file.read_text()
+    scheduled_config = config_dir / f"backup-{migrated['login_db']}.json"
+    as_scheduled = scheduled_config.read_bytes()
+    account, command = cron_command(cron_file)
+    assert f"--config={scheduled_config}" in command
+
+    refused = run_playbook("backup.yml", server, as_backup, tmp_path, "-e", json.dumps(
+        dict(settings, pgops_backup_retention_count=-1)))
+    assert refused.returncode == 2, refused.stdout[-3000:]
+    assert failure_message(refused) == (
+        "Bad backup settings, nothing was written: backup_retention_count (pgops_backup_retention_count) must be a "
+        'whole number of at least 1 (got "-1")'), refused.stdout[-3000:]
+    elsewhere = host_dirs / "spare"
+    one_off = run_playbook("backup.yml", server, as_backup, tmp_path, "-e", json.dumps(
+        dict(settings, pgops_backup_dir=str(elsewhere))))
+    assert one_off.returncode == 0, one_off.stdout[-3000:]
+    run_config = config_dir / f"backup-{migrated['login_db']}.run.json"
+    assert f"this run read {run_config}, the scheduled jobs read {scheduled_config} (left as it was)" in one_off.stdout
+    assert len(list(elsewhere.glob("*.dump"))) == 1 and json.loads(run_config.read_text())["backup_dir"] == str(elsewhere)
+    assert scheduled_config.read_bytes() == as_scheduled, "a one-off run repointed the scheduled backups"
+    by_cron = run_as_cron(account, command)
+    assert by_cron.returncode == 0, by_cron.stderr
+    assert len(list(backups.glob("*.dump"))) == 1 and len(list(elsewhere.glob("*.dump"))) == 1
+    assert not Hook.received
+
+    # A hand edit (or an older version's file) the program refuses: cron's run fails, and says so to the webhook.
+    scheduled_config.write_text(json.dumps(dict(json.loads(as_scheduled), retention_count=-1)))
+    broken = run_as_cron(account, command)
+    assert broken.returncode == 1
+    assert broken.stderr.strip() == (f"pgops-backup: config {scheduled_config}: retention_count must keep at least 1 "
+                                     "backup"), broken.stderr
+    assert [(alert["event"], alert["database"], alert["message"]) for alert in Hook.received] == [
+        ("backup_failed", migrated["login_db"],
+         f"config {scheduled_config}: retention_count must keep at least 1 backup")]
 
 
 def deployment_record(tmp_path, revision_after):

@@ -314,7 +314,7 @@ def backup_program_waiting(database):
     """True once the backup program runs for `database` (here: waiting for the backup lock)."""
     for _pid, argv in process_argvs():
         if any(arg.endswith(b"pgops_backup.py") for arg in argv) and b"backup" in argv and any(
-                arg.endswith(f"backup-{database}.json".encode()) for arg in argv):
+                arg.endswith(f"backup-{database}.run.json".encode()) for arg in argv):
             return True
     return False
 

@@ -79,8 +79,8 @@ def test_preflight_refuses_a_relative_backup_dir_at_once(tmp_path):
     ({"pgops_async_poll_seconds": "ten"}, 'pgops_async_poll_seconds must be a number from 0 to 3600 (got "ten")'),
     ({"pgops_host_reconnect_seconds": 99999},
      'pgops_host_reconnect_seconds must be a number from 0 to 3600 (got "99999")'),
-    ({"pgops_exact_count_max_rows": "1e9"}, 'pgops_exact_count_max_rows must be a whole number from 0 to any (got "1e9")'),
-    ({"preflight_lock_stale_after": 0}, 'preflight_lock_stale_after must be a whole number from 1 to any (got "0")'),
+    ({"pgops_exact_count_max_rows": "1e9"}, 'pgops_exact_count_max_rows must be a whole number of at least 0 (got "1e9")'),
+    ({"preflight_lock_stale_after": 0}, 'preflight_lock_stale_after must be a whole number of at least 1 (got "0")'),
     ({"pgops_backup_dir": "/var/backups/../../etc"},
      'pgops_backup_dir "/var/backups/../../etc" is not a normalised path: give it as /etc, without ".."'),
     ({"pgops_backup_dir": "backups"}, 'pgops_backup_dir "backups" must be an absolute path on the database host'),
@@ -100,7 +100,7 @@ def test_a_bad_deployment_setting_is_named_before_anything_runs(tmp_path, settin
 EVERY_RUNBOOK = [
     ("backup.yml", {"pgops_backup_retention_count": -1},
      'Bad backup settings, nothing was written: backup_retention_count (pgops_backup_retention_count) must be a whole '
-     'number from 1 to any (got "-1")'),
+     'number of at least 1 (got "-1")'),
     ("backup.yml", {"pgops_backup_dir": "/var/backups/../../etc"},
      'backup_dir (pgops_backup_dir) "/var/backups/../../etc" is not a normalised path: give it as /etc'),
     ("backup.yml", {"pgops_backup_alert_mail": "ops@example.com\nBcc: x@example.org"},

@@ -11,6 +11,7 @@ from ansible_collections.intowork.pgops.plugins.filter.setting_problems import s
     ["a", "postgres", "name"], ["a", "app_db-2.x", "name"], ["m", "", "mail"], ["m", "ops+db@example.com", "mail"],
     ["l", [], "mails"], ["l", ["a@example.com", "b@example.com"], "mails"],
     ["u", "", "url"], ["u", "https://hooks.example.com/T0/B1?x=1", "url"], ["u", "http://127.0.0.1:8080/hook", "url"],
+    ["c", "revoke", "choice", "allow", "revoke"],
 ])
 def test_a_good_value_passes(check):
     assert setting_problems([check]) == []
@@ -27,9 +28,9 @@ def test_a_good_value_passes(check):
     (["d", "/srv/100%", "path"], "must be an absolute path without control characters or %"),
     (["n", 0, "number", 0.1, 600], 'n must be a number from 0.1 to 600 (got "0")'),
     (["n", "-1", "number", 0, 1000], 'n must be a number from 0 to 1000 (got "-1")'),
-    (["n", "1e9", "number", 0, None], 'n must be a number from 0 to any (got "1e9")'),
+    (["n", "1e9", "number", 0, None], 'n must be a number of at least 0 (got "1e9")'),
     (["n", "2.5", "whole", 1, 64], 'n must be a whole number from 1 to 64 (got "2.5")'),
-    (["n", True, "whole", 0, None], 'n must be a whole number from 0 to any (got "True")'),
+    (["n", True, "whole", 0, None], 'n must be a whole number of at least 0 (got "True")'),
     (["a", "root\nx", "name"], 'a "root\\nx" is not a name'),
     (["a", "-rf", "name"], 'a "-rf" is not a name'),
     (["m", "ops@example.com\nBcc: x@evil", "mail"], 'm "ops@example.com\\nBcc: x@evil" is not one mail address'),
@@ -37,7 +38,7 @@ def test_a_good_value_passes(check):
     # A trailing line break would end a mail's headers, or a cron line's name, early.
     (["m", "ops@example.com\n", "mail"], 'm "ops@example.com\\n" is not one mail address'),
     (["a", "intowork\n", "name"], 'a "intowork\\n" is not a name'),
-    (["n", "5\n", "whole", 0, None], 'n must be a whole number from 0 to any'),
+    (["n", "5\n", "whole", 0, None], 'n must be a whole number of at least 0'),
     (["u", "file:///etc/passwd", "url"], 'u "file:///etc/passwd" is not an http or https URL: give one like '
                                          'https://hooks.example.com/..., or empty for none'),
     (["u", "https://hooks.example.com/x\r\nX-Injected: 1", "url"], "is not an http or https URL"),
@@ -46,6 +47,8 @@ def test_a_good_value_passes(check):
     (["l", "ops@example.com", "mails"], 'l "ops@example.com" must be a list of mail addresses, like ["ops@example.com"]'),
     (["l", ["a@example.com", "b@example.com\nBcc: x@evil"], "mails"],
      'l: "b@example.com\\nBcc: x@evil" is not one mail address'),
+    (["c", "revoke\n", "choice", "allow", "revoke"], 'c "revoke\\n" is not one of allow, revoke'),
+    (["c", None, "choice", "allow", "revoke"], 'c "" is not one of allow, revoke'),
 ])
 def test_a_bad_value_is_named_with_its_fix(check, problem):
     problems = setting_problems([check])

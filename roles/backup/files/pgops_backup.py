@@ -142,6 +142,7 @@ def read_json(path, what):
 
 # One address, as the backup role's settings check (setting_problems, kind mail) accepts it.
 ALERT_MAIL = r"[A-Za-z0-9.!#$&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
+ALERT_WEBHOOK = r"https?://[^\s/?#]+[^\s]*"
 
 
 def load_config(path):
@@ -174,7 +175,7 @@ def load_config(path):
     if config["alert_mail"] and not re.fullmatch(ALERT_MAIL, config["alert_mail"]):
         raise BackupError("config %s: alert_mail %s is not one mail address: give one like ops@example.com" % (
             path, json.dumps(config["alert_mail"])))
-    if config["alert_webhook"] and not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", config["alert_webhook"]):
+    if config["alert_webhook"] and not re.fullmatch(ALERT_WEBHOOK, config["alert_webhook"]):
         raise BackupError("config %s: alert_webhook %s is not an http or https URL" % (
             path, json.dumps(config["alert_webhook"])))
     if config["passfile"]:
@@ -1551,6 +1552,29 @@ def alert(config, log, action, message, event=None):
             log("alert: mail failed: %s" % error)
 
 
+def alert_routes(path):
+    """The alert routes of a config that cannot be loaded, those that are valid on their own: a run cron starts
+    (its MAILTO may be empty) still says that it failed. Defaults (no route) when the file cannot be read."""
+    config = dict(DEFAULTS, database="(unknown database)")
+    try:
+        raw = read_json(path, "config")
+    except BackupError:
+        return config
+    if not isinstance(raw, dict):
+        return config
+    checks = (("database", r"[A-Za-z0-9_.-]+"), ("alert_mail", ALERT_MAIL), ("alert_webhook", ALERT_WEBHOOK))
+    config.update((key, raw[key]) for key, pattern in checks
+                  if isinstance(raw.get(key), str) and re.fullmatch(pattern, raw[key]))
+    return config
+
+
+def refuse_before_logging(config, action, message):
+    """A failure before the run has its log: stderr and the alert routes, exit status 1."""
+    print("pgops-backup: %s" % message, file=sys.stderr)
+    alert(config, lambda line: print("pgops-backup: %s" % line, file=sys.stderr), action, message)
+    return EXIT_FAILED
+
+
 # ---------------------------------------------------------------- entry point
 
 def main(argv=None):
@@ -1586,12 +1610,10 @@ def main(argv=None):
     try:
         config = load_config(args.config)
     except BackupError as error:
-        print("pgops-backup: %s" % error, file=sys.stderr)
-        return EXIT_FAILED
+        return refuse_before_logging(alert_routes(args.config), args.action, str(error))
     if not os.path.isdir(config["backup_dir"]):
-        print("pgops-backup: backup_dir %s does not exist: run the backup role to create it" % config["backup_dir"],
-              file=sys.stderr)
-        return EXIT_FAILED
+        return refuse_before_logging(config, args.action, "backup_dir %s does not exist: run the backup role to create it"
+                                     % config["backup_dir"])
     if args.action == "job":
         if not (args.jobs_file and args.job and JOB_NAME.match(args.job)):
             print("pgops-backup: job needs --jobs-file and --job NAME (letters, digits, - and _)", file=sys.stderr)
@@ -1606,9 +1628,9 @@ def main(argv=None):
     try:
         log.check()
     except OSError as error:
-        print("pgops-backup: cannot write the log %s: %s; the backup folder and its files must belong to the user "
-              "that runs the program (here %s), as cron runs it" % (log.path, error.strerror, run_as()), file=sys.stderr)
-        return EXIT_FAILED
+        return refuse_before_logging(config, action, "cannot write the log %s: %s; the backup folder and its files "
+                                     "must belong to the user that runs the program (here %s), as cron runs it"
+                                     % (log.path, error.strerror, run_as()))
     progress = Progress(args.progress_file)
     try:
         with Lock(config, lock_name):
