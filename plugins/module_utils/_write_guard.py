@@ -86,6 +86,39 @@ SELECT r.rolname, pg_catalog.format('%%I.%%I', n.nspname, c.relname)
  ORDER BY 1, 2
 """
 
+# SECURITY DEFINER routines the roles can run whose owner can write an application relation: they write with
+# their owner's rights whatever the roles' own grants say (extensions' own routines left out).
+DEFINER_ROUTINES = """
+SELECT pn.nspname, p.proname, pg_catalog.oidvectortypes(p.proargtypes), pg_catalog.pg_get_userbyid(p.proowner),
+       pg_catalog.array_agg(r.rolname::text ORDER BY r.rolname)
+  FROM pg_catalog.pg_proc p
+  JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
+  JOIN pg_catalog.pg_roles r ON r.rolname = ANY(%(roles)s)
+ WHERE p.prosecdef AND pn.nspname NOT IN ('pg_catalog', 'information_schema') AND pn.nspname !~ '^pg_(toast|temp)'
+   AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                      AND d.objid = p.oid AND d.deptype = 'e')
+   AND pg_catalog.has_function_privilege(r.oid, p.oid, 'EXECUTE')
+   AND EXISTS (SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE""" + APPLICATION_RELATIONS + """
+                  AND CASE WHEN c.relkind = 'S' THEN pg_catalog.has_sequence_privilege(p.proowner, c.oid, 'USAGE, UPDATE')
+                           ELSE pg_catalog.has_table_privilege(p.proowner, c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')
+                                OR pg_catalog.has_any_column_privilege(p.proowner, c.oid, 'INSERT, UPDATE') END)
+ GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3
+"""
+
+# The EXECUTE grants that let them run those routines: to PUBLIC (every routine's default) and to the roles.
+ROUTINE_GRANTS = """
+SELECT pn.nspname, p.proname, pg_catalog.oidvectortypes(p.proargtypes), coalesce(g.rolname, ''), a.is_grantable
+  FROM pg_catalog.pg_proc p
+  JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
+ CROSS JOIN LATERAL pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a
+  LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
+ WHERE (pn.nspname, p.proname, pg_catalog.oidvectortypes(p.proargtypes)) IN (
+         SELECT * FROM unnest(%(schemas)s::text[], %(names)s::text[], %(arguments)s::text[]))
+   AND a.privilege_type = 'EXECUTE' AND (a.grantee = 0 OR g.rolname = ANY(%(roles)s))
+ ORDER BY 1, 2, 3, 4
+"""
+
 # One round trip: the roles, their per-database settings and connection limits, and the guard's state.
 GUARD_CATALOG = """
 SELECT
@@ -157,11 +190,12 @@ def hand_over(cur, database, old_owner, new_owner):
     return [record_statement(database, handed)], handed, "%s, now %s's" % (describe(state), new_owner)
 
 
-def plan(database, roles, found, state, wanted, strategy, owner=None, grants=None):
+def plan(database, roles, found, state, wanted, strategy, owner=None, grants=None, routines=None):
     """(statements, new_state): what to run to reach `wanted`, and the state to record (None: clear it).
 
     For revoke_writes, `grants` are the roles' write grants (read_only), or the (schema, relation) pairs that
-    exist now (read_write).
+    exist now (read_write); `routines` likewise the EXECUTE grants on SECURITY DEFINER routines to take away
+    (read_only), or the (schema, routine, argument types) that exist now (read_write).
     """
     statements = []
     if wanted == "read_only":
@@ -173,6 +207,9 @@ def plan(database, roles, found, state, wanted, strategy, owner=None, grants=Non
         if strategy == "revoke_writes":
             statements.extend(grant_statement("REVOKE", grant) for grant in grants)
             previous = {"grants": grants}
+            if routines:
+                statements.extend(routine_statement("REVOKE", grant) for grant in routines)
+                previous["routines"] = routines
         else:
             previous = dict((role, {"read_only": found[role]["read_only"], "connlimit": found[role]["connlimit"]})
                             for role in roles)
@@ -192,6 +229,8 @@ def plan(database, roles, found, state, wanted, strategy, owner=None, grants=Non
         # Exactly the recorded grants, on the relations that still exist (a migration may have dropped some).
         statements.extend(grant_statement("GRANT", grant) for grant in state["previous"]["grants"]
                           if grant_target(grant) in grants)
+        statements.extend(routine_statement("GRANT", grant) for grant in state["previous"].get("routines", [])
+                          if tuple(grant[:3]) in (routines or ()))
     else:
         for role, before in sorted(state["previous"].items()):
             if state["strategy"] == "default_transaction_read_only":
@@ -216,8 +255,12 @@ def writes_back(cur, database):
     if state is None:
         return [], None
     found = read_catalog(cur, database, state["roles"])[0]
-    grants = existing_relations(cur, state["previous"]["grants"]) if state["strategy"] == "revoke_writes" else None
-    return plan(database, state["roles"], found, state, "read_write", state["strategy"], grants=grants)[0], state
+    grants = routines = None
+    if state["strategy"] == "revoke_writes":
+        grants = existing_relations(cur, state["previous"]["grants"])
+        routines = existing_routines(cur, state["previous"].get("routines", []))
+    return plan(database, state["roles"], found, state, "read_write", state["strategy"], grants=grants,
+                routines=routines)[0], state
 
 
 def drain_sessions(cur, database, roles, grace_seconds, poll=0.2):
@@ -287,6 +330,47 @@ def existing_relations(cur, grants):
                 ([g[0] for g in grants], [g[1] for g in grants], [g[6] if len(g) > 6 else None for g in grants]))
     return set((schema, relation) if column is None else (schema, relation, column)
                for schema, relation, column in cur.fetchall())
+
+
+def definer_routines(cur, roles):
+    """[schema, routine, argument types, owner, [roles that can run it]] for each SECURITY DEFINER routine that
+    lets the roles write through its owner's rights."""
+    cur.execute(DEFINER_ROUTINES, {"roles": list(roles)})
+    return [list(row) for row in cur.fetchall()]
+
+
+def describe_routine(routine):
+    """'public.add_job(text, integer) (owned by app_owner)'."""
+    return "%s.%s(%s) (owned by %s)" % tuple(routine[:4])
+
+
+def routine_grants(cur, roles, routines):
+    """The EXECUTE grants (to PUBLIC, given as '', and to the roles) on `routines`: what revoke_routines takes
+    away for the guard's window, [schema, routine, argument types, grantee, grantable]."""
+    cur.execute(ROUTINE_GRANTS, {"roles": list(roles), "schemas": [r[0] for r in routines],
+                                 "names": [r[1] for r in routines], "arguments": [r[2] for r in routines]})
+    return [list(row) for row in cur.fetchall()]
+
+
+def routine_statement(verb, grant):
+    """GRANT or REVOKE EXECUTE of one recorded routine grant."""
+    schema, routine, arguments, grantee, grantable = grant
+    # The argument types as the server formatted them (format_type quotes what needs it): they identify the
+    # routine among its overloads.
+    target = sql.SQL("{}({})").format(sql.Identifier(schema, routine), sql.SQL(arguments))
+    who = sql.SQL("PUBLIC") if grantee == "" else sql.Identifier(grantee)
+    if verb == "REVOKE":
+        return sql.SQL("REVOKE EXECUTE ON ROUTINE {} FROM {}").format(target, who)
+    return sql.SQL("GRANT EXECUTE ON ROUTINE {} TO {}" + (" WITH GRANT OPTION" if grantable else "")).format(target, who)
+
+
+def existing_routines(cur, grants):
+    """The (schema, routine, argument types) of `grants` that still exist (a migration may have dropped one)."""
+    cur.execute("SELECT g.s, g.r, g.a FROM unnest(%s::text[], %s::text[], %s::text[]) AS g(s, r, a) "
+                "WHERE EXISTS (SELECT FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace"
+                "              WHERE pn.nspname = g.s AND p.proname = g.r AND pg_catalog.oidvectortypes(p.proargtypes) = g.a)",
+                ([g[0] for g in grants], [g[1] for g in grants], [g[2] for g in grants]))
+    return set(cur.fetchall())
 
 
 def still_writable(cur, roles):

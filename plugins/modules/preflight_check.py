@@ -65,6 +65,14 @@ options:
     description: Free space needed in O(backup_dir), as a multiple of the database size.
     type: float
     default: 1.0
+  app_roles:
+    description:
+      - The application's login roles (the write guard's). RV(definer_routines) names the C(SECURITY DEFINER)
+        routines they can run whose owner can write an application relation, which a guard that revokes the
+        roles' grants leaves open unless told to revoke EXECUTE on them too. Not a gate.
+    type: list
+    elements: str
+    default: []
 extends_documentation_fragment:
   - intowork.pgops._connection
   - intowork.pgops._connection.ATTRIBUTES
@@ -127,6 +135,13 @@ replication_slots:
   returned: always
   type: list
   elements: dict
+definer_routines:
+  description:
+    - The C(SECURITY DEFINER) routines O(app_roles) can run whose owner can write an application relation, as
+      C(schema.name(argument types) (owned by role)).
+  returned: always
+  type: list
+  elements: str
 failed_gates:
   description: One line per gate that failed.
   returned: always
@@ -150,6 +165,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._replication import
     read_standbys,
     standby_gates,
 )
+from ansible_collections.intowork.pgops.plugins.module_utils._write_guard import definer_routines, describe_routine
 
 GATES = """
 SELECT pg_is_in_recovery(),
@@ -188,12 +204,14 @@ def check(params, check_mode):
             in_recovery, version, size, long_transactions, holders = cur.fetchone()
             # A standby's own view of replication is not the primary's (pg_current_wal_lsn() refuses there).
             standbys, slots = ([], []) if in_recovery else (read_standbys(cur), read_slots(cur))
+            definers = [describe_routine(row) for row in definer_routines(cur, params["app_roles"])] if params[
+                "app_roles"] else []
         conn.rollback()
     finally:
         conn.close()
     result = {"changed": False, "in_recovery": in_recovery, "server_version": version, "database_size_bytes": size,
               "long_transactions": long_transactions, "lock_holders": holders, "standbys": standbys,
-              "replication_slots": slots}
+              "replication_slots": slots, "definer_routines": definers}
     gates = []
     if params["require_primary"] and in_recovery:
         gates.append("the server is in recovery (a replica): deploy to the primary")
@@ -238,6 +256,7 @@ def main():
         fail_on_inactive_slots=dict(type="bool", default=True),
         backup_dir=dict(type="path"),
         space_factor=dict(type="float", default=1.0),
+        app_roles=dict(type="list", elements="str", default=[]),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     require_psycopg2(module)

@@ -21,9 +21,12 @@ description:
     (C(has_table_privilege), column and sequence privileges) that no write privilege is left through any path
     (PUBLIC, a role they belong to, another grantor, a column grant), and otherwise changes nothing and says
     which. The application cannot undo it from its own sessions. Roles that own (or belong to the owner of) an
-    application relation are refused, since an owner keeps every privilege. It does not stop C(SECURITY DEFINER)
-    functions owned by others, temporary tables or large objects. The role running the module must be able to
-    grant and revoke them (the tables' owner).
+    application relation are refused, since an owner keeps every privilege. A C(SECURITY DEFINER) routine the
+    roles can run, whose owner can write an application relation, writes with its owner's rights; the module
+    names each in RV(definer_routines), and with O(definer_routines=revoke) takes EXECUTE away (from PUBLIC
+    and the roles) for its window and gives exactly that back. It does not stop temporary tables or large
+    objects. The role running the module must be able to grant and revoke them (the tables' and routines'
+    owner).
   - Strategy V(default_transaction_read_only) sets C(ALTER ROLE ... IN DATABASE ... SET default_transaction_read_only = on)
     for each role, so the application can still read. It only changes a default, and a session of the role can
     turn it off again (C(SET default_transaction_read_only = off), C(BEGIN READ WRITE), C(PGOPTIONS)), and even
@@ -75,6 +78,17 @@ options:
     description: End the roles' existing sessions after the grace period (they would keep writing otherwise).
     type: bool
     default: true
+  definer_routines:
+    description:
+      - What V(revoke_writes) does with the C(SECURITY DEFINER) routines the roles can run and whose owner can
+        write an application relation (RV(definer_routines)).
+      - V(allow) leaves them runnable, and names them; V(revoke) revokes EXECUTE from PUBLIC and from the roles
+        on each for the guard's window (every role that is not the owner loses it meanwhile), proves from the
+        catalog that the roles cannot run any of them any more, records the grants with the guard, and gives
+        exactly those back with O(state=read_write).
+    type: str
+    choices: [allow, revoke]
+    default: allow
   probe_user:
     description:
       - An application role to prove the effect with; no probe without it (V(revoke_writes) proves it from the
@@ -145,6 +159,14 @@ probe:
   description: The probe's result, C(write_allowed) and C(detail); null without O(probe_user) or in check mode.
   returned: always
   type: dict
+definer_routines:
+  description:
+    - The C(SECURITY DEFINER) routines the roles can run (with V(revoke), could run before the guard) whose
+      owner can write an application relation, as C(schema.name(argument types) (owned by role)).
+  returned: with O(strategy=revoke_writes) and O(state=read_only), and with O(state=status) when O(roles) are given
+  type: list
+  elements: str
+  sample: ["public.add_job(text, integer) (owned by app_owner)"]
 committed_at:
   description:
     - When the change committed, in seconds since the epoch on the database host's clock. That is the instant
@@ -171,10 +193,14 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
 from ansible_collections.intowork.pgops.plugins.module_utils._lease import LeaseLost, assert_holder, lock_settings
 from ansible_collections.intowork.pgops.plugins.module_utils._write_guard import (
     STRATEGIES,
+    definer_routines,
+    describe_routine,
     drain_sessions,
     existing_relations,
+    existing_routines,
     plan,
     read_catalog,
+    routine_grants,
     still_writable,
     write_grants,
 )
@@ -211,21 +237,33 @@ def guard(params, check_mode):
         cur = conn.cursor()
         found, state = read_catalog(cur, database, roles)
         if params["state"] == "status":
-            return {"changed": False, "state": "read_only" if state else "read_write", "guard": state,
-                    "executed_queries": [], "terminated": [], "waited_seconds": 0.0, "probe": None}
+            status = {"changed": False, "state": "read_only" if state else "read_write", "guard": state,
+                      "executed_queries": [], "terminated": [], "waited_seconds": 0.0, "probe": None}
+            if roles:
+                status["definer_routines"] = [describe_routine(routine) for routine in definer_routines(cur, roles)]
+            return status
         strategy_in_force = state["strategy"] if state else params["strategy"]
-        grants = None
+        grants = routines = definers = None
         if strategy_in_force == "revoke_writes":
-            grants = (write_grants(cur, roles) if params["state"] == "read_only" and state is None else
-                      existing_relations(cur, state["previous"]["grants"]) if state else None)
+            if params["state"] == "read_only":
+                definers = definer_routines(cur, roles)
+            if params["state"] == "read_only" and state is None:
+                grants = write_grants(cur, roles)
+                if params["definer_routines"] == "revoke":
+                    routines = routine_grants(cur, roles, definers)
+            elif state:
+                grants = existing_relations(cur, state["previous"]["grants"])
+                routines = existing_routines(cur, state["previous"].get("routines", []))
         statements, new_state = plan(database, roles, found, state, params["state"], params["strategy"],
-                                     params["owner"], grants)
+                                     params["owner"], grants, routines)
         result = {
             "changed": bool(statements), "state": params["state"], "guard": new_state,
             "executed_queries": [statement.as_string(conn) for statement in statements],
             "terminated": [], "waited_seconds": 0.0, "probe": None,
             "diff": {"before": {"write_guard": state}, "after": {"write_guard": new_state}},
         }
+        if definers is not None:
+            result["definer_routines"] = [describe_routine(routine) for routine in definers]
         if check_mode:
             return result
         # The role changes and the record of them commit together: a failure leaves nothing half-set.
@@ -254,6 +292,14 @@ def guard(params, check_mode):
                 raise PgopsError("nothing was changed: after revoking their own grants the roles can still write "
                                  "(%s), through PUBLIC, a role they belong to, another grantor's grant or a column "
                                  "grant; revoke those, or use strategy connection_limit" % named)
+            runnable = definer_routines(cur, roles) if params["definer_routines"] == "revoke" else []
+            if runnable:
+                conn.rollback()
+                raise PgopsError("nothing was changed: after revoking EXECUTE the roles can still run SECURITY DEFINER "
+                                 "routine(s) that write: %s, through a role they belong to or a grant this login "
+                                 "cannot revoke; run the guard as the routines' owner, or revoke those by hand"
+                                 % ", ".join("%s for %s" % (describe_routine(row), ", ".join(row[4]))
+                                             for row in runnable))
             result["probe"] = {"write_allowed": False, "detail": "no write privilege left on any relation (catalog)"}
         conn.commit()
         if statements:
@@ -288,6 +334,7 @@ def main():
         strategy=dict(type="str", default="revoke_writes", choices=STRATEGIES),
         grace_period=dict(type="int", default=10),
         terminate_sessions=dict(type="bool", default=True),
+        definer_routines=dict(type="str", default="allow", choices=["allow", "revoke"]),
         probe_user=dict(type="str"),
         probe_password=dict(type="str", no_log=True),
     )

@@ -427,3 +427,61 @@ def test_a_lost_grant_fails_the_deployment_and_the_rollback_proves_the_catalog(s
         return
     assert revision(guarded_db) == HEAD and app_reads_job_titles(guarded_db) == ["id", "title"]
     assert app_can_write(guarded_db)
+
+
+def definer_seen(table):
+    """A revision that records, while the deployment migrates, whether the application can run add_company."""
+    return (f"    op.execute(\"CREATE TABLE {table} AS SELECT pg_catalog.has_function_privilege('{APP}', "
+            "'add_company(text)', 'EXECUTE') AS runnable\")", f"    op.execute('DROP TABLE {table}')")
+
+
+def routine_acl(params):
+    return query(params, "SELECT (SELECT array_agg(a::text ORDER BY a::text) FROM unnest(coalesce(proacl, "
+                         "acldefault('f', proowner))) a) FROM pg_proc WHERE oid = 'add_company(text)'::regprocedure")
+
+
+@pytest.mark.one_server_version  # runbook behaviour (the inventory's choice), not the server's
+def test_the_inventory_chooses_whether_definer_routines_stay_runnable_during_the_window(server, guarded_db, tmp_path):
+    """A SECURITY DEFINER routine writes with its owner's rights whatever the guard revoked from the application.
+    Preflight names it; by default the window leaves it runnable (said); with revoke the application cannot run
+    it while the migration runs, and gets exactly its EXECUTE back; a routine the guard cannot take away stops
+    the deployment before anything changes."""
+    # Created as the runbooks' account, as a migration would create it.
+    deployer = owner_params(server, guarded_db)
+    query(deployer, "CREATE FUNCTION add_company(name text) RETURNS void LANGUAGE sql SECURITY DEFINER "
+                    "AS $$ INSERT INTO companies (name) VALUES (name) $$")
+    first, second = "0d00000000f1", "0d00000000f2"
+    settings = project(tmp_path, (first, *definer_seen("definer_seen_1")), (second, *definer_seen("definer_seen_2")))
+    revoke = json.dumps({"pgops_write_guard_definer_routines": "revoke"})
+    acl = routine_acl(guarded_db)
+
+    # Reached through a role the application belongs to: revoking cannot take it away, so nothing changes.
+    query(guarded_db, "CREATE ROLE app_runners")
+    query(guarded_db, f"GRANT app_runners TO {APP}")
+    query(deployer, "GRANT EXECUTE ON FUNCTION add_company(text) TO app_runners")
+    try:
+        refused, recap = deploy(server, guarded_db, tmp_path, "-e", settings, "-e", revoke)
+    finally:
+        query(guarded_db, "DROP OWNED BY app_runners")
+        query(guarded_db, "DROP ROLE app_runners")
+    assert refused.returncode == 2 and recap["failed"] == 1, refused.stdout[-3000:]
+    message = failure_message(refused)
+    assert "after revoking EXECUTE the roles can still run SECURITY DEFINER routine(s) that write: " \
+           f"public.add_company(text) (owned by {deployer['login_user']}) for {APP}" in message, message
+    assert "Nothing was migrated: the database is at revision %s" % HEAD in message
+    assert revision(guarded_db) == HEAD and app_can_write(guarded_db) and guard_record(guarded_db) == 0
+    assert routine_acl(guarded_db) == acl
+
+    allowed, recap = deploy(server, guarded_db, tmp_path, "-e", settings, "-e", f"pgops_migration_target={first}")
+    assert allowed.returncode == 0, failure_message(allowed)
+    assert (f"{APP} can run SECURITY DEFINER routine(s) whose owner can write: public.add_company(text) (owned by "
+            f"{deployer['login_user']}). The write guard leaves them runnable") in allowed.stdout
+    assert "Writes are off, except through SECURITY DEFINER routine(s) the roles can still run" in allowed.stdout
+    assert query(guarded_db, "SELECT runnable FROM definer_seen_1") == [(True,)]
+
+    revoked, recap = deploy(server, guarded_db, tmp_path, "-e", settings, "-e", revoke)
+    assert revoked.returncode == 0, failure_message(revoked)
+    assert "The write guard takes EXECUTE on them away for its window and gives it back after." in revoked.stdout
+    assert query(guarded_db, "SELECT runnable FROM definer_seen_2") == [(False,)]
+    assert routine_acl(guarded_db) == acl, "exactly the EXECUTE privileges of before"
+    assert revision(guarded_db) == second and app_can_write(guarded_db)

@@ -5,7 +5,8 @@ import threading
 import psycopg2
 import pytest
 
-from conftest import BASELINE, alembic, query, run_module
+from ansible_collections.intowork.pgops.plugins.module_utils._write_guard import writes_back
+from conftest import BASELINE, alembic, connect_as, query, run_module
 
 APP, WORKER = "app_web", "app_worker"
 PASSWORD = "app-secret-1"
@@ -26,8 +27,8 @@ def app(database):
         query(database, f"DROP ROLE {role}")
 
 
-def app_write(params, role=APP):
-    """Insert a row as an application role; returns the error text, or None when the write worked."""
+def app_call(params, statement, role=APP):
+    """Run `statement` as an application role; the error text, or None when it worked."""
     try:
         conn = psycopg2.connect(host=params["login_host"], port=params["login_port"], user=role, password=PASSWORD,
                                 dbname=params["login_db"])
@@ -35,13 +36,18 @@ def app_write(params, role=APP):
         return str(error)
     try:
         with conn.cursor() as cur:
-            cur.execute("INSERT INTO companies (name) VALUES ('probe')")
+            cur.execute(statement)
         conn.commit()
         return None
     except psycopg2.Error as error:
         return str(error)
     finally:
         conn.close()
+
+
+def app_write(params, role=APP):
+    """Insert a row as an application role; returns the error text, or None when the write worked."""
+    return app_call(params, "INSERT INTO companies (name) VALUES ('probe')", role)
 
 
 def guard(params, state, check_mode=False, **extra):
@@ -312,3 +318,94 @@ def test_revoke_writes_gives_back_only_the_columns_that_still_exist(app):
     assert on.get("failed") is not True, on.get("msg")
     assert not any("draft" in statement for statement in on["executed_queries"])
     assert column_acls(app) == [("scratch_notes", "note", [f"{APP}=w/{app['login_user']}"])]
+
+
+def routine_acls(params):
+    """Every routine's EXECUTE privileges in public, a missing ACL spelled out as the owner's defaults."""
+    return query(params, "SELECT p.oid::regprocedure::text, (SELECT array_agg(a::text ORDER BY a::text) FROM unnest("
+                         "coalesce(p.proacl, acldefault('f', p.proowner))) a) FROM pg_proc p "
+                         "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public' ORDER BY 1")
+
+
+@pytest.fixture
+def definer(app):
+    """Routines that write with their owner's (the tables' owner's) rights: one any role may run (PUBLIC, the
+    default), an overload only app_worker may run (with grant option); and two that are no way around the guard."""
+    query(app, "CREATE FUNCTION add_company(name text) RETURNS void LANGUAGE sql SECURITY DEFINER "
+               "AS $$ INSERT INTO companies (name) VALUES (name) $$")
+    query(app, "CREATE FUNCTION add_company(name text, copies int) RETURNS void LANGUAGE sql SECURITY DEFINER "
+               "AS $$ INSERT INTO companies (name) SELECT name FROM generate_series(1, copies) $$")
+    query(app, "REVOKE EXECUTE ON FUNCTION add_company(text, int) FROM PUBLIC")
+    query(app, f"GRANT EXECUTE ON FUNCTION add_company(text, int) TO {WORKER} WITH GRANT OPTION")
+    query(app, "CREATE FUNCTION add_company_as_caller(name text) RETURNS void LANGUAGE sql "
+               "AS $$ INSERT INTO companies (name) VALUES (name) $$")
+    yield app
+    query(app, "DROP FUNCTION IF EXISTS add_company(text), add_company(text, int), add_company_as_caller(text)")
+
+
+def test_definer_routines_are_named_and_left_alone_by_default(definer):
+    owner = definer["login_user"]
+    off = guard(definer, "read_only", strategy="revoke_writes")
+    assert off.get("failed") is not True, off.get("msg")
+    assert off["definer_routines"] == [f"public.add_company(text) (owned by {owner})",
+                                       f"public.add_company(text, integer) (owned by {owner})"]
+    assert "permission denied" in app_call(definer, "SELECT add_company_as_caller('x')")
+    assert app_call(definer, "SELECT add_company('through its owner')") is None, "allow leaves them runnable"
+    assert guard(definer, "read_write").get("failed") is not True
+
+
+def test_revoke_takes_execute_away_for_the_window_and_gives_exactly_it_back(definer):
+    before = routine_acls(definer)
+    off = guard(definer, "read_only", strategy="revoke_writes", definer_routines="revoke")
+    assert off.get("failed") is not True, off.get("msg")
+    # PUBLIC's (the default) on one, app_worker's with its grant option on the other.
+    assert off["guard"]["previous"]["routines"] == [["public", "add_company", "text", "", False],
+                                                    ["public", "add_company", "text, integer", WORKER, True]]
+    assert "permission denied for function add_company" in app_call(definer, "SELECT add_company('x')")
+    assert "permission denied for function add_company" in app_call(definer, "SELECT add_company('x', 2)", WORKER)
+    # The owner (the deploy role's side) still runs them.
+    query(definer, "SELECT add_company('migration')")
+    again = guard(definer, "read_only", strategy="revoke_writes", definer_routines="revoke")
+    assert again["changed"] is False and again["definer_routines"] == []
+
+    on = guard(definer, "read_write")
+    assert on.get("failed") is not True, on.get("msg")
+    assert routine_acls(definer) == before, "exactly the EXECUTE privileges of before, grant option included"
+    assert app_call(definer, "SELECT add_company('x', 2)", WORKER) is None
+
+
+def test_the_dead_man_switch_gives_the_routines_back_too(definer):
+    """The watch on the database host gives writes back with writes_back() (the same plan, read from the record)."""
+    before = routine_acls(definer)
+    assert guard(definer, "read_only", strategy="revoke_writes", definer_routines="revoke").get("failed") is not True
+    conn = connect_as(definer)
+    try:
+        with conn.cursor() as cur:
+            statements, _guard = writes_back(cur, definer["login_db"])
+            for statement in statements:
+                cur.execute(statement)
+        conn.commit()
+    finally:
+        conn.close()
+    assert routine_acls(definer) == before and app_call(definer, "SELECT add_company('x')") is None
+
+
+def test_revoke_refuses_a_routine_it_cannot_take_away_and_changes_nothing(definer):
+    query(definer, "DROP ROLE IF EXISTS app_runners")
+    query(definer, "CREATE ROLE app_runners")
+    query(definer, f"GRANT app_runners TO {APP}")
+    query(definer, "GRANT EXECUTE ON FUNCTION add_company(text, int) TO app_runners")
+    try:
+        before = routine_acls(definer), relation_acls(definer)
+        refused = guard(definer, "read_only", strategy="revoke_writes", definer_routines="revoke")
+        assert refused["failed"] is True
+        owner = definer["login_user"]
+        assert refused["msg"] == (
+            "nothing was changed: after revoking EXECUTE the roles can still run SECURITY DEFINER routine(s) that "
+            f"write: public.add_company(text, integer) (owned by {owner}) for {APP}, through a role they belong to "
+            "or a grant this login cannot revoke; run the guard as the routines' owner, or revoke those by hand")
+        assert (routine_acls(definer), relation_acls(definer)) == before
+        assert app_write(definer) is None
+    finally:
+        query(definer, "DROP OWNED BY app_runners")
+        query(definer, "DROP ROLE app_runners")
