@@ -8,6 +8,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
+
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
 try:
@@ -140,12 +142,38 @@ def one_line(error):
     return " ".join(str(error).split()) or error.__class__.__name__
 
 
+def forget_arguments_on_disk():
+    """Remove the file an async job was started from, once its arguments are read. Pipelining sends a module
+    over stdin, but an async job always runs from a file on the host that holds every argument, passwords
+    included, until the job ends (hours, for a large backup) or for good if the job is killed. Returns the
+    file removed, or None (not an async job, or the file is not found)."""
+    if "ANSIBLE_ASYNC_DIR" not in os.environ:
+        return None
+    try:
+        # The async wrapper that started this module: python async_wrapper.py JID LIMIT /.../AnsiballZ_x.py ...
+        with open("/proc/%d/cmdline" % os.getppid(), "rb") as cmdline:
+            arguments = cmdline.read().decode("utf-8", "replace").split("\0")
+    except OSError:
+        return None
+    for argument in arguments:
+        name = os.path.basename(argument)
+        if name.startswith("AnsiballZ_") and name.endswith(".py") and os.path.basename(
+                os.path.dirname(argument)).startswith("ansible-tmp-"):
+            try:
+                os.unlink(argument)
+            except OSError:
+                return None
+            return argument
+    return None
+
+
 def run_module(module, core):
     """Run core(params, check_mode) and exit; every failure becomes one line, never a traceback. With
     heartbeat_lease, that deployment lease is kept alive while the core runs."""
     # Imported here: _lease connects through this file.
     from ansible_collections.intowork.pgops.plugins.module_utils._lease import LeaseKeeper
 
+    forget_arguments_on_disk()
     try:
         with LeaseKeeper(module.params, module.params.get("heartbeat_lease"),
                          module.params.get("heartbeat_lease_interval") or 30.0, beat_at_start=True):

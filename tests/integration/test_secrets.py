@@ -6,14 +6,18 @@ environment file, which holds the application's own password by design; they are
 import json
 import os
 import pathlib
+import re
+import signal
 import stat
 import threading
 import time
 
 import pytest
 
-from conftest import APP, ROOT, process_argvs, run_playbook
+from conftest import APP, ROOT, hold_lock, process_argvs, run_playbook, start_playbook
+from test_backup_account import ACCOUNT, wait_for_line
 from test_deploy_gates import GUARD, project, record
+from test_deploy_interruptions import let_go
 
 
 class CommandLines(object):
@@ -91,3 +95,52 @@ def test_no_password_on_a_command_line_in_output_or_in_files(server, guarded_db,
     (passfile,) = files_holding(secret, tmp_path)
     assert passfile.name == f"pgpass-{guarded_db['login_db']}" and passfile.parent == tmp_path / "etc"
     assert stat.S_IMODE(passfile.stat().st_mode) == 0o600 and passfile.stat().st_uid == os.getuid()
+
+
+def files_holding_anywhere(secret, folders, since):
+    """files_holding over several folders, leaving out the test servers' own data (not the runbooks')."""
+    found = []
+    for folder in folders:
+        for parent, children, names in os.walk(folder):
+            children[:] = [child for child in children if child not in ("pgops-sandbox", "pytest-of-root")]
+            for name in names:
+                path = pathlib.Path(parent, name)
+                try:
+                    if (path.is_file() and not path.is_symlink() and path.stat().st_mtime >= since
+                            and secret.encode() in path.read_bytes()):
+                        found.append(path)
+                except OSError:
+                    continue  # gone meanwhile
+    return found
+
+
+@pytest.mark.one_server_version
+def test_a_run_killed_mid_module_leaves_no_password_on_disk(server, migrated, host_dirs, tmp_path):
+    """The backup runs as an async job: its module on the host, polled by the controller. Ansible starts such a job
+    from a file holding every argument, the password included, even with pipelining. The controller is killed
+    while the job waits for a lock: no temporary folder, nor any file written since, holds the password (the 0600
+    password file for cron excepted), and the job still finishes alone."""
+    secret = server["backup_password"]
+    as_backup = dict(migrated, login_user=server["backup_user"], login_password=secret)
+    backups = host_dirs / "backups"
+    settings = json.dumps({
+        "pgops_backup_os_user": ACCOUNT, "backup_python": "/usr/bin/python3", "pgops_backup_dir": str(backups),
+        "pgops_program_dir": str(host_dirs / "lib"), "pgops_config_dir": str(host_dirs / "etc"),
+        "pgops_backup_poll_seconds": 1})
+    started = time.time() - 1
+    holder = hold_lock(migrated, "sessions", "ACCESS EXCLUSIVE")
+    try:
+        run = start_playbook("backup.yml", server, as_backup, tmp_path, "-e", settings)
+        wait_for_line(run, re.compile(r"backup of \S+: .*\d+ s so far"))
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait(timeout=30)
+        # host_dirs is in /tmp.
+        left = files_holding_anywhere(secret, [pathlib.Path.home(), pathlib.Path("/tmp"), pathlib.Path("/var/tmp"),
+                                               tmp_path], started)
+    finally:
+        let_go(holder)
+    assert [path for path in left if path.name != f"pgpass-{migrated['login_db']}"] == [], left
+    deadline = time.monotonic() + 120
+    while not list(backups.glob("*.dump")):
+        assert time.monotonic() < deadline, "the orphaned job never finished its backup"
+        time.sleep(1)
