@@ -144,6 +144,8 @@ EVERY_RUNBOOK = [
      'Bad settings, nothing was changed: force_unlock "sure" is not yes or no'),
     ("finish_deployment.yml", {"pgops_reports_dir": "reports", "force_unlock": "yes"},
      'pgops_reports_dir "reports" must be an absolute path'),
+    ("deploy_migration.yml", {"pgops_write_guard_definer_routines": "sometimes", "pgops_alembic_project_dir": "/srv/app"},
+     'pgops_write_guard_definer_routines "sometimes" is not one of allow, revoke'),
 ]
 
 
