@@ -105,12 +105,14 @@ def hook():
     receiver.server_close()
 
 
-def create_accounts(state, database):
-    """docs/sql/least-privilege.sql for `database` (created owned by the deploy role if it is new)."""
+def create_accounts(state, database, *variables):
+    """docs/sql/least-privilege.sql for `database` (created owned by the deploy role if it is new); `variables`
+    are more psql -v settings, like revoke_public_connect=yes."""
     env = dict(os.environ, PGHOST=state["host"], PGPORT=str(state["port"]), PGUSER=state["user"],
                PGPASSWORD=state["password"], PGDATABASE="postgres")
+    settings = [argument for variable in variables for argument in ("-v", variable)]
     result = subprocess.run([str(Path(state["bindir"]) / "psql"), "-X", "-q", "-v", f"database={database}",
-                             "-v", f"deploy_role={DEPLOY_ROLE}", "-v", f"backup_role={BACKUP_ROLE}",
+                             "-v", f"deploy_role={DEPLOY_ROLE}", "-v", f"backup_role={BACKUP_ROLE}", *settings,
                              "-f", str(LEAST_PRIVILEGE_SQL)], env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0 and not result.stderr, result.stderr
 
@@ -299,7 +301,7 @@ def application_role(params):
 def deployable(server, database):
     """Reference data at the baseline revision, owned by the deploy role, and an application role that writes
     to it."""
-    admin_run(server, "ALTER DATABASE {} OWNER TO {}", database["login_db"], server["deploy_user"])
+    create_accounts(server, database["login_db"])  # the deploy role owns it, the backup role reads it
     alembic(database, "upgrade", BASELINE)
     load_reference_data(database, scale=0.01)
     with application_role(database):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASELINE, ROOT, Hook, alembic, load_reference_data, query, run_module
+from conftest import BASELINE, ROOT, Hook, alembic, create_accounts, load_reference_data, query, run_module
 
 PROGRAM = ROOT / "roles" / "backup" / "files" / "pgops_backup.py"
 TABLES = ["jobs", "job_applications"]
@@ -217,6 +217,7 @@ def test_the_backup_role_drills_a_database_with_a_superusers_extension(server, l
     extension (pg_trgm) is restored."""
     query(loaded, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements WITH SCHEMA public")
     query(loaded, "CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public")
+    create_accounts(server, loaded["login_db"])  # the backup role reads this database's tables
     as_backup = dict(loaded, login_user=server["backup_user"])
     config, _backups = write_config(server, as_backup, tmp_path)
     assert run_program("backup", config, server["backup_password"]).returncode == 0

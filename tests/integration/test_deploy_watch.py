@@ -10,7 +10,7 @@ import time
 import pytest
 from psycopg2 import sql
 
-from conftest import (APP, BASELINE, PASSWORD, Hook, admin_connect, alembic, assert_application_survived,
+from conftest import (APP, BASELINE, PASSWORD, Hook, admin_connect, alembic, assert_application_survived, create_accounts,
                       failure_message, query, run_module, run_playbook, start_playbook)
 from test_backup_account import ACCOUNT, cron_command, run_as_cron
 from test_backup_program import run_program, write_config
@@ -38,8 +38,9 @@ def plant_lease(server, params, heartbeat_age, migration_started=True, owner="de
 
 
 @pytest.fixture
-def loaded(database):
+def loaded(server, database):
     alembic(database, "upgrade", BASELINE)
+    create_accounts(server, database["login_db"])  # the backup role, which the watch runs as, reads it
     return database
 
 

@@ -3,12 +3,15 @@ the deploy role deploys, guards and ends the application's sessions; the backup 
 writes nothing."""
 
 import json
+import pathlib
+import subprocess
 
 import psycopg2
 import pytest
 
 from conftest import (APP, BACKUP_ROLE, DEPLOY_ROLE, HEAD, PASSWORD, application_role, artifacts,
-                      assert_application_survived, connect_as, create_accounts, database_params, query, run_playbook)
+                      assert_application_survived, connect_as, create_accounts, database_params, libpq_env, query,
+                      run_playbook)
 from test_deploy_playbook import assert_quiet, playbook, revision
 
 
@@ -28,7 +31,7 @@ def test_the_accounts_file_is_idempotent_and_grants_only_what_is_documented(serv
     create_accounts(server, migrated["login_db"])  # a second run: no error, no notice
     assert role_facts(migrated, DEPLOY_ROLE) == (False, False, True, False, False,
                                                  ["pg_read_all_stats", "pg_signal_backend"])
-    assert role_facts(migrated, BACKUP_ROLE) == (False, False, True, False, False, ["pg_read_all_data"])
+    assert role_facts(migrated, BACKUP_ROLE) == (False, False, True, False, False, [])
     assert query(migrated, "SELECT pg_catalog.pg_get_userbyid(datdba) FROM pg_catalog.pg_database "
                            "WHERE datname = current_database()")[0][0] == DEPLOY_ROLE
     backup = connect_as(as_role(server, migrated, "backup"))
@@ -40,6 +43,41 @@ def test_the_accounts_file_is_idempotent_and_grants_only_what_is_documented(serv
                 cur.execute("DELETE FROM public.job_applications")
     finally:
         backup.close()
+
+
+def test_the_backup_role_reads_its_own_database_and_nothing_else(server, migrated, database):
+    """pg_dump as the backup role dumps what existed when the file ran and what the deploy role created after it
+    (a new schema, table and sequence); it cannot read the password verifiers, nor another database's table."""
+    deployer, backup = as_role(server, migrated, "deploy"), as_role(server, migrated, "backup")
+    query(deployer, "CREATE SCHEMA reports")
+    query(deployer, "CREATE TABLE reports.daily (id bigint GENERATED ALWAYS AS IDENTITY, total int)")
+    query(deployer, "INSERT INTO reports.daily (total) VALUES (41), (42)")
+    query(migrated, "SELECT lo_from_bytea(424242, 'a large object')")
+    create_accounts(server, migrated["login_db"])  # run again: the large object is readable from now on
+    dump = subprocess.run([str(pathlib.Path(server["bindir"]) / "pg_dump"), "--data-only", "--table=reports.daily",
+                           "--table=public.companies", "-b"],
+                          env=libpq_env(backup), capture_output=True, text=True, check=False)
+    assert dump.returncode == 0, dump.stderr
+    assert "COPY reports.daily (id, total) FROM stdin;\n1\t41\n2\t42" in dump.stdout
+    assert "COPY public.companies " in dump.stdout and "lo_open('424242'" in dump.stdout
+
+    query(database, "CREATE TABLE elsewhere (secret text)")
+    for params, statement in ((backup, "SELECT rolpassword FROM pg_catalog.pg_authid"),
+                              (dict(backup, login_db=database["login_db"]), "SELECT * FROM public.elsewhere")):
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            query(params, statement)
+
+
+def test_revoke_public_connect_lets_only_the_granted_roles_in(server, migrated):
+    query(migrated, "CREATE ROLE pgops_stranger LOGIN PASSWORD 'stranger-pw'")
+    try:
+        create_accounts(server, migrated["login_db"], "revoke_public_connect=yes")
+        with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
+            connect_as(migrated, "pgops_stranger", "stranger-pw")
+        for role in ("deploy", "backup"):
+            connect_as(as_role(server, migrated, role)).close()
+    finally:
+        query(migrated, "DROP ROLE pgops_stranger")
 
 
 def test_a_deployment_as_the_deploy_role_ends_the_application_sessions_and_owns_what_it_creates(

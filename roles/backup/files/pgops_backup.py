@@ -763,6 +763,7 @@ def drill(config, log, options, chosen, keep, progress):
         admin.cursor().execute("CREATE DATABASE %s" % quote_ident(scratch))
         listing = archive_listing(config, path)
         left_out = extensions_beyond_reach(admin, archive_extensions(listing))
+        others_defaults = default_acls_beyond_reach(admin, listing)
         env = libpq_env(config, scratch)
         # The restore session's settings decide how fast the indexes build.
         env["PGOPTIONS"] = "-c maintenance_work_mem=%s -c synchronous_commit=off" % options.maintenance_work_mem
@@ -778,7 +779,7 @@ def drill(config, log, options, chosen, keep, progress):
 
         progress("restoring into %s" % scratch, restored_so_far)
         with tempfile.NamedTemporaryFile("w", suffix=".list") as use_list:
-            use_list.write(listing_without(listing, left_out))
+            use_list.write(listing_without(listing, left_out, others_defaults))
             use_list.flush()
             run([program(config, "pg_restore"), "--dbname=%s" % scratch, "--jobs=%d" % options.jobs,
                  "--no-owner", "--exit-on-error", "--no-password", "--use-list=%s" % use_list.name, path], env,
@@ -786,6 +787,9 @@ def drill(config, log, options, chosen, keep, progress):
         if left_out:
             log("drill: left out extension(s) %s: only a superuser can create them (no table of the backup may "
                 "use them, or the restore fails)" % ", ".join(left_out))
+        if others_defaults:
+            log("drill: left out the default privileges of %s: only that role can set them (they hold no data)"
+                % ", ".join(others_defaults))
         progress("counting rows in %s" % scratch)
         restore_seconds = time.monotonic() - restore_started
         conn = connect(config, database=scratch)
@@ -952,12 +956,29 @@ def archive_extensions(listing):
     return sorted(set(match.group(1) for match in map(ARCHIVE_EXTENSION.match, listing.splitlines()) if match))
 
 
-def listing_without(listing, extensions):
-    """The table of contents without the entries that create or comment on `extensions`."""
-    kept = [line for line in listing.splitlines()
-            if not any(re.match(r"^\d+; \d+ \d+ (EXTENSION|COMMENT) - (EXTENSION )?%s( |$)" % re.escape(ext), line)
-                       for ext in extensions)]
-    return "\n".join(kept) + "\n"
+# "4242; 826 16385 DEFAULT ACL - DEFAULT PRIVILEGES FOR TABLES pgops_deploy": its role is the last word.
+ARCHIVE_DEFAULT_ACL = re.compile(r"^\d+; \d+ \d+ DEFAULT ACL .* (\S+)$")
+
+
+def listing_without(listing, extensions, default_acl_roles=()):
+    """The table of contents without the entries that create or comment on `extensions`, nor the default
+    privileges of `default_acl_roles`."""
+    def left_out(line):
+        default_acl = ARCHIVE_DEFAULT_ACL.match(line)
+        return (default_acl is not None and default_acl.group(1) in default_acl_roles) or any(
+            re.match(r"^\d+; \d+ \d+ (EXTENSION|COMMENT) - (EXTENSION )?%s( |$)" % re.escape(ext), line)
+            for ext in extensions)
+    return "\n".join(line for line in listing.splitlines() if not left_out(line)) + "\n"
+
+
+def default_acls_beyond_reach(conn, listing):
+    """The roles whose default privileges the archive sets and this account cannot (only a member of the role
+    can: the backup role restoring the deploy role's)."""
+    roles = sorted(set(match.group(1) for match in map(ARCHIVE_DEFAULT_ACL.match, listing.splitlines()) if match))
+    with conn.cursor() as cur:
+        cur.execute("SELECT r FROM unnest(%s::text[]) AS r WHERE pg_catalog.to_regrole(r) IS NULL "
+                    "OR NOT pg_catalog.pg_has_role(current_user, pg_catalog.to_regrole(r), 'MEMBER')", (roles,))
+        return [row[0] for row in cur.fetchall()]
 
 
 def extensions_beyond_reach(conn, extensions):
