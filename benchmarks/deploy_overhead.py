@@ -17,6 +17,7 @@ fleet of 8 <= 2.5x one database.
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -76,11 +77,13 @@ def timed(argv, env, cwd=None):
 
 def inventory(work, state, project, databases):
     """The minimum inventory for `databases`, one host each, on this machine."""
+    # A backup folder per database: the backup program's lock is the folder's.
     hosts = {f"db{number}": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-                             "pgops_db_name": name} for number, name in enumerate(databases, 1)}
+                             "pgops_db_name": name, "pgops_backup_dir": str(work / "backups" / name)}
+             for number, name in enumerate(databases, 1)}
     common = {"pgops_db_host": state["host"], "pgops_db_port": state["port"], "pgops_db_user": state["user"],
               "pgops_db_password": state["password"], "pgops_alembic_project_dir": str(project),
-              "pgops_backup_dir": str(work / "backups"), "pgops_reports_dir": str(work / "reports"),
+              "pgops_reports_dir": str(work / "reports"),
               "pgops_pg_bin_dir": state["bindir"], "pgops_program_dir": str(work / "lib"),
               "pgops_config_dir": str(work / "etc"), "pgops_backup_os_user": os.environ.get("USER") or "root"}
     path = work / f"inventory-{len(databases)}.json"
@@ -105,7 +108,13 @@ def create(state, *names):
 
 
 def outcome(result):
-    return "ok" if result.returncode == 0 else "FAILED: " + (result.stdout.strip().splitlines() or ["?"])[-1][:200]
+    """ok, or the failed hosts' recap lines and the first failure's message."""
+    if result.returncode == 0:
+        return "ok"
+    lines = result.stdout.splitlines()
+    failed = [line.split()[0] for line in lines if re.search(r"(unreachable|failed)=[1-9]", line)]
+    reason = next((line.split("=> ", 1)[1][:300] for line in lines if "FAILED! =>" in line), "?")
+    return "FAILED on %s: %s" % (", ".join(failed) or "?", reason)
 
 
 def phases(record, started_epoch):
