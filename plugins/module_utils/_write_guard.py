@@ -255,12 +255,18 @@ def writes_back(cur, database):
     if state is None:
         return [], None
     found = read_catalog(cur, database, state["roles"])[0]
-    grants = routines = None
-    if state["strategy"] == "revoke_writes":
-        grants = existing_relations(cur, state["previous"]["grants"])
-        routines = existing_routines(cur, state["previous"].get("routines", []))
+    grants, routines = still_existing(cur, state)
     return plan(database, state["roles"], found, state, "read_write", state["strategy"], grants=grants,
                 routines=routines)[0], state
+
+
+def still_existing(cur, state):
+    """(relations, routines) of a revoke_writes guard's record that still exist, for plan() to give back only
+    those; (None, None) for the other strategies."""
+    if state["strategy"] != "revoke_writes":
+        return None, None
+    return (existing_relations(cur, state["previous"]["grants"]),
+            existing_routines(cur, state["previous"].get("routines", [])))
 
 
 def drain_sessions(cur, database, roles, grace_seconds, poll=0.2):
@@ -345,8 +351,8 @@ def describe_routine(routine):
 
 
 def routine_grants(cur, roles, routines):
-    """The EXECUTE grants (to PUBLIC, given as '', and to the roles) on `routines`: what revoke_routines takes
-    away for the guard's window, [schema, routine, argument types, grantee, grantable]."""
+    """The EXECUTE grants (to PUBLIC, given as '', and to the roles) on `routines`: what definer_routines=revoke
+    takes away for the guard's window, [schema, routine, argument types, grantee, grantable]."""
     cur.execute(ROUTINE_GRANTS, {"roles": list(roles), "schemas": [r[0] for r in routines],
                                  "names": [r[1] for r in routines], "arguments": [r[2] for r in routines]})
     return [list(row) for row in cur.fetchall()]

@@ -196,11 +196,10 @@ from ansible_collections.intowork.pgops.plugins.module_utils._write_guard import
     definer_routines,
     describe_routine,
     drain_sessions,
-    existing_relations,
-    existing_routines,
     plan,
     read_catalog,
     routine_grants,
+    still_existing,
     still_writable,
     write_grants,
 )
@@ -252,8 +251,7 @@ def guard(params, check_mode):
                 if params["definer_routines"] == "revoke":
                     routines = routine_grants(cur, roles, definers)
             elif state:
-                grants = existing_relations(cur, state["previous"]["grants"])
-                routines = existing_routines(cur, state["previous"].get("routines", []))
+                grants, routines = still_existing(cur, state)
         statements, new_state = plan(database, roles, found, state, params["state"], params["strategy"],
                                      params["owner"], grants, routines)
         result = {

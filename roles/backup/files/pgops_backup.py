@@ -143,6 +143,8 @@ def read_json(path, what):
 # One address, as the backup role's settings check (setting_problems, kind mail) accepts it.
 ALERT_MAIL = r"[A-Za-z0-9.!#$&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
 ALERT_WEBHOOK = r"https?://[^\s/?#]+[^\s]*"
+# A database name that can name a file (backups, locks, logs) safely.
+DATABASE_NAME = r"[A-Za-z0-9_.-]+"
 
 
 def load_config(path):
@@ -170,7 +172,7 @@ def load_config(path):
     if config["retention_count"] < 1:
         raise BackupError("config %s: retention_count must keep at least 1 backup" % path)
     # fullmatch: `$` would let a trailing line break into a file name or a header.
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", config["database"]):
+    if not re.fullmatch(DATABASE_NAME, config["database"]):
         raise BackupError("config %s: database name %r cannot name a file safely" % (path, config["database"]))
     if config["alert_mail"] and not re.fullmatch(ALERT_MAIL, config["alert_mail"]):
         raise BackupError("config %s: alert_mail %s is not one mail address: give one like ops@example.com" % (
@@ -1583,7 +1585,7 @@ def alert_routes(path):
         return config
     if not isinstance(raw, dict):
         return config
-    checks = (("database", r"[A-Za-z0-9_.-]+"), ("alert_mail", ALERT_MAIL), ("alert_webhook", ALERT_WEBHOOK))
+    checks = (("database", DATABASE_NAME), ("alert_mail", ALERT_MAIL), ("alert_webhook", ALERT_WEBHOOK))
     config.update((key, raw[key]) for key, pattern in checks
                   if isinstance(raw.get(key), str) and re.fullmatch(pattern, raw[key]))
     return config
