@@ -435,13 +435,18 @@ def definer_seen(table):
             "'add_company(text)', 'EXECUTE') AS runnable\")", f"    op.execute('DROP TABLE {table}')")
 
 
+def newest_record(tmp_path):
+    return json.loads(max((tmp_path / "reports").glob("deploy-*.json"), key=os.path.getmtime).read_text())
+
+
 def routine_acl(params):
     return query(params, "SELECT (SELECT array_agg(a::text ORDER BY a::text) FROM unnest(coalesce(proacl, "
                          "acldefault('f', proowner))) a) FROM pg_proc WHERE oid = 'add_company(text)'::regprocedure")
 
 
 @pytest.mark.one_server_version  # runbook behaviour (the inventory's choice), not the server's
-def test_the_inventory_chooses_whether_definer_routines_stay_runnable_during_the_window(server, guarded_db, tmp_path):
+def test_the_inventory_chooses_whether_definer_routines_stay_runnable_during_the_window(
+        server, guarded_db, tmp_path, live_writer):
     """A SECURITY DEFINER routine writes with its owner's rights whatever the guard revoked from the application.
     Preflight names it; by default the window leaves it runnable (said); with revoke the application cannot run
     it while the migration runs, and gets exactly its EXECUTE back; a routine the guard cannot take away stops
@@ -460,7 +465,9 @@ def test_the_inventory_chooses_whether_definer_routines_stay_runnable_during_the
     query(guarded_db, f"GRANT app_runners TO {APP}")
     query(deployer, "GRANT EXECUTE ON FUNCTION add_company(text) TO app_runners")
     try:
+        writer = live_writer(guarded_db)
         refused, recap = deploy(server, guarded_db, tmp_path, "-e", settings, "-e", revoke)
+        assert_application_survived(writer, guarded_db, newest_record(tmp_path)["write_off_seconds"])
     finally:
         query(guarded_db, "DROP OWNED BY app_runners")
         query(guarded_db, "DROP ROLE app_runners")
@@ -472,15 +479,19 @@ def test_the_inventory_chooses_whether_definer_routines_stay_runnable_during_the
     assert revision(guarded_db) == HEAD and app_can_write(guarded_db) and guard_record(guarded_db) == 0
     assert routine_acl(guarded_db) == acl
 
+    writer = live_writer(guarded_db)
     allowed, recap = deploy(server, guarded_db, tmp_path, "-e", settings, "-e", f"pgops_migration_target={first}")
     assert allowed.returncode == 0, failure_message(allowed)
+    assert_application_survived(writer, guarded_db, newest_record(tmp_path)["write_off_seconds"])
     assert (f"{APP} can run SECURITY DEFINER routine(s) whose owner can write: public.add_company(text) (owned by "
             f"{deployer['login_user']}). The write guard leaves them runnable") in allowed.stdout
     assert "Writes are off, except through SECURITY DEFINER routine(s) the roles can still run" in allowed.stdout
     assert query(guarded_db, "SELECT runnable FROM definer_seen_1") == [(True,)]
 
+    writer = live_writer(guarded_db)
     revoked, recap = deploy(server, guarded_db, tmp_path, "-e", settings, "-e", revoke)
     assert revoked.returncode == 0, failure_message(revoked)
+    assert_application_survived(writer, guarded_db, newest_record(tmp_path)["write_off_seconds"])
     assert "The write guard takes EXECUTE on them away for its window and gives it back after." in revoked.stdout
     assert query(guarded_db, "SELECT runnable FROM definer_seen_2") == [(False,)]
     assert routine_acl(guarded_db) == acl, "exactly the EXECUTE privileges of before"
