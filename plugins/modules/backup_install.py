@@ -9,15 +9,14 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 module: backup_install
-short_description: Install the folders, config, password file and collection code the backup program needs
+short_description: Install the backup program with the folders, config, password file and code it needs
 version_added: 0.1.0
 description:
-  - Puts on the database host what the backup program (and cron) needs besides the program itself, in one task
-    instead of one task per file (each a round trip to the host). That is the program folder with the write guard's
-    and the deployment lease's code (the dead-man switch imports them from beside the program, so that it reads
-    the lease and ends a guard exactly as the modules do), the config folder with the
-    database's config and password file, and the backup folder. The role copies the program into the program
-    folder.
+  - Puts on the database host the backup program and what it (and cron) needs, in one task instead of one task
+    per file (each a round trip to the host). That is the program folder with the program (O(program)) and the
+    write guard's and the deployment lease's code (the dead-man switch imports them from beside the program, so
+    that it reads the lease and ends a guard exactly as the modules do), the config folder with the database's
+    config and password file, and the backup folder.
   - Each file is written only when its content, mode or owner differ, atomically (a temporary file in the same
     folder, then renamed), with its mode set before the rename, so no other account ever reads a secret.
   - A backup folder that is a symlink is refused unless O(allow_symlinked_dir), because making it 0700 and owned
@@ -60,6 +59,14 @@ options:
     description: The password file's lines. Not logged.
     type: str
     default: ""
+  program:
+    description:
+      - The program's source, written 0755 as O(program_path) (the program itself is not secret; it holds no
+        password). Not written when not given.
+    type: str
+  program_path:
+    description: Where the program goes, in O(program_dir). Required with O(program).
+    type: path
 extends_documentation_fragment:
   - intowork.pgops._connection.ATTRIBUTES
 attributes:
@@ -85,6 +92,8 @@ EXAMPLES = r"""
     owner: postgres
     pgpass_file: /etc/pgops/pgpass-appdb
     pgpass: "*:5432:*:backup:{{ backup_password }}"
+    program: "{{ lookup('ansible.builtin.file', 'pgops_backup.py', rstrip=false) }}"
+    program_path: /usr/local/lib/pgops/pgops_backup.py
 """
 
 RETURN = r"""
@@ -103,13 +112,11 @@ import inspect
 import json
 import os
 import pwd
-import stat
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.common.text.converters import to_bytes
 
 from ansible_collections.intowork.pgops.plugins.module_utils import _lease, _write_guard
+from ansible_collections.intowork.pgops.plugins.module_utils._files import FileWriter
 
 # The collection's code the dead-man switch imports from beside the program (which runs without the
 # collection): the write guard, to give writes back, and the lease, to read the deployment lock.
@@ -125,62 +132,6 @@ def owner_ids(owner):
     return entry.pw_uid, entry.pw_gid
 
 
-def needs_change(path, mode, uid, directory=False):
-    """What differs at `path` from a folder or file of that mode and owner (uid None: any owner)."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return True
-    kind_ok = stat.S_ISDIR(info.st_mode) if directory else stat.S_ISREG(info.st_mode)
-    return not kind_ok or stat.S_IMODE(info.st_mode) != mode or (uid is not None and info.st_uid != uid)
-
-
-def read_bytes(path):
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except (FileNotFoundError, IsADirectoryError):
-        return None
-
-
-class Installer:
-    def __init__(self, module):
-        self.module = module
-        self.written = []
-
-    def folder(self, path, mode, ids=None):
-        if not needs_change(path, mode, ids[0] if ids else None, directory=True):
-            return
-        self.written.append(path)
-        if self.module.check_mode:
-            return
-        if not os.path.isdir(path):
-            os.makedirs(path, mode)
-        os.chmod(path, mode)
-        if ids:
-            os.chown(path, *ids)
-
-    def file(self, path, content, mode, ids=None):
-        content = to_bytes(content)
-        if read_bytes(path) == content and not needs_change(path, mode, ids[0] if ids else None):
-            return
-        self.written.append(path)
-        if self.module.check_mode:
-            return
-        fd, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=os.path.dirname(path))
-        try:
-            os.fchmod(fd, mode)
-            if ids:
-                os.fchown(fd, *ids)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-            raise
-
-
 def install(module):
     params = module.params
     ids = owner_ids(params["owner"])
@@ -188,7 +139,7 @@ def install(module):
         raise ValueError("backup_dir %s is a symlink (to %s): the role would re-own and chmod its target. Point "
                          "backup_dir at the real folder, or set backup_allow_symlinked_dir=true to mean it. Nothing "
                          "was written" % (params["backup_dir"], os.path.realpath(params["backup_dir"])))
-    installer = Installer(module)
+    installer = FileWriter(module.check_mode)
     installer.folder(params["program_dir"], 0o755)
     installer.folder(params["config_dir"], 0o755)
     for name, code in sorted(BESIDE_PROGRAM.items()):
@@ -198,6 +149,9 @@ def install(module):
     if params["pgpass_file"] and params["pgpass"]:
         installer.file(params["pgpass_file"], params["pgpass"], 0o600, ids)
     installer.file(params["config_file"], json.dumps(params["config"], indent=4, sort_keys=True) + "\n", 0o600, ids)
+    # Last, so that cron never runs a new program with an old config.
+    if params["program"]:
+        installer.file(params["program_path"], params["program"], 0o755)
     return installer.written
 
 
@@ -213,7 +167,10 @@ def main():
             owner=dict(type="str", required=True),
             pgpass_file=dict(type="path"),
             pgpass=dict(type="str", default="", no_log=True),
+            program=dict(type="str"),
+            program_path=dict(type="path"),
         ),
+        required_by={"program": "program_path"},
         supports_check_mode=True,
     )
     connected_as = pwd.getpwuid(os.geteuid()).pw_name
