@@ -19,6 +19,8 @@ description:
     further behind than O(max_replica_lag_bytes) or O(max_replica_lag_seconds), fewer standbys than
     O(min_standbys), or an inactive slot (it keeps WAL without bound) fails the preflight.
   - With O(backup_dir), compares the free space there with the database size times O(space_factor).
+  - Runs each of O(client_programs) with C(--version) on the managed host. A program missing, or of an older major
+    version than the server (its dumps would be refused or incomplete), fails the preflight.
   - Fails with one line per failed gate; read-only.
 options:
   tables:
@@ -65,6 +67,14 @@ options:
     description: Free space needed in O(backup_dir), as a multiple of the database size.
     type: float
     default: 1.0
+  client_programs:
+    description: Client programs that must run on the managed host, at least as new as the server.
+    type: list
+    elements: str
+    default: []
+  client_bin_dir:
+    description: Folder of O(client_programs); unset, they are looked up on the C(PATH).
+    type: path
   app_roles:
     description:
       - The application's login roles (the write guard's). RV(definer_routines) names the C(SECURITY DEFINER)
@@ -142,6 +152,11 @@ definer_routines:
   returned: always
   type: list
   elements: str
+client_versions:
+  description: The major version of each of O(client_programs) that ran (C(null) for one that would not run).
+  returned: always
+  type: dict
+  sample: {pg_dump: 15, pg_restore: 15}
 failed_gates:
   description: One line per gate that failed.
   returned: always
@@ -150,6 +165,8 @@ failed_gates:
 """
 
 import os
+import re
+import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -192,6 +209,33 @@ SELECT pg_is_in_recovery(),
 """
 
 
+def client_gates(programs, bin_dir, server_version):
+    """({program: major version or None}, gates) for each program run with --version on this host."""
+    server_major = server_version // 10000
+    versions, gates = {}, []
+    for name in programs:
+        path = os.path.join(bin_dir, name) if bin_dir else name
+        versions[name], problem = None, None
+        try:
+            ran = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60, check=False)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            problem = str(error)
+        else:
+            found = re.search(r"\d+", ran.stdout)
+            if ran.returncode == 0 and found:
+                versions[name] = int(found.group())
+            else:
+                problem = (ran.stderr or ran.stdout).strip() or "exit status %d" % ran.returncode
+        if problem:
+            gates.append("%s %s does not run (%s): install the PostgreSQL %d client programs and set the bin folder "
+                         "(pgops_pg_bin_dir) to theirs" % (name, "in " + bin_dir if bin_dir else "on the PATH",
+                                                           problem, server_major))
+        elif versions[name] < server_major:
+            gates.append("%s is version %d but the server is %d: install clients of that major version and set the "
+                         "bin folder (pgops_pg_bin_dir) to theirs" % (name, versions[name], server_major))
+    return versions, gates
+
+
 def check(params, check_mode):
     if params["backup_dir"] and not os.path.isabs(params["backup_dir"]):
         raise PgopsError("backup_dir %r must be an absolute path on the database host, for example "
@@ -212,7 +256,7 @@ def check(params, check_mode):
     result = {"changed": False, "in_recovery": in_recovery, "server_version": version, "database_size_bytes": size,
               "long_transactions": long_transactions, "lock_holders": holders, "standbys": standbys,
               "replication_slots": slots, "definer_routines": definers}
-    gates = []
+    result["client_versions"], gates = client_gates(params["client_programs"], params["client_bin_dir"], version)
     if params["require_primary"] and in_recovery:
         gates.append("the server is in recovery (a replica): deploy to the primary")
     gates.extend(standby_gates(standbys, slots, params["max_replica_lag_bytes"], params["max_replica_lag_seconds"],
@@ -256,6 +300,8 @@ def main():
         fail_on_inactive_slots=dict(type="bool", default=True),
         backup_dir=dict(type="path"),
         space_factor=dict(type="float", default=1.0),
+        client_programs=dict(type="list", elements="str", default=[]),
+        client_bin_dir=dict(type="path"),
         app_roles=dict(type="list", elements="str", default=[]),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

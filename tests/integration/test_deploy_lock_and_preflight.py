@@ -84,6 +84,32 @@ def test_preflight_passes_an_idle_server_and_reports_its_facts(database, tmp_pat
     assert result["in_recovery"] is False and result["database_size_bytes"] > 0 and result["backup_free_bytes"] > 0
 
 
+def test_preflight_runs_the_client_programs_and_names_each_that_cannot_serve_the_server(server, database, tmp_path):
+    server_major = query(database, "SHOW server_version_num")[0][0]
+    server_major = int(server_major) // 10000
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pg_dump").symlink_to(os.path.join(server["bindir"], "pg_dump"))
+    (bin_dir / "pg_old").write_text("#!/bin/sh\necho 'pg_old (PostgreSQL) 9.6.24'\n")
+    (bin_dir / "pg_broken").write_text("#!/bin/sh\necho 'libpq.so.5: cannot open shared object file' >&2\nexit 127\n")
+    for script in ("pg_old", "pg_broken"):
+        (bin_dir / script).chmod(0o755)
+    passed = run_module("preflight_check", dict(database, client_programs=["pg_dump"], client_bin_dir=str(bin_dir)))
+    assert passed.get("failed") is not True, passed.get("msg")
+    assert passed["client_versions"] == {"pg_dump": server_major}
+    refused = run_module("preflight_check", dict(database, client_bin_dir=str(bin_dir),
+                                                 client_programs=["pg_dump", "pg_old", "pg_broken", "pg_missing"]))
+    assert refused["failed"] is True and refused["client_versions"] == {
+        "pg_dump": server_major, "pg_old": 9, "pg_broken": None, "pg_missing": None}
+    assert refused["failed_gates"] == [
+        f"pg_old is version 9 but the server is {server_major}: install clients of that major version and set the "
+        "bin folder (pgops_pg_bin_dir) to theirs",
+        f"pg_broken in {bin_dir} does not run (libpq.so.5: cannot open shared object file): install the PostgreSQL "
+        f"{server_major} client programs and set the bin folder (pgops_pg_bin_dir) to theirs",
+        f"pg_missing in {bin_dir} does not run ([Errno 2] No such file or directory: '{bin_dir}/pg_missing'): "
+        f"install the PostgreSQL {server_major} client programs and set the bin folder (pgops_pg_bin_dir) to theirs"]
+
+
 def test_preflight_names_long_transactions_lock_holders_and_missing_space(database, tmp_path):
     alembic(database, "upgrade", BASELINE)
     holder = hold_lock(database, "jobs", application_name="nightly-report")
