@@ -1,6 +1,6 @@
 """What a deployment costs beyond its work, for a small project with the minimum inventory; prints the figures.
 
-    .venv/bin/python benchmarks/deploy_overhead.py [--fleet 8] [--version 15]
+    .venv/bin/python benchmarks/deploy_overhead.py [--repeat 3] [--fleet 8] [--version 15]
 
 A new project of three revisions (empty tables), as a team starting out would have, and an inventory with only
 what docs/your-project.md asks for. Printed, side by side in one run on this machine:
@@ -9,6 +9,8 @@ what docs/your-project.md asks for. Printed, side by side in one run on this mac
 - each phase of the deployment (from its record), a run with nothing to deploy, and rollback.yml back to the
   revision before;
 - the CPU of ansible-playbook and everything it started (the modules run on this machine here);
+- with --repeat N (3 by default): the deployment, the run with nothing to deploy and the rollback N times over,
+  each figure the median (one run on this machine varies by a few seconds);
 - with --fleet N: N databases deployed by one run with forks N, wall time against one database.
 Targets (deploy-in-seconds issue): overhead <= 10 s, nothing to deploy <= 3 s, preflight <= 2 s, CPU <= 5 s,
 fleet of 8 <= 2.5x one database.
@@ -16,6 +18,7 @@ fleet of 8 <= 2.5x one database.
 
 import argparse
 import json
+import statistics
 import os
 import re
 import resource
@@ -118,18 +121,36 @@ def outcome(result):
 
 
 def phases(record, started_epoch):
-    """'preflight 1.2 s, backup 0.9 s, ...' from a deployment record."""
-    words, previous = [], started_epoch
+    """{phase: seconds} from a deployment record."""
+    seconds, previous = {}, started_epoch
     for phase in record.get("phases", []):
-        words.append(f"{phase['phase']} {phase['ended_epoch'] - previous:.1f} s")
+        seconds[phase["phase"]] = phase["ended_epoch"] - previous
         previous = phase["ended_epoch"]
-    return ", ".join(words)
+    return seconds
+
+
+def cycle(work, one, env):
+    """Deploy, run again with nothing to deploy, roll back to the revision before: the figures of each."""
+    started = time.time()
+    deployed, deploy_cpu, result = playbook("deploy_migration.yml", one, env)
+    record_path = max((work / "reports").glob("deploy-*.json"), key=os.path.getmtime)
+    figures = {"deploy": deployed, "deploy_cpu": deploy_cpu, "outcome": outcome(result),
+               "phases": phases(json.loads(record_path.read_text()), started)}
+    figures["nothing"], figures["nothing_cpu"], result = playbook("deploy_migration.yml", one, env)
+    if outcome(result) != "ok":
+        figures["outcome"] += "; nothing to deploy " + outcome(result)
+    figures["rollback"], figures["rollback_cpu"], result = playbook(
+        "rollback.yml", one, env, "-e", f"record={record_path}", "-e", "confirm=yes")
+    if outcome(result) != "ok":
+        raise SystemExit("rollback.yml " + outcome(result) + ": the next cycle would start at the wrong revision")
+    return figures
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fleet", type=int, default=0, help="also deploy N databases in one run (forks N)")
     parser.add_argument("--version", default="15", choices=["15", "18"])
+    parser.add_argument("--repeat", type=int, default=3, help="cycles of deploy, nothing to deploy, rollback")
     args = parser.parse_args()
     name = f"bench-overhead-{os.getpid()}"
     state = sandbox.up(name, args.version, "postgres")
@@ -157,17 +178,20 @@ def main():
             print(f"  by hand (dump, read-back, upgrade)   {hand:6.1f} s")
 
             one = inventory(work, state, project, ["deployed"])
-            started = time.time()
-            deployed, cpu, result = playbook("deploy_migration.yml", one, env)
-            record_path = max((work / "reports").glob("deploy-*.json"), key=os.path.getmtime)
-            record = json.loads(record_path.read_text())
-            print(f"  deploy_migration.yml                 {deployed:6.1f} s  ({outcome(result)}; overhead "
-                  f"{deployed - hand:.1f} s; CPU {cpu:.1f} s)")
-            print(f"    phases: {phases(record, started)}")
-            wall, cpu, result = playbook("deploy_migration.yml", one, env)
-            print(f"  nothing to deploy                    {wall:6.1f} s  ({outcome(result)}; CPU {cpu:.1f} s)")
-            wall, cpu, result = playbook("rollback.yml", one, env, "-e", f"record={record_path}", "-e", "confirm=yes")
-            print(f"  rollback.yml to the revision before  {wall:6.1f} s  ({outcome(result)}; CPU {cpu:.1f} s)")
+            runs = [cycle(work, one, env) for _cycle in range(max(args.repeat, 1))]
+            print(f"  (median of {len(runs)} cycles of deploy, nothing to deploy, rollback)")
+
+            def median(key):
+                return statistics.median(run[key] for run in runs)
+            deployed = median("deploy")
+            outcomes = "; ".join(sorted({run["outcome"] for run in runs}))
+            print(f"  deploy_migration.yml                 {deployed:6.1f} s  ({outcomes}; overhead "
+                  f"{deployed - hand:.1f} s; CPU {median('deploy_cpu'):.1f} s)")
+            print("    phases: " + ", ".join(
+                f"{name} {statistics.median(run['phases'][name] for run in runs):.1f} s" for name in runs[0]["phases"]))
+            print(f"  nothing to deploy                    {median('nothing'):6.1f} s  (CPU {median('nothing_cpu'):.1f} s)")
+            print(f"  rollback.yml to the revision before  {median('rollback'):6.1f} s  "
+                  f"(CPU {median('rollback_cpu'):.1f} s)")
 
             if args.fleet:
                 names = [f"fleet_{number}" for number in range(1, args.fleet + 1)]
