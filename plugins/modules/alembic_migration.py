@@ -283,6 +283,12 @@ attempts:
   description: Alembic runs it took (more than one after lock timeouts).
   returned: when a migration ran
   type: int
+standbys_streaming:
+  description:
+    - How many standbys streamed from the server once the migration had committed. A caller that waits for the
+      standbys to replay it (M(intowork.pgops.replication_wait)) has nothing to wait for when there are none.
+  returned: when the migration ran
+  type: int
 invalid_indexes:
   description: Indexes left INVALID by an interrupted concurrent build, dropped (or, in check mode, to drop).
   returned: always
@@ -329,7 +335,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._destructive import
     split_by_revision,
 )
 from ansible_collections.intowork.pgops.plugins.module_utils._lease import LeaseKeeper, LeaseLost, require_lease
-from ansible_collections.intowork.pgops.plugins.module_utils._replication import in_recovery
+from ansible_collections.intowork.pgops.plugins.module_utils._replication import in_recovery, read_standbys
 
 
 def lease_fence(params):
@@ -465,6 +471,7 @@ def migrate(params, check_mode):
                              "after it was rolled back (a revision that commits, op.get_bind().commit(), needs "
                              "transaction_per_migration=True in env.py's context.configure)" % (
                                  direction, recorded or "base", result["revision"] or "base"))
+        result["standbys_streaming"] = len(read_standbys(conn.cursor()))
         return result
     finally:
         conn.close()
