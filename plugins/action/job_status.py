@@ -21,8 +21,9 @@ from ansible_collections.intowork.pgops.plugins.module_utils._text import durati
 
 display = Display()
 
-# A job that ends within seconds is seen within about a second; a long one costs one round trip every few seconds.
-LOOK_AFTER = (1, 1, 1, 2, 2, 3, 5)
+# A look is one shell command, so a job that ends within a second (a small migration, an empty database's
+# backup) is seen within a quarter of one; a long one costs one round trip every few seconds.
+LOOK_AFTER = (0.25, 0.25, 0.25, 0.25, 0.5, 0.5, 1, 1, 2, 2, 3, 5)
 
 
 def progress_line(progress):

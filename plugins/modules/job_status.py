@@ -13,8 +13,9 @@ short_description: Wait for a job started with async, printing its progress
 version_added: 0.1.0
 description:
   - Like M(ansible.builtin.async_status), for a job started with C(async) and C(poll=0); used with C(until) to wait
-    for it. Each call looks at the job for up to O(wait) seconds (every second at first), so a short job is seen as
-    soon as it ends and a long one costs one line and a few round trips per call.
+    for it. Each call looks at the job for up to O(wait) seconds (every quarter second at first, each look one
+    shell command), so a short job is seen as soon as it ends and a long one costs one line and a few round trips
+    per call.
   - "While the job runs, it reads O(progress_file) (JSON with C(phase), C(bytes), C(elapsed_seconds)) and prints one
     line, for example C(db1: backup of appdb: dumping, 1.2 GB written, 3 min 20 s so far)."
   - When the job has finished, the result is the job's own and the job's result file on the host is removed.
