@@ -2,7 +2,7 @@
 # Copyright: (c) 2026, INTOWORK platform team
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # Private to intowork.pgops: not a public API, may change without notice.
-"""The connection options every module shares, and the one way modules connect."""
+"""The connection options every module shares, and the one way modules (and the backup program) connect."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -10,7 +10,12 @@ __metaclass__ = type
 
 import os
 
-from ansible.module_utils.basic import env_fallback, missing_required_lib
+try:
+    from ansible.module_utils.basic import env_fallback, missing_required_lib
+except ImportError:
+    # The backup program's copy on the database host (pgops_connection.py), where Ansible is not installed: it
+    # connects and builds libpq's environment, and never makes a module's options.
+    env_fallback = missing_required_lib = None
 
 try:
     import psycopg2
@@ -41,6 +46,18 @@ CONNECTION_ARGUMENT_SPEC = dict(
     heartbeat_lease=dict(type="str"),
     heartbeat_lease_interval=dict(type="float", default=30.0),
 )
+
+
+# What a failed connection asks an operator to check, in the modules' option names; the backup program names
+# its config's keys instead.
+MODULE_SETTINGS = {
+    "password": "login_password or PGPASSWORD",
+    "database": "login_db or PGDATABASE",
+    "user": "login_user or PGUSER",
+    "address": "login_host, login_port or PGHOST/PGPORT",
+    "tls": "ssl_mode, ca_cert, ssl_cert and ssl_key (PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY)",
+    "timeout": "connect_timeout",
+}
 
 
 class PgopsError(Exception):
@@ -76,7 +93,7 @@ def libpq_params(params):
         "sslcert": params.get("ssl_cert"),
         "sslkey": params.get("ssl_key"),
         "connect_timeout": params.get("connect_timeout"),
-        "application_name": APPLICATION_NAME,
+        "application_name": params.get("application_name") or APPLICATION_NAME,
     }
     return dict((key, value) for key, value in kwargs.items() if value not in (None, ""))
 
@@ -93,22 +110,23 @@ def libpq_environment(params):
     return env
 
 
-def explain_connect_error(params, error):
-    """Turn a libpq failure into one line: the target, the cause, what to check."""
+def explain_connect_error(params, error, settings=None):
+    """Turn a libpq failure into one line: the target, the cause, what to check (named as in `settings`)."""
+    settings = settings or MODULE_SETTINGS
     text = " ".join(str(error).split())
     lower = text.lower()
     if "password authentication failed" in lower or "no password supplied" in lower:
-        hint = "check login_password or PGPASSWORD"
+        hint = "check " + settings["password"]
     elif "does not exist" in lower and "database" in lower:
-        hint = "check login_db or PGDATABASE"
+        hint = "check " + settings["database"]
     elif "role" in lower and "does not exist" in lower:
-        hint = "check login_user or PGUSER"
+        hint = "check " + settings["user"]
     elif "connection refused" in lower or "no such file or directory" in lower or "could not translate" in lower:
-        hint = "is the server running and listening there? check login_host, login_port or PGHOST/PGPORT"
+        hint = "is the server running and listening there? check " + settings["address"]
     elif "ssl" in lower or "certificate" in lower or "hostssl" in lower:
-        hint = "check ssl_mode, ca_cert, ssl_cert and ssl_key (PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY)"
+        hint = "check " + settings["tls"]
     elif "timeout" in lower:
-        hint = "the server did not answer within connect_timeout; check the network path"
+        hint = "the server did not answer within %s; check the network path" % settings["timeout"]
     else:
         hint = "check the connection options"
     return "cannot connect to %s: %s (%s)" % (target_label(params), text, hint)
@@ -119,12 +137,13 @@ def require_psycopg2(module):
         module.fail_json(msg=missing_required_lib("psycopg2 (pip install psycopg2-binary)"))
 
 
-def connect(params, autocommit=False):
-    """Open a connection with application_name pgops and the session role set; PgopsError on failure."""
+def connect(params, autocommit=False, settings=None):
+    """Open a connection with application_name pgops and the session role set; PgopsError on failure, whose hint
+    names the settings as `settings` does (the modules' options by default)."""
     try:
         conn = psycopg2.connect(**libpq_params(params))
     except psycopg2.Error as error:
-        raise PgopsError(explain_connect_error(params, error))
+        raise PgopsError(explain_connect_error(params, error, settings))
     conn.autocommit = autocommit
     if params.get("session_role"):
         try:

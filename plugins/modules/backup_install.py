@@ -14,9 +14,9 @@ version_added: 0.1.0
 description:
   - Puts on the database host the backup program and what it (and cron) needs, in one task instead of one task
     per file (each a round trip to the host). That is the program folder with the program (O(program)) and the
-    write guard's and the deployment lease's code (the dead-man switch imports them from beside the program, so
-    that it reads the lease and ends a guard exactly as the modules do), the config folder with the database's
-    config and password file, and the backup folder.
+    modules' connection, write guard and deployment lease code (the program imports them from beside it, so that
+    it connects, reads the lease and ends a guard exactly as the modules do), the config folder with the
+    database's config and password file, and the backup folder.
   - Each file is written only when its content, mode or owner differ, atomically (a temporary file in the same
     folder, then renamed), with its mode set before the rename, so no other account ever reads a secret.
   - A backup folder that is a symlink is refused unless O(allow_symlinked_dir), because making it 0700 and owned
@@ -115,12 +115,14 @@ import pwd
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.intowork.pgops.plugins.module_utils import _lease, _write_guard
+from ansible_collections.intowork.pgops.plugins.module_utils import _connection, _lease, _write_guard
 from ansible_collections.intowork.pgops.plugins.module_utils._files import FileWriter
 
-# The collection's code the dead-man switch imports from beside the program (which runs without the
-# collection): the write guard, to give writes back, and the lease, to read the deployment lock.
-BESIDE_PROGRAM = {"pgops_write_guard.py": _write_guard, "pgops_lease.py": _lease}
+# The collection's code the program imports from beside it (it runs without the collection): the connection,
+# for every command; the write guard, to give writes back, and the lease, to read the deployment lock (the
+# dead-man switch).
+BESIDE_PROGRAM = {"pgops_connection.py": _connection, "pgops_write_guard.py": _write_guard,
+                  "pgops_lease.py": _lease}
 
 
 def owner_ids(owner):

@@ -76,3 +76,17 @@ def test_connect_errors_become_one_line_with_target_and_hint(error, hint):
     assert "\n" not in message
     assert message.startswith("cannot connect to migrator@db1:5433/intowork: ")
     assert hint in message
+
+
+def test_a_connect_error_names_the_callers_settings_when_given():
+    settings = dict(c.MODULE_SETTINGS, password="the password file (passfile in the config) or PGPASSWORD")
+    message = c.explain_connect_error(PARAMS, Exception('FATAL:  password authentication failed for user "x"'),
+                                      settings)
+    assert message.endswith("(check the password file (passfile in the config) or PGPASSWORD)")
+    assert "login_password" not in message
+
+
+def test_the_application_name_is_the_callers_when_given():
+    assert c.libpq_params(PARAMS)["application_name"] == "pgops"
+    assert c.libpq_params(dict(PARAMS, application_name="pgops-backup"))["application_name"] == "pgops-backup"
+    assert c.libpq_environment(dict(PARAMS, application_name="pgops-backup"))["PGAPPNAME"] == "pgops-backup"

@@ -29,7 +29,8 @@ abandoned (abandoned-<owner>.json in the backup folder: its plan, the revision t
 that may be half-applied) and alerted, once; the rollback runbook then takes it over. By the config's choice
 (watch_writes_on: never, before_migration, always) the abandoned deployment's write guard is ended too, as
 guard_user (the deploy account, its password in the passfile), with the guard's own code installed beside
-this program (pgops_write_guard.py), as is the lease's (pgops_lease.py).
+this program (pgops_write_guard.py), as are the lease's (pgops_lease.py) and the connection's every command
+uses (pgops_connection.py).
 
 job: runs one named maintenance job of a jobs file (JSON, written by the maintenance_jobs role) with the
 same lock, log and alerts as the backups, one lock per job: `delete` removes the rows of a table that
@@ -100,9 +101,15 @@ DEFAULTS = {
     "watch_writes_on": "never", "guard_user": "",
     "ssl_mode": "", "ca_cert": "", "ssl_cert": "", "ssl_key": "",
 }
-# The connection's TLS settings: config key, libpq keyword and variable (pg_dump and psycopg2 alike).
-TLS_SETTINGS = (("ssl_mode", "sslmode", "PGSSLMODE"), ("ca_cert", "sslrootcert", "PGSSLROOTCERT"),
-                ("ssl_cert", "sslcert", "PGSSLCERT"), ("ssl_key", "sslkey", "PGSSLKEY"))
+# What a failed connection asks to check, in this config's keys (the modules name their options).
+CONNECTION_SETTINGS = {
+    "password": "the password file (passfile in the config, else ~/.pgpass) or PGPASSWORD",
+    "database": "database in the config",
+    "user": "user in the config",
+    "address": "host and port in the config",
+    "tls": "ssl_mode, ca_cert, ssl_cert and ssl_key in the config",
+    "timeout": "10 s",
+}
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 WATCH_WRITES_ON = ("never", "before_migration", "always")
 FORMATS = {"custom": ".dump", "directory": ".dir"}
@@ -190,29 +197,27 @@ def program(config, name):
     return os.path.join(config["bin_dir"], name) if config["bin_dir"] else name
 
 
+def connection_params(config, database=None):
+    """The config's target in the collection's connection options (the password is libpq's to find)."""
+    return {"login_host": config["host"], "login_port": config["port"], "login_user": config["user"],
+            "login_db": database or config["database"], "ssl_mode": config["ssl_mode"], "ca_cert": config["ca_cert"],
+            "ssl_cert": config["ssl_cert"], "ssl_key": config["ssl_key"], "connect_timeout": 10,
+            "application_name": "pgops-backup"}
+
+
 def libpq_env(config, database=None):
-    env = dict(os.environ)
-    for key, value in (("PGHOST", config["host"]), ("PGPORT", str(config["port"])), ("PGUSER", config["user"]),
-                       ("PGDATABASE", database or config["database"]), ("PGAPPNAME", "pgops-backup")) + tuple(
-                           (variable, config[key]) for key, _keyword, variable in TLS_SETTINGS):
-        if value:
-            env[key] = value
-    return env
+    """This environment with the config's target as PG* variables, for pg_dump and pg_restore."""
+    return dict(os.environ, **load_connection().libpq_environment(connection_params(config, database)))
 
 
 def connect(config, database=None):
     if psycopg2 is None:
         raise BackupError("psycopg2 is not installed for %s: install python3-psycopg2" % sys.executable)
-    target = "%s@%s:%s/%s" % (config["user"] or "(default user)", config["host"] or "local socket",
-                              config["port"], database or config["database"])
+    connection = load_connection()
     try:
-        conn = psycopg2.connect(host=config["host"] or None, port=config["port"], user=config["user"] or None,
-                                dbname=database or config["database"], application_name="pgops-backup",
-                                connect_timeout=10, **dict((keyword, config[key]) for key, keyword, _variable
-                                                           in TLS_SETTINGS if config[key]))
-    except psycopg2.Error as error:
-        raise BackupError("cannot connect to %s: %s" % (target, " ".join(str(error).split())))
-    return conn
+        return connection.connect(connection_params(config, database), settings=CONNECTION_SETTINGS)
+    except connection.PgopsError as error:
+        raise BackupError(str(error))
 
 
 # ---------------------------------------------------------------- small helpers
@@ -1451,6 +1456,16 @@ def load_beside(name, collection_name):
 
 def load_write_guard():
     return load_beside("pgops_write_guard.py", "_write_guard.py")
+
+
+_CONNECTION = []
+
+
+def load_connection():
+    """The modules' connection code: how to connect, and libpq's environment for the client programs."""
+    if not _CONNECTION:
+        _CONNECTION.append(load_beside("pgops_connection.py", "_connection.py"))
+    return _CONNECTION[0]
 
 
 def load_lease():
