@@ -101,6 +101,7 @@ DEFAULTS = {
     "watch_writes_on": "never", "guard_user": "",
     "ssl_mode": "", "ca_cert": "", "ssl_cert": "", "ssl_key": "",
 }
+CONNECT_TIMEOUT_SECONDS = 10
 # What a failed connection asks to check, in this config's keys (the modules name their options).
 CONNECTION_SETTINGS = {
     "password": "the password file (passfile in the config, else ~/.pgpass) or PGPASSWORD",
@@ -108,9 +109,8 @@ CONNECTION_SETTINGS = {
     "user": "user in the config",
     "address": "host and port in the config",
     "tls": "ssl_mode, ca_cert, ssl_cert and ssl_key in the config",
-    "timeout": "10 s",
+    "timeout": "%d s" % CONNECT_TIMEOUT_SECONDS,
 }
-SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 WATCH_WRITES_ON = ("never", "before_migration", "always")
 FORMATS = {"custom": ".dump", "directory": ".dir"}
 # How often a long step rewrites its progress file.
@@ -174,8 +174,9 @@ def load_config(path):
     if config["watch_writes_on"] not in WATCH_WRITES_ON:
         raise BackupError("config %s: watch_writes_on %r, choose %s" % (
             path, config["watch_writes_on"], ", ".join(WATCH_WRITES_ON)))
-    if config["ssl_mode"] and config["ssl_mode"] not in SSL_MODES:
-        raise BackupError("config %s: ssl_mode %r is not one of %s" % (path, config["ssl_mode"], ", ".join(SSL_MODES)))
+    ssl_modes = load_connection().SSL_MODES
+    if config["ssl_mode"] and config["ssl_mode"] not in ssl_modes:
+        raise BackupError("config %s: ssl_mode %r is not one of %s" % (path, config["ssl_mode"], ", ".join(ssl_modes)))
     if config["retention_count"] < 1:
         raise BackupError("config %s: retention_count must keep at least 1 backup" % path)
     # fullmatch: `$` would let a trailing line break into a file name or a header.
@@ -201,7 +202,7 @@ def connection_params(config, database=None):
     """The config's target in the collection's connection options (the password is libpq's to find)."""
     return {"login_host": config["host"], "login_port": config["port"], "login_user": config["user"],
             "login_db": database or config["database"], "ssl_mode": config["ssl_mode"], "ca_cert": config["ca_cert"],
-            "ssl_cert": config["ssl_cert"], "ssl_key": config["ssl_key"], "connect_timeout": 10,
+            "ssl_cert": config["ssl_cert"], "ssl_key": config["ssl_key"], "connect_timeout": CONNECT_TIMEOUT_SECONDS,
             "application_name": "pgops-backup"}
 
 
