@@ -115,14 +115,14 @@ import pwd
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.intowork.pgops.plugins.module_utils import _connection, _lease, _write_guard
+from ansible_collections.intowork.pgops.plugins.module_utils import _connection, _deployment_record, _lease, _write_guard
 from ansible_collections.intowork.pgops.plugins.module_utils._files import FileWriter
 
 # The collection's code the program imports from beside it (it runs without the collection): the connection,
-# for every command; the write guard, to give writes back, and the lease, to read the deployment lock (the
-# dead-man switch).
+# for every command; the write guard, to give writes back, the lease, to read the deployment lock, and the
+# deployment record, to say how far an abandoned plan got (the dead-man switch).
 BESIDE_PROGRAM = {"pgops_connection.py": _connection, "pgops_write_guard.py": _write_guard,
-                  "pgops_lease.py": _lease}
+                  "pgops_lease.py": _lease, "pgops_deployment_record.py": _deployment_record}
 
 
 def owner_ids(owner):

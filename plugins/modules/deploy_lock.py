@@ -27,14 +27,16 @@ options:
   state:
     description:
       - V(acquired) takes the lock (already holding it is no change); V(released) gives it back.
-      - V(status) only reads the lease, for example to find the plan of a deployment that died.
+      - V(status) only reads the lease, for example to find the plan of a deployment that died, with the
+        deployment record it keeps (RV(record)), how far its plan got (RV(progress)) and how to undo it (RV(undo)).
     type: str
     choices: [acquired, released, status]
     required: true
   owner:
     description:
       - Who holds the lock, for example the deployment id; a different owner cannot release it.
-      - Required unless O(state=status).
+      - Required unless O(state=status). With O(state=status), whose deployment record to read; RV(record) is
+        empty when someone else holds the lock (without it, the holder's).
     type: str
   details:
     description:
@@ -127,7 +129,9 @@ write_guard:
     - The write guard found when another run's lock was taken over or released. Its owner is now the new holder
       when it was the old holder's (C(taken_over_from) names the old one), so the new holder's clean-up and the
       dead-man switch can end it; a guard of anyone else is left as it is.
-  returned: when another run's lock was taken over or released
+    - With O(state=status), the write guard's record as it is, read in the same transaction as the lease (its
+      C(owner) is the run whose guard it is); null when writes are not off.
+  returned: when another run's lock was taken over or released, and when O(state=status)
   type: dict
 write_guard_text:
   description: That guard in words, for the runbook to say; null when writes were not off.
@@ -142,6 +146,42 @@ recorded_revisions:
   returned: when O(state=status)
   type: list
   elements: str
+record:
+  description:
+    - The deployment record kept in the lease (its C(details)), with the revision before, target, plan, mode,
+      irreversible revisions, backup, row counts and catalog before, and when the migration started. Empty when the lock is free, or
+      held by someone other than O(owner).
+  returned: when O(state=status)
+  type: dict
+progress:
+  description:
+    - How far the record's plan got, from the revision the database records; C(text) says it in words.
+  returned: when O(state=status)
+  type: dict
+  contains:
+    applied:
+      description: The plan's revisions the database records as applied.
+      type: list
+      elements: str
+    completed:
+      description: The migration started and the database records the plan's last revision.
+      type: bool
+    possibly_half_applied:
+      description: The plan's revision after the last applied one, when the migration had started; else null.
+      type: str
+    text:
+      description: The above in words, for a runbook's message.
+      type: str
+undo:
+  description:
+    - How the deployment's rescue undoes it, decided from the record and the write guard (read in the same
+      transaction); null when its migration never started. C(method) is V(downgrade) when writes were on since
+      the backup (a restore would drop the application's writes), V(restore) when a revision cannot be downgraded
+      and writes were off, else V(auto) (downgrade, the backup if that fails); C(reason) says why.
+    - Also C(target), C(backup), C(interrupted_plan), C(row_counts), C(catalog), C(writes_off_since_backup) and
+      C(row_count_policy) (V(equal) with writes off since the backup, else V(no_loss)).
+  returned: when O(state=status)
+  type: dict
 ended_sessions:
   description: Process ids of the previous holder's migration sessions ended after a takeover or forced release.
   returned: when another run's lease was taken over or released
@@ -165,8 +205,9 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
     require_psycopg2,
     run_module,
 )
+from ansible_collections.intowork.pgops.plugins.module_utils._deployment_record import progress, record_of, undo_plan
 from ansible_collections.intowork.pgops.plugins.module_utils._lease import last_beat, lock_and_read, write_statement
-from ansible_collections.intowork.pgops.plugins.module_utils._write_guard import hand_over
+from ansible_collections.intowork.pgops.plugins.module_utils._write_guard import hand_over, read_catalog
 
 
 def describe_holder(lease):
@@ -203,8 +244,12 @@ def lock(params, check_mode):
         result = {"changed": False, "previous_holder": lease, "holder": lease,
                   "holder_text": describe_holder(lease) if lease else None}
         if params["state"] == "status":
-            result["recorded_revisions"] = list(current_revisions(conn, params["version_table"],
-                                                                  params["version_table_schema"]))
+            recorded = list(current_revisions(conn, params["version_table"], params["version_table_schema"]))
+            record = record_of(lease, params["owner"])
+            guard = read_catalog(cur, conn.info.dbname, [])[1]
+            result.update(recorded_revisions=recorded, record=record, write_guard=guard,
+                          progress=progress(record, recorded[0] if recorded else None),
+                          undo=undo_plan(record, guard, (lease or {}).get("owner") if record else None))
             conn.rollback()
             return result
         if params["state"] == "acquired":

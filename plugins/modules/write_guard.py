@@ -59,6 +59,13 @@ options:
       - Who turns writes off, for example the deployment id; kept in the recorded guard, so that a clean-up
         path can tell its own guard from someone else's.
     type: str
+  only_own:
+    description:
+      - With O(state=read_write), end the guard only when O(owner) recorded it (decided from the guard's record
+        as the module reads it, not from an earlier read); a guard of another run, or none, is left as it is and
+        the task reports no change. For a clean-up path that must give back its own writes and nobody else's.
+    type: bool
+    default: false
   lease_owner:
     description:
       - Change the guard only while this owner holds the deployment lock (M(intowork.pgops.deploy_lock)). The
@@ -167,6 +174,11 @@ definer_routines:
   type: list
   elements: str
   sample: ["public.add_job(text, integer) (owned by app_owner)"]
+left_as_is:
+  description: Why O(only_own) left the guard as it is (another run's guard, or writes were not off).
+  returned: when O(only_own) changed nothing
+  type: str
+  sample: "writes off for app_web since 2026-12-06T03:00:00Z (revoke_writes), under the write guard of deploy-1; only deploy-2's own guard ends here"
 committed_at:
   description:
     - When the change committed, in seconds since the epoch on the database host's clock. That is the instant
@@ -194,6 +206,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._lease import Lease
 from ansible_collections.intowork.pgops.plugins.module_utils._write_guard import (
     STRATEGIES,
     definer_routines,
+    describe,
     describe_routine,
     drain_sessions,
     plan,
@@ -241,6 +254,11 @@ def guard(params, check_mode):
             if roles:
                 status["definer_routines"] = [describe_routine(routine) for routine in definer_routines(cur, roles)]
             return status
+        if params["only_own"] and params["state"] == "read_write" and (state or {}).get("owner") != params["owner"]:
+            return {"changed": False, "state": "read_only" if state else "read_write", "guard": state,
+                    "executed_queries": [], "terminated": [], "waited_seconds": 0.0, "probe": None,
+                    "left_as_is": "%s; only %s's own guard ends here" % (describe(state), params["owner"])
+                    if state else "writes were not off"}
         strategy_in_force = state["strategy"] if state else params["strategy"]
         grants = routines = definers = None
         if strategy_in_force == "revoke_writes":
@@ -335,9 +353,11 @@ def main():
         definer_routines=dict(type="str", default="allow", choices=["allow", "revoke"]),
         probe_user=dict(type="str"),
         probe_password=dict(type="str", no_log=True),
+        only_own=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           required_if=[("state", "read_only", ["roles"]), ("state", "read_write", ["roles"])])
+                           required_if=[("state", "read_only", ["roles"]), ("state", "read_write", ["roles"]),
+                                        ("only_own", True, ["owner"])])
     require_psycopg2(module)
     run_module(module, guard)
 

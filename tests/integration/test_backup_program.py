@@ -386,9 +386,10 @@ def test_backup_install_writes_once_with_its_modes_and_check_mode_writes_nothing
     assert installed["changed"] is True and "s3cret-pw" not in json.dumps(installed)
     modes = {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in
              ["lib", "etc", "backups", "lib/pgops_backup.py", "lib/pgops_connection.py", "lib/pgops_write_guard.py",
-              "lib/pgops_lease.py", "etc/backup-appdb.json", "etc/pgpass-appdb"]}
+              "lib/pgops_lease.py", "lib/pgops_deployment_record.py", "etc/backup-appdb.json", "etc/pgpass-appdb"]}
     assert modes == {"lib": 0o755, "etc": 0o755, "backups": 0o700, "lib/pgops_backup.py": 0o755,
                      "lib/pgops_connection.py": 0o644, "lib/pgops_write_guard.py": 0o644, "lib/pgops_lease.py": 0o644,
+                     "lib/pgops_deployment_record.py": 0o644,
                      "etc/backup-appdb.json": 0o600,
                      "etc/pgpass-appdb": 0o600}, modes
     assert (tmp_path / "lib" / "pgops_backup.py").read_bytes() == PROGRAM.read_bytes(), "the program, byte for byte"
@@ -396,6 +397,7 @@ def test_backup_install_writes_once_with_its_modes_and_check_mode_writes_nothing
     assert (tmp_path / "etc" / "pgpass-appdb").read_text() == "*:5432:*:backup:s3cret-pw\n"
     assert "def writes_back" in (tmp_path / "lib" / "pgops_write_guard.py").read_text()
     assert "def lock_and_read" in (tmp_path / "lib" / "pgops_lease.py").read_text()
+    assert "def progress" in (tmp_path / "lib" / "pgops_deployment_record.py").read_text()
     assert "def libpq_environment" in (tmp_path / "lib" / "pgops_connection.py").read_text()
     assert run_module("backup_install", args)["changed"] is False, "a second run changes nothing"
     (tmp_path / "etc" / "pgpass-appdb").chmod(0o644)

@@ -78,6 +78,28 @@ def test_lock_keeps_the_plan_for_whoever_comes_after(database):
     assert missing["failed"] is True and "owner" in missing["msg"]
 
 
+def test_the_lock_status_says_how_far_a_plan_got_and_how_to_undo_it(database):
+    """The record, its progress against the revision the database records, and the undo decided from them."""
+    alembic(database, "upgrade", BASELINE)
+    record = {"revision_before": None, "plan": [BASELINE, "f00dfeed0001"], "mode": "maintenance",
+              "irreversible": ["f00dfeed0001"], "writes_guarded": False, "backup": "/var/backups/x.dump",
+              "migration_started": "2026-12-07T05:00:00Z"}
+    run_module("deploy_lock", dict(database, state="acquired", owner="deploy-a", details=record))
+    mine = run_module("deploy_lock", dict(database, state="status", owner="deploy-a"))
+    assert mine["record"] == record and mine["write_guard"] is None
+    assert (mine["progress"]["applied"], mine["progress"]["possibly_half_applied"]) == ([BASELINE], "f00dfeed0001")
+    # Maintenance mode with no application roles named: nobody wrote since the backup, so the revision a downgrade
+    # cannot undo goes back by the backup, and the row counts must come back equal.
+    assert (mine["undo"]["method"], mine["undo"]["target"], mine["undo"]["row_count_policy"]) == (
+        "restore", "base", "equal"), mine["undo"]
+    theirs = run_module("deploy_lock", dict(database, state="status", owner="deploy-b"))
+    assert (theirs["record"], theirs["undo"]) == ({}, None), "another run's record is not this one's to undo"
+    online = dict(record, mode="online")
+    run_module("deploy_lock", dict(database, state="acquired", owner="deploy-a", details=online))
+    undo = run_module("deploy_lock", dict(database, state="status"))["undo"]
+    assert (undo["method"], undo["row_count_policy"]) == ("downgrade", "no_loss"), undo
+
+
 def test_preflight_passes_an_idle_server_and_reports_its_facts(database, tmp_path):
     result = run_module("preflight_check", dict(database, backup_dir=str(tmp_path / "not-yet" / "backups")))
     assert result.get("failed") is not True, result.get("msg")

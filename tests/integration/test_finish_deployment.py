@@ -92,14 +92,16 @@ def test_a_deployment_cut_off_half_way_is_not_finished(server, deployable, tmp_p
     started = time.time()
     dead = playbook_killed(server, deployable, tmp_path, and_then=lambda: kill_alembic(deployable))
     at = revision(deployable)
+    plan = dead["details"]["plan"]
     assert at != HEAD
+    applied = plan.index(at) + 1 if at in plan else 0
 
     result = run_playbook("finish_deployment.yml", server, deployable, tmp_path, "-e", SETTINGS, *FORCE)
     assert result.returncode == 2, result.stdout[-3000:]
     assert failure_message(result) == (
-        f"The database records revision {at}, not {HEAD}, the last of the plan of {dead['owner']} "
-        f"({', '.join(dead['details']['plan'])}): its migration did not complete, and the revision after {at} may be "
-        "half-applied, so there is nothing to finish. Roll it back: ansible-playbook playbooks/rollback.yml "
+        f"The plan of {dead['owner']} ({', '.join(plan)}) is not complete: the migration did not complete (the "
+        f"database records {at}, {applied} of {len(plan)} revision(s) of the plan applied; {plan[applied]} may be "
+        "half-applied), so there is nothing to finish. Roll it back: ansible-playbook playbooks/rollback.yml "
         "-e force_unlock=yes -e confirm=yes. Nothing was changed.")
     assert lock_holder(deployable) == dead and not app_can_write(deployable), "nothing was changed"
 

@@ -245,7 +245,7 @@ def test_a_migration_that_completes_after_its_host_is_cut_off_is_recorded_as_it_
     (path,) = (tmp_path / "reports").glob("deploy-*.json")
     report = json.loads(path.read_text())
     plan = report["plan"]
-    assert f"The migration had completed before it was fenced (the database records {HEAD}, all {len(plan)} " \
+    assert f"Before the fence, the migration completed (the database records {HEAD}, all {len(plan)} " \
            "revision(s) of the plan applied), but the checks after it did not run: writes are kept OFF" in last, last
     finish = "ansible-playbook playbooks/finish_deployment.yml -e force_unlock=yes -e confirm=yes"
     assert "may be half-applied" not in last and finish in last and "rollback.yml -e force_unlock=yes" in last, last

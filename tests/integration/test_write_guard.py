@@ -140,6 +140,22 @@ def test_a_different_guard_must_be_lifted_first(app):
     guard(app, "read_write")
 
 
+@pytest.mark.parametrize("strategy", ["revoke_writes", "default_transaction_read_only"])
+def test_only_own_gives_back_its_own_guard_and_leaves_anyone_elses(app, strategy):
+    """A clean-up path ends its own guard and nobody else's, decided from the record the module reads."""
+    assert guard(app, "read_write", owner="deploy-1", only_own=True)["left_as_is"] == "writes were not off"
+    guard(app, "read_only", owner="deploy-1", strategy=strategy)
+    theirs = guard(app, "read_write", owner="deploy-2", only_own=True, strategy=strategy)
+    assert theirs["changed"] is False and theirs["state"] == "read_only", theirs
+    assert "under the write guard of deploy-1; only deploy-2's own guard ends here" in theirs["left_as_is"], theirs
+    assert app_write(app) is not None, "another run's guard stays on"
+    mine = guard(app, "read_write", owner="deploy-1", only_own=True, strategy=strategy)
+    assert mine["changed"] is True and mine["state"] == "read_write" and "committed_at" in mine, mine
+    assert app_write(app) is None, "its own guard is given back"
+    missing = guard(app, "read_write", only_own=True)
+    assert missing["failed"] is True and "owner" in missing["msg"], missing
+
+
 def test_a_run_that_lost_the_deployment_lock_cannot_change_the_guard(app):
     run_module("deploy_lock", dict(app, state="acquired", owner="deploy-new"))
     stale = guard(app, "read_only", lease_owner="deploy-old")

@@ -29,8 +29,8 @@ abandoned (abandoned-<owner>.json in the backup folder: its plan, the revision t
 that may be half-applied) and alerted, once; the rollback runbook then takes it over. By the config's choice
 (watch_writes_on: never, before_migration, always) the abandoned deployment's write guard is ended too, as
 guard_user (the deploy account, its password in the passfile), with the guard's own code installed beside
-this program (pgops_write_guard.py), as are the lease's (pgops_lease.py) and the connection's every command
-uses (pgops_connection.py).
+this program (pgops_write_guard.py), as are the lease's (pgops_lease.py), the deployment record's (how far a
+plan got: pgops_deployment_record.py) and the connection's every command uses (pgops_connection.py).
 
 job: runs one named maintenance job of a jobs file (JSON, written by the maintenance_jobs role) with the
 same lock, log and alerts as the backups, one lock per job: `delete` removes the rows of a table that
@@ -1474,6 +1474,11 @@ def load_lease():
     return load_beside("pgops_lease.py", "_lease.py")
 
 
+def load_deployment_record():
+    """What a deployment keeps in its lease, and how far its plan got: as every runbook reads it."""
+    return load_beside("pgops_deployment_record.py", "_deployment_record.py")
+
+
 def give_writes_back(config, lease):
     """End the abandoned deployment's write guard, exactly as the write_guard module's read_write would, in
     one transaction that first proves, under the lease's lock, that the lease is still the abandoned one.
@@ -1523,20 +1528,20 @@ def watch(config, log, stale_after):
               "revision": revision}
     if not result["abandoned"]:
         return result
-    details = lease.get("details") or {}
-    plan = details.get("plan") or []
-    applied = plan.index(revision) + 1 if revision in plan else 0
+    records = load_deployment_record()
+    details = records.record_of(lease)
+    progress = records.progress(details, revision)
     # A revision of the plan beyond the recorded one may be half-applied when the migration had started.
-    result.update(plan=plan, revision_before=details.get("revision_before"), backup=details.get("backup"),
+    result.update(plan=progress["plan"], revision_before=details.get("revision_before"), backup=details.get("backup"),
                   migration_started=details.get("migration_started"),
-                  possibly_half_applied=plan[applied] if details.get("migration_started") and applied < len(plan) else None,
+                  possibly_half_applied=progress["possibly_half_applied"],
                   taken_on=lease.get("host"), run_by=lease.get("by"))
     record = os.path.join(config["backup_dir"], "abandoned-%s.json" % re.sub(r"[^A-Za-z0-9_.-]", "_", lease["owner"]))
     first_notice = not os.path.exists(record)
     result["record"] = record
     if first_notice:
         choice = config["watch_writes_on"]
-        if choice == "always" or (choice == "before_migration" and not details.get("migration_started")):
+        if choice == "always" or (choice == "before_migration" and not progress["migration_started"]):
             result["writes"] = give_writes_back(config, lease)
         else:
             result["writes"] = "left as they are (watch_writes_on: %s%s)" % (
@@ -1550,12 +1555,12 @@ def watch(config, log, stale_after):
     # A plan the database records whole only missed its checks: finishing it keeps the migration.
     remedy = ("Its migration completed: finish it (its checks, then writes on): ansible-playbook "
               "playbooks/finish_deployment.yml -e force_unlock=yes -e confirm=yes; or roll it back: " + rollback
-              if plan and details.get("migration_started") and applied == len(plan) else "Roll it back: " + rollback)
+              if progress["completed"] else "Roll it back: " + rollback)
     message = ("deployment %s is abandoned: no heartbeat for %d s (limit %d s); the database is at revision %s%s, "
                "its plan was %s; writes %s. %s. Record: %s" % (
                    lease["owner"], age, stale_after, revision or "base",
                    " (%s may be half-applied)" % result["possibly_half_applied"] if result["possibly_half_applied"]
-                   else "", ", ".join(plan) or "empty", result["writes"], remedy, record))
+                   else "", ", ".join(progress["plan"]) or "empty", result["writes"], remedy, record))
     if first_notice:
         raise Abandoned(message)
     log("still abandoned (alerted before): " + message)

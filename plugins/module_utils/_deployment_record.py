@@ -1,0 +1,90 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, INTOWORK platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to intowork.pgops: not a public API, may change without notice.
+"""The deployment record: what a deployment keeps in its lease (`details`), and the decisions taken from it.
+
+Every run that has to finish or undo a deployment (its own rescue, the controller's clean-up, rollback.yml,
+finish_deployment.yml, the backup program's watch) reads the record through this file, so "how far did the
+plan get" and "how is it undone" have one answer. Plain Python, no imports: the backup program loads it
+beside itself on hosts without the collection.
+
+The record, written by phase (deploy_lock state=acquired, merge):
+  preflight:  revision_before, target, plan (revision ids, in order), mode (maintenance | online),
+              irreversible (revision ids a downgrade cannot undo), writes_guarded (application roles were named)
+  backup:     backup (its path), backup_taken (words), row_counts_before, catalog_before, migration_started (UTC)
+  finish:     finishing (the owner of the deployment another run finishes)
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+MODES = ("maintenance", "online")
+
+
+def record_of(lease, owner=None):
+    """The record in `lease`: the holder's, or only `owner`'s when given ({} when someone else holds it)."""
+    if not lease or (owner and lease.get("owner") != owner):
+        return {}
+    return lease.get("details") or {}
+
+
+def progress(record, recorded_revision):
+    """How far the record's plan got, given the revision the database records (None: none)."""
+    plan = list(record.get("plan") or [])
+    started = bool(record.get("migration_started"))
+    applied = plan[:plan.index(recorded_revision) + 1] if recorded_revision in plan else []
+    completed = bool(plan) and started and len(applied) == len(plan)
+    half_applied = plan[len(applied)] if started and len(applied) < len(plan) else None
+    at = recorded_revision or "base"
+    if not plan:
+        text = "the deployment had no plan"
+    elif not started:
+        text = "the migration had not started"
+    elif completed:
+        text = "the migration completed (the database records %s, all %d revision(s) of the plan applied)" % (
+            at, len(plan))
+    else:
+        text = ("the migration did not complete (the database records %s, %d of %d revision(s) of the plan "
+                "applied; %s may be half-applied)" % (at, len(applied), len(plan), half_applied))
+    return {"plan": plan, "recorded": recorded_revision, "applied": applied, "migration_started": started,
+            "completed": completed, "possibly_half_applied": half_applied, "text": text}
+
+
+def writes_off_since_backup(record, guard, owner):
+    """Whether no application write can have landed since the record's backup: this deployment's write guard
+    is still on, or, in maintenance mode, no application roles were named (nobody else writes)."""
+    if guard and owner and guard.get("owner") == owner:
+        return True
+    return record.get("mode", "maintenance") == "maintenance" and record.get("writes_guarded") is False
+
+
+def undo_plan(record, guard, owner):
+    """How the deployment's own rescue undoes it, or None when its migration never started (nothing to undo).
+
+    With writes on since the backup (online mode, a failure after they came back, or a guard no longer this
+    deployment's) a restore would drop the application's writes: only a downgrade is automatic. With writes off,
+    revisions a downgrade cannot undo go back by the backup, and a failed downgrade falls through to it."""
+    if not record.get("migration_started"):
+        return None
+    off = writes_off_since_backup(record, guard, owner)
+    irreversible = list(record.get("irreversible") or [])
+    backup = record.get("backup") or ""
+    target = record.get("revision_before") or "base"
+    if record.get("mode") == "online" or not off:
+        method = "downgrade"
+        reason = ("%s: a restore would drop the application's writes since the backup, so only a downgrade to %s "
+                  "is automatic" % ("online mode, writes stayed on" if record.get("mode") == "online"
+                                    else "writes were back on", target))
+    elif irreversible and backup:
+        method = "restore"
+        reason = ("revision(s) %s cannot be undone by a downgrade (irreversible, or destroying data), and writes "
+                  "were off since the backup: restore %s" % (", ".join(irreversible), backup))
+    else:
+        method = "auto"
+        reason = "a downgrade to %s, and %s if it fails (writes were off since the backup)" % (
+            target, "the backup " + backup if backup else "no backup to fall back on")
+    return {"method": method, "target": target, "backup": backup, "interrupted_plan": list(record.get("plan") or []),
+            "row_counts": record.get("row_counts_before") or {}, "catalog": record.get("catalog_before") or "",
+            "writes_off_since_backup": off, "row_count_policy": "equal" if off else "no_loss", "reason": reason}
