@@ -75,6 +75,13 @@ options:
     description: Release or take over the lock whoever holds it. For an operator who knows the holder is gone.
     type: bool
     default: false
+  only_own:
+    description:
+      - With O(state=released), release the lock only when O(owner) holds it; a lock someone else holds now (it
+        was taken over) is left as it is, with no failure. RV(previous_holder) says who held it. For a run's
+        clean-up, which must give back its own lock and never another's.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - intowork.pgops._connection
   - intowork.pgops._connection.VERSION_TABLE
@@ -281,6 +288,9 @@ def lock(params, check_mode):
             if lease is None:
                 conn.rollback()
                 return result
+            if not mine and params["only_own"]:
+                conn.rollback()
+                return result
             if not mine and not params["force"]:
                 raise PgopsError("deployment lock of %s is held by %s, not %s: release it with force=true only if "
                                  "that run is gone" % (conn.info.dbname, lease["owner"], params["owner"]))
@@ -321,6 +331,7 @@ def main():
         identity=dict(type="dict"),
         force=dict(type="bool", default=False),
         merge=dict(type="bool", default=False),
+        only_own=dict(type="bool", default=False),
         version_table=dict(type="str", default="alembic_version"),
         version_table_schema=dict(type="str"),
     )

@@ -64,6 +64,8 @@ options:
       - With O(state=read_write), end the guard only when O(owner) recorded it (decided from the guard's record
         as the module reads it, not from an earlier read); a guard of another run, or none, is left as it is and
         the task reports no change. For a clean-up path that must give back its own writes and nobody else's.
+      - With O(lease_owner), a lock no longer held by it also leaves the guard as it is, with no failure
+        (RV(left_as_is) says so); the run that took the lock over ends it.
     type: bool
     default: false
   lease_owner:
@@ -175,7 +177,7 @@ definer_routines:
   elements: str
   sample: ["public.add_job(text, integer) (owned by app_owner)"]
 left_as_is:
-  description: Why O(only_own) left the guard as it is (another run's guard, or writes were not off).
+  description: Why O(only_own) left the guard as it is (another run's guard or lock, or writes were not off).
   returned: when O(only_own) changed nothing
   type: str
   sample: "writes off for app_web since 2026-12-06T03:00:00Z (revoke_writes), under the write guard of deploy-1; only deploy-2's own guard ends here"
@@ -288,8 +290,12 @@ def guard(params, check_mode):
         if params["lease_owner"]:
             try:
                 assert_holder(cur, database, params["lease_owner"], "the write guard was left as it is")
-            except LeaseLost:
+            except LeaseLost as lost:
                 conn.rollback()
+                if params["only_own"] and params["state"] == "read_write":
+                    # A clean-up whose lock was taken over: the guard is the new holder's to end.
+                    return dict(result, changed=False, state="read_only", guard=state, executed_queries=[],
+                                left_as_is=str(lost), diff={})
                 raise
         for statement in statements:
             cur.execute(statement)

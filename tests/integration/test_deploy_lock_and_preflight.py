@@ -42,6 +42,20 @@ def test_the_lock_names_who_holds_it_not_only_the_host_the_module_ran_on(databas
     assert run_module("deploy_lock", dict(database, state="status"))["holder_text"] is None
 
 
+def test_only_own_releases_a_runs_own_lock_and_never_anothers(database):
+    run_module("deploy_lock", dict(database, state="acquired", owner="deploy-a"))
+    run_module("deploy_lock", dict(database, state="acquired", owner="rollback-b", force=True))
+    kept = run_module("deploy_lock", dict(database, state="released", owner="deploy-a", only_own=True))
+    assert kept["changed"] is False and "failed" not in kept, kept
+    assert kept["previous_holder"]["owner"] == kept["holder"]["owner"] == "rollback-b", "taken over: left alone"
+    refused = run_module("deploy_lock", dict(database, state="released", owner="deploy-a"))
+    assert refused["failed"] is True and "held by rollback-b, not deploy-a" in refused["msg"], refused
+    released = run_module("deploy_lock", dict(database, state="released", owner="rollback-b", only_own=True))
+    assert released["changed"] is True and released["holder"] is None
+    free = run_module("deploy_lock", dict(database, state="released", owner="deploy-a", only_own=True))
+    assert free["changed"] is False and free["previous_holder"] is None
+
+
 def test_abandoned_lock_can_be_taken_over_and_forced(database):
     run_module("deploy_lock", dict(database, state="acquired", owner="deploy-dead"))
     time.sleep(1.1)

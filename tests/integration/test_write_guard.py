@@ -155,6 +155,24 @@ def test_only_own_gives_back_its_own_guard_and_leaves_anyone_elses(app, strategy
     missing = guard(app, "read_write", only_own=True)
     assert missing["failed"] is True and "owner" in missing["msg"], missing
 
+    # A run whose lock was taken over leaves its guard to the new holder, without failing its clean-up.
+    run_module("deploy_lock", dict(app, state="acquired", owner="deploy-1"))
+    guard(app, "read_only", owner="deploy-1", lease_owner="deploy-1", strategy=strategy)
+    run_module("deploy_lock", dict(app, state="acquired", owner="rollback-2", force=True))
+    handed = guard(app, "read_write", owner="deploy-1", lease_owner="deploy-1", only_own=True, strategy=strategy)
+    assert handed["changed"] is False and "only deploy-1's own guard ends here" in handed["left_as_is"], handed
+    # A lock released by force leaves the guard with its owner, who may no longer change it.
+    run_module("deploy_lock", dict(app, state="released", owner="operator", force=True))
+    guard(app, "read_write", strategy=strategy)
+    run_module("deploy_lock", dict(app, state="acquired", owner="deploy-1"))
+    guard(app, "read_only", owner="deploy-1", lease_owner="deploy-1", strategy=strategy)
+    run_module("deploy_lock", dict(app, state="released", owner="operator", force=True))
+    lost = guard(app, "read_write", owner="deploy-1", lease_owner="deploy-1", only_own=True, strategy=strategy)
+    assert lost["changed"] is False and lost["state"] == "read_only", lost
+    assert "no longer held by deploy-1 (released)" in lost["left_as_is"], lost
+    assert app_write(app) is not None, "nobody holds the lock: the guard stays until someone who does ends it"
+    guard(app, "read_write", strategy=strategy)
+
 
 def test_a_run_that_lost_the_deployment_lock_cannot_change_the_guard(app):
     run_module("deploy_lock", dict(app, state="acquired", owner="deploy-new"))
