@@ -60,6 +60,16 @@ def test_revision_failing_mid_chain_is_rolled_back_by_downgrade(server, deployab
     assert len(writer.committed) > 20, writer.figures()
     assert record["outcome"] == "rolled_back"
     assert record["backup_taken"] == ("with writes on (online mode)" if mode == "online" else "with writes off")
+    # The record says how the undo was chosen, and why.
+    decided = record["rollback_decided"]
+    assert (decided["method"], decided["target"]) == ("downgrade" if mode == "online" else "auto", BASELINE), decided
+    assert decided["reason"].startswith("online mode, writes stayed on: a restore would drop" if mode == "online"
+                                        else f"a downgrade to {BASELINE}, and the backup "), decided
+    # What the operator reads: no deprecation warning, and checks that never ran say so (not "0/None").
+    assert "[DEPRECATION WARNING]" not in result.stdout + result.stderr, result.stderr[-2000:]
+    assert "indexes: not checked" in result.stdout and "0/None" not in result.stdout, result.stdout[-3000:]
+    (markdown,) = (tmp_path / "reports").glob("deploy-*.md")
+    assert "| verification | not run; indexes not checked |" in markdown.read_text(), markdown.read_text()
     lock = run_module("deploy_lock", dict(deployable, state="acquired", owner="next-deploy"))
     assert lock["changed"] is True, "the failed deployment released its lock"
 
