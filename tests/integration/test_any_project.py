@@ -200,6 +200,8 @@ def test_the_minimum_inventory_through_every_runbook_ends_with_the_catalog_as_be
     assert play_recap(refused)["failed"] == 1 and recorded(database) == CHAIN[0]
     assert f"Revision(s) {CHAIN[3]} cannot be rolled back by a downgrade ({CHAIN[3]}: ALTER TABLE books DROP " \
            "COLUMN isbn)" in refused.stdout, refused.stdout[-3000:]
+    assert "by id in pgops_allow_destructive. Nothing was changed. Nothing was migrated" in failure_message(refused), \
+        failure_message(refused)
 
     # Maintenance mode, up to the revision that grants to the reporting role; a re-run changes nothing.
     deployed = runbook("deploy_migration.yml", "-e", f"pgops_migration_target={CHAIN[2]}")

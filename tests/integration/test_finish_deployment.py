@@ -128,6 +128,7 @@ def test_a_finish_whose_check_fails_keeps_writes_off_and_the_plan(server, deploy
         r"Writes are kept OFF since \S+Z, and the lock is kept with the plan of "
         + re.escape(dead["owner"]) + r"\. Roll it back: ansible-playbook playbooks/rollback\.yml -e force_unlock=yes "
         r"-e confirm=yes$", message), message
+    assert ". Writes are kept OFF" in message and ".. " not in message, message
     holder = lock_holder(deployable)
     assert holder["owner"].startswith("finish-") and holder["details"]["plan"] == dead["details"]["plan"]
     assert_writes_kept_off(writer, deployable)
