@@ -122,6 +122,10 @@ def database_identity(conn):
         return list(cur.fetchone())
 
 
+# An option name of alembic.ini's main section: what configparser keeps as one key.
+URL_OPTION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
 class AlembicProject:
     """The project's Alembic, run through the runner in the project's Python, against one database only."""
 
@@ -131,6 +135,11 @@ class AlembicProject:
         if not os.path.isfile(self.ini_path):
             raise PgopsError("no Alembic config at %s: set project_dir to the folder holding %s" % (
                 self.ini_path, params["config_file"]))
+        bad = [name for name in params.get("url_options") or [] if not URL_OPTION.match(name)]
+        if bad:
+            raise PgopsError("url_options %s: an option name of the config's main section is letters, digits, "
+                             "'.', '_' or '-' (for example url or db.url); nothing was run" % ", ".join(
+                                 repr(name) for name in bad))
         self.python = params.get("alembic_python") or sys.executable
         if not os.access(self.python, os.X_OK):
             raise PgopsError("alembic_python %s is not an executable Python: give the interpreter of the "
@@ -139,7 +148,7 @@ class AlembicProject:
 
     def _run(self, request, timeout):
         request = dict(request, ini=self.ini_path, driver=self.params.get("sqlalchemy_driver"),
-                       expected=self.expected)
+                       url_options=list(self.params.get("url_options") or []), expected=self.expected)
         # The source goes in on stdin: the project's Python needs nothing of the collection.
         return subprocess.run([self.python, "-", json.dumps(request)], input=runner_source(),
                               env=alembic_environment(self.params), cwd=self.params["project_dir"],

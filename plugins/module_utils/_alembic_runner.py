@@ -10,7 +10,8 @@ no collection, no psycopg2 unless the project uses it. It answers `plan` with on
 offline SQL of a pending upgrade when asked: one process for the plan and every revision's rendering); `upgrade`,
 `downgrade` and `stamp` run Alembic's own commands, with the project's env.py, against the inventory's database
 only:
-- the URL is handed over twice, as DATABASE_URL and as the Config's sqlalchemy.url (never by editing a file),
+- the URL is handed over as DATABASE_URL and as the Config's sqlalchemy.url, and under any other option names
+  the request lists (url_options; never by editing a file),
   with no host, user or password in it: the driver reads them from the libpq variables the module set;
 - every connection any engine opens is checked, before a statement of env.py or of a revision runs, against the
   database the module connected to (name, oid, postmaster start); another database is refused (exit 3).
@@ -225,7 +226,9 @@ def project_config(request, output_buffer=None):
     config = Config(request["ini"], output_buffer=output_buffer)
     url = project_url(config, request.get("driver"))
     os.environ["DATABASE_URL"] = url
-    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    # Also under the names an env.py may read instead (url_options).
+    for option in ["sqlalchemy.url"] + list(request.get("url_options") or []):
+        config.set_main_option(option, url.replace("%", "%%"))
     return config
 
 

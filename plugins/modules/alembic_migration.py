@@ -154,6 +154,15 @@ options:
       - SQLAlchemy driver of the URL handed to the project (V(psycopg2), V(psycopg), V(asyncpg), ...).
       - Default is the driver named by C(sqlalchemy.url) in the project's config, else V(psycopg2).
     type: str
+  url_options:
+    description:
+      - More options of the main section of the project's Alembic config to hand the inventory's URL in, besides
+        C(sqlalchemy.url), for an env.py that reads its URL under another name (for example
+        C(config.get_main_option("url"))). Set on the Config the module builds; the file is never edited.
+      - Every connection env.py opens is still proven to be the inventory's database.
+    type: list
+    elements: str
+    default: []
 extends_documentation_fragment:
   - intowork.pgops._connection
   - intowork.pgops._connection.VERSION_TABLE
@@ -502,6 +511,7 @@ def main():
         alembic_python=dict(type="path"),
         detect_destructive=dict(type="bool", default=True),
         sqlalchemy_driver=dict(type="str"),
+        url_options=dict(type="list", elements="str", default=[]),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     require_psycopg2(module)

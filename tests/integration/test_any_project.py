@@ -82,6 +82,26 @@ def test_an_env_py_that_connects_elsewhere_is_refused_before_any_statement(datab
     assert query(decoy, "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace")[0][0] == 0
 
 
+def test_an_env_py_reading_its_url_under_another_name_gets_the_inventorys(database, decoy, tmp_path):
+    """env.py reads config.get_main_option("url"), which alembic.ini points at another database: url_options hands
+    the inventory's URL under that name too, and the database proof still holds."""
+    env_py = (BOOKSHELF / "migrations" / "env.py").read_text().replace(
+        'config.get_section(config.config_ini_section, {}),\n        prefix="sqlalchemy.",',
+        '{"db.url": config.get_main_option("url")},\n        prefix="db.",')
+    assert 'get_main_option("url")' in env_py
+    project = project_copy(tmp_path, env_py=env_py)
+    ini = project / "alembic.ini"
+    ini.write_text(ini.read_text().replace("[alembic]\n", f"[alembic]\nurl = {decoy_url(decoy)}\n", 1))
+    bad = run_module("alembic_migration", args(database, project, url_options=["url", "a b"]))
+    assert bad["failed"] is True and bad["msg"].startswith("url_options 'a b': an option name"), bad["msg"]
+    elsewhere = run_module("alembic_migration", args(database, project))
+    assert elsewhere["failed"] is True and "not to the inventory's" in elsewhere["msg"], elsewhere["msg"]
+    done = run_module("alembic_migration", args(database, project, url_options=["url"]))
+    assert done.get("changed") is True, done
+    assert recorded(database) == CHAIN[-1] and recorded(decoy) is None
+    assert "url = " + decoy_url(decoy) in ini.read_text(), "the file is never edited"
+
+
 @pytest.mark.one_server_version  # Alembic's behaviour, not the server's
 def test_a_run_alembic_calls_good_that_kept_one_revision_fails(database, tmp_path):
     # The stock env.py runs everything in one transaction: a revision that commits ends it, and what runs after
