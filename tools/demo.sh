@@ -44,6 +44,13 @@ pgops_reports_dir: $WORK/reports
 VARS
 )
 
+# What a runbook said it did: its last task's message and the recap, not the job artifacts (JSON) printed after.
+said() {
+  awk -v task="TASK [$1]" 'index($0, task) == 1 { shown = 1 }
+    /^PLAY RECAP/ { if (shown) { getline; print; exit } }
+    shown' "$2"
+}
+
 # Runs the playbook with the application writing 20 times a second, from 2 s before to 2 s after it.
 with_writes() {
   local label=$1; shift
@@ -53,21 +60,22 @@ with_writes() {
   ansible-playbook "$@" -e "@$WORK/vars.yml" > "$WORK/$label.log" || { tail -n 20 "$WORK/$label.log"; kill "$writer"; exit 1; }
   sleep 2
   kill "$writer" && wait "$writer"
-  tail -n 12 "$WORK/$label.log"
+  said "Print what happened" "$WORK/$label.log"
 }
 
 step "Maintenance mode: ansible-playbook playbooks/deploy_migration.yml (writes off while it migrates)"
 with_writes maintenance playbooks/deploy_migration.yml
 
 step "Back to the baseline: ansible-playbook playbooks/rollback.yml -e revision=$BASELINE"
-ansible-playbook playbooks/rollback.yml -e "revision=$BASELINE" -e confirm=yes -e "@$WORK/vars.yml" \
-  | tee "$WORK/rollback.log" | tail -n 3
+ansible-playbook playbooks/rollback.yml -e "revision=$BASELINE" -e confirm=yes -e "@$WORK/vars.yml" > "$WORK/rollback.log"
+said "Say where the database is now" "$WORK/rollback.log"
 
 step "Online mode: ansible-playbook playbooks/deploy_migration.yml -e pgops_deploy_mode=online (writes stay on)"
 with_writes online playbooks/deploy_migration.yml -e pgops_deploy_mode=online
 
 step "Second run: nothing pending, so nothing may change"
-ansible-playbook playbooks/deploy_migration.yml -e "@$WORK/vars.yml" | tee "$WORK/second.log" | tail -n 3
+ansible-playbook playbooks/deploy_migration.yml -e "@$WORK/vars.yml" > "$WORK/second.log"
+said "Print what happened" "$WORK/second.log"
 grep -Eq "changed=0 +unreachable=0 +failed=0" "$WORK/second.log"
 
 step "What the application's writes met"

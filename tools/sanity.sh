@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=build/ansible_collections/intowork/pgops
-rm -rf build
+# Only the copy: build/ also holds the demo's sandbox and Molecule's logs.
+rm -rf build/ansible_collections
 mkdir -p "$dest"
 git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$dest"
 cd "$dest"

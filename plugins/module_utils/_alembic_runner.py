@@ -215,7 +215,8 @@ def prove_each_connection(expected):
         if [str(value) for value in found[:3]] != [str(value) for value in expected[:3]]:
             raise WrongDatabaseError(
                 "Alembic's env.py connected to database %s on %s port %s, not to the inventory's %s on %s port %s: "
-                "nothing was run; make env.py take its URL from sqlalchemy.url or DATABASE_URL" % (
+                "nothing was run; make env.py take its URL from sqlalchemy.url or DATABASE_URL, or name the option it "
+                "reads in url_options (pgops_alembic_url_options)" % (
                     found[0], found[3], found[4], expected[0], expected[3], expected[4]))
     event.listen(Pool, "connect", check)
 

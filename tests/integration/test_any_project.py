@@ -96,6 +96,8 @@ def test_an_env_py_reading_its_url_under_another_name_gets_the_inventorys(databa
     assert bad["failed"] is True and bad["msg"].startswith("url_options 'a b': an option name"), bad["msg"]
     elsewhere = run_module("alembic_migration", args(database, project))
     assert elsewhere["failed"] is True and "not to the inventory's" in elsewhere["msg"], elsewhere["msg"]
+    assert elsewhere["msg"].endswith("or name the option it reads in url_options (pgops_alembic_url_options); the "
+                                     "database is now at revision base"), elsewhere["msg"]
     done = run_module("alembic_migration", args(database, project, url_options=["url"]))
     assert done.get("changed") is True, done
     assert recorded(database) == CHAIN[-1] and recorded(decoy) is None

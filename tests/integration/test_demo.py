@@ -29,3 +29,9 @@ def test_the_demo_shows_both_modes_write_figures_and_no_warning(tmp_path):
     # The write guard did turn the application's writes off, and for about as long as the runbook says.
     assert 0 < failed < total and window > 0 and abs(window - reported) < 3, maintenance.group(0)
     assert online.group(1) == "0" and int(online.group(2)) > 0, online.group(0)
+    # Each runbook's own last words, whole: both deployments, the rollback between them, the run with nothing to do;
+    # not the job artifacts (JSON) printed after the recap.
+    assert len(re.findall(r": deployed \w+ -> \w+ \(\d+ revision\(s\)\), writes off", output)) == 2, output
+    assert "Rolled back by downgrade: the database is at revision" in output, output
+    assert re.search(r": nothing to deploy: at \w+ \(head\)", output), output
+    assert "pgops_deployments" not in output and "pgops_rollbacks" not in output, output
