@@ -20,8 +20,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-MODES = ("maintenance", "online")
-
 
 def record_of(lease, owner=None):
     """The record in `lease`: the holder's, or only `owner`'s when given ({} when someone else holds it)."""
@@ -72,11 +70,11 @@ def undo_plan(record, guard, owner):
     irreversible = list(record.get("irreversible") or [])
     backup = record.get("backup") or ""
     target = record.get("revision_before") or "base"
-    if record.get("mode") == "online" or not off:
+    online = record.get("mode") == "online"
+    if online or not off:
         method = "downgrade"
         reason = ("%s: a restore would drop the application's writes since the backup, so only a downgrade to %s "
-                  "is automatic" % ("online mode, writes stayed on" if record.get("mode") == "online"
-                                    else "writes were back on", target))
+                  "is automatic" % ("online mode, writes stayed on" if online else "writes were back on", target))
     elif irreversible and backup:
         method = "restore"
         reason = ("revision(s) %s cannot be undone by a downgrade (irreversible, or destroying data), and writes "

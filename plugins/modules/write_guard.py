@@ -250,17 +250,17 @@ def guard(params, check_mode):
     try:
         cur = conn.cursor()
         found, state = read_catalog(cur, database, roles)
+        # What the guard is, unchanged: the status, and a clean-up's answer when the guard is not its own.
+        unchanged = {"changed": False, "state": "read_only" if state else "read_write", "guard": state,
+                     "executed_queries": [], "terminated": [], "waited_seconds": 0.0, "probe": None}
         if params["state"] == "status":
-            status = {"changed": False, "state": "read_only" if state else "read_write", "guard": state,
-                      "executed_queries": [], "terminated": [], "waited_seconds": 0.0, "probe": None}
+            status = dict(unchanged)
             if roles:
                 status["definer_routines"] = [describe_routine(routine) for routine in definer_routines(cur, roles)]
             return status
         if params["only_own"] and params["state"] == "read_write" and (state or {}).get("owner") != params["owner"]:
-            return {"changed": False, "state": "read_only" if state else "read_write", "guard": state,
-                    "executed_queries": [], "terminated": [], "waited_seconds": 0.0, "probe": None,
-                    "left_as_is": "%s; only %s's own guard ends here" % (describe(state), params["owner"])
-                    if state else "writes were not off"}
+            return dict(unchanged, left_as_is="%s; only %s's own guard ends here" % (describe(state), params["owner"])
+                        if state else "writes were not off")
         strategy_in_force = state["strategy"] if state else params["strategy"]
         grants = routines = definers = None
         if strategy_in_force == "revoke_writes":
