@@ -196,6 +196,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._schema_snapshot im
     privilege_line,
     privilege_statement,
     take,
+    without_new_empty_version_table,
 )
 
 
@@ -271,6 +272,8 @@ def snapshot(params, check_mode):
                 write(params["path"], now, params["owner"])
                 result["changed"] = True
             return result
+        now = without_new_empty_version_table(before, now)
+        result.update(snapshot=now, object_count=now["object_count"])
         changes = []
         if params["restore_grants"]:
             changes = privilege_changes(before, now)
@@ -280,7 +283,7 @@ def snapshot(params, check_mode):
                     for statement in statements:
                         cur.execute(statement)
                 conn.commit()
-                now = read(conn, params)
+                now = without_new_empty_version_table(before, read(conn, params))
                 result["snapshot"] = now
             result["changed"] = bool(statements)
         result["grants_restored"] = [privilege_line(*change) for change in changes if change[0].startswith("GRANT")]

@@ -317,3 +317,65 @@ def test_alembic_killed_after_its_revision_committed_part_of_itself(server, book
     else:
         assert "THE ROLLBACK FAILED TOO" in last and "-e method=restore -e backup=" in last, last
         assert "archived" in enum_values(database), "nothing restored over the writes made online"
+
+
+@pytest.fixture
+def bookshelf_new(server, database):
+    """A new project's database: owned by the deploy role, nothing migrated yet (no alembic_version table)."""
+    admin_run(server, "DROP ROLE IF EXISTS {}", READER)
+    admin_run(server, "CREATE ROLE {}", READER)
+    admin_run(server, "ALTER DATABASE {} OWNER TO {}", database["login_db"], server["deploy_user"])
+    yield owner_params(server, database)
+    query(database, f"DROP OWNED BY {READER}")
+    admin_run(server, "DROP ROLE {}", READER)
+
+
+def test_a_new_projects_first_deployment_rolls_back_to_base(server, bookshelf_new, tmp_path):
+    """The record of a first deployment has no revision before it: the rollback goes back to base, from the record
+    and with -e revision=base, and the database is as it was: no tables, alembic_version empty."""
+    database = bookshelf_new
+
+    def runbook(playbook, *extra):
+        return run_playbook(playbook, server, database, tmp_path, "-i", str(BOOKSHELF / "inventory"), *extra)
+
+    def tables():
+        return [row[0] for row in query(database, "SELECT relname FROM pg_class WHERE relkind = 'r' AND "
+                                                  "relnamespace = 'public'::regnamespace AND relname <> "
+                                                  "'alembic_version' ORDER BY 1")]
+
+    deployed = runbook("deploy_migration.yml", "-e", f"pgops_migration_target={CHAIN[2]}")
+    assert play_recap(deployed)["failed"] == 0, deployed.stdout[-3000:]
+    assert f"{database['login_db']}: deployed base -> {CHAIN[2]} (3 revision(s))" in deployed.stdout
+    record = sorted((tmp_path / "reports").glob("deploy-*.json"))[-1]
+    assert json.loads(record.read_text())["revision_before"] is None
+    assert tables() == ["authors", "books", "reviews"]
+
+    rolled = runbook("rollback.yml", "-e", f"record={record}", "-e", "confirm=yes")
+    assert play_recap(rolled)["failed"] == 0, rolled.stdout[-3000:]
+    assert "Rolled back by downgrade: the database is at revision base, as before the deployment, its catalog as " \
+           "before (" in rolled.stdout, rolled.stdout[-3000:]
+    assert tables() == []
+    assert query(database, "SELECT count(*) FROM alembic_version")[0][0] == 0
+
+    deployed = runbook("deploy_migration.yml", "-e", f"pgops_migration_target={CHAIN[2]}")
+    assert play_recap(deployed)["failed"] == 0, deployed.stdout[-3000:]
+    rolled = runbook("rollback.yml", "-e", "revision=base", "-e", "confirm=yes")
+    assert play_recap(rolled)["failed"] == 0, rolled.stdout[-3000:]
+    assert "Rolled back by downgrade: the database is at revision base." in rolled.stdout, rolled.stdout[-3000:]
+    assert tables() == [] and query(database, "SELECT count(*) FROM alembic_version")[0][0] == 0
+
+    # A first deployment that fails is undone the same way by its own rescue, and its record says where it is.
+    project = project_copy(tmp_path)
+    (project / "migrations" / "versions" / "6e5f6a7b8c9d_fails.py").write_text(FAILING)
+    failed = runbook("deploy_migration.yml", "-e", f"pgops_alembic_project_dir={project}",
+                     "-e", '{"pgops_allow_destructive": ["%s"]}' % CHAIN[3])
+    assert failed.returncode != 0 and play_recap(failed)["failed"] == 1
+    last = failure_message(failed)
+    # The bookshelf's last revision refuses its downgrade: the backup of the empty database is restored.
+    assert "Rolled back by restore: the database is at revision base, as before the deployment, its catalog and " \
+           "rows as before (" in last, last
+    assert "; the downgrade had failed: alembic downgrade to base on " in last, last
+    # As before it: the table Alembic left empty at the last rollback to base.
+    assert tables() == [] and query(database, "SELECT count(*) FROM alembic_version")[0][0] == 0
+    record = json.loads(sorted((tmp_path / "reports").glob("deploy-*.json"))[-1].read_text())
+    assert record["revision_before"] is None and record["revision_after"] is None, record

@@ -174,6 +174,14 @@ def test_bad_rollback_input_is_refused_before_writes_go_off(server, guarded_db, 
         (["-e", "revision=nope"], "unknown target revision 'nope'"),
         (["-e", "method=restore", "-e", f"backup={backups / 'missing.dump'}"], "has no readable manifest"),
         (["-e", "method=restore", "-e", f"backup={corrupt}"], "is corrupt: sha256"),
+        # A backup alone has no revision to downgrade to: the default method restores it (and checks it first).
+        (["-e", f"backup={corrupt}"], "is corrupt: sha256"),
+        ([], "Nothing to roll back to: give -e record=reports/deploy-....json, -e revision=REV or -e backup=FILE "
+             f"(no deployment left its plan in the lock of {guarded_db['login_db']}). Nothing was changed."),
+        (["-e", "method=restore"], "Nothing to restore: method restore needs a backup, from -e backup=FILE or a "
+                                   "record that names one. Nothing was changed."),
+        (["-e", "method=downgrade", "-e", f"backup={corrupt}"],
+         "Nothing to downgrade to: method downgrade needs a revision, from -e revision=REV or a record."),
     ]
     writer = live_writer(guarded_db)
     for extra, message in cases:
