@@ -25,6 +25,10 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
 )
 
 
+class NothingRan(PgopsError):
+    """Alembic failed before its migrations began (env.py did not load, or did not connect): nothing changed."""
+
+
 def current_revisions(conn, version_table, version_table_schema):
     """Revisions recorded in the database; an empty tuple when Alembic never ran there."""
     qualified = "%s.%s" % (version_table_schema, version_table) if version_table_schema else version_table
@@ -168,7 +172,8 @@ class AlembicProject:
         return planned
 
     def run(self, command, target, timeout, progress=(None, ())):
-        """`alembic upgrade|downgrade|stamp target`; the output lines. PgopsError with the database's words.
+        """`alembic upgrade|downgrade|stamp target`; the output lines. PgopsError with the database's words,
+        NothingRan when it failed before env.py handed over to the migrations (the database is untouched).
         `progress`: (file, the plan's revision ids), for the runner to say which one runs (or no file)."""
         what = "alembic %s to %s on %s" % (command, target, target_label(self.params))
         try:
@@ -176,14 +181,19 @@ class AlembicProject:
                                 "progress_plan": progress[1]}, timeout)
         except subprocess.TimeoutExpired:
             raise PgopsError("%s did not finish within %s s (raise timeout or check for locks)" % (what, timeout))
-        output = (result.stdout + result.stderr).splitlines()
+        began = runner.MIGRATIONS_MARK in result.stderr.splitlines()
+        output = [line for line in (result.stdout + result.stderr).splitlines() if line != runner.MIGRATIONS_MARK]
+        failure = PgopsError if began else NothingRan
+        if not began:
+            what += " stopped before Alembic's first revision (nothing ran)"
         if result.returncode < 0:
-            raise PgopsError("%s was killed (signal %d)" % (what, -result.returncode))
+            raise failure("%s: it was killed (signal %d)" % (what, -result.returncode) if not began else
+                          "%s was killed (signal %d)" % (what, -result.returncode))
         if result.returncode != 0:
             reason = own_error(result.stderr) or failure_reason(output) or "exit %d" % result.returncode
             if reason.startswith("No module named"):
                 reason += "; set alembic_python to the Python of the project's virtualenv"
-            raise PgopsError("%s failed: %s" % (what, reason))
+            raise failure("%s%s %s" % (what, ":" if not began else " failed:", reason))
         return output
 
     def run_with_retries(self, direction, target, timeout, retries, backoff, fence=None, progress=(None, ())):

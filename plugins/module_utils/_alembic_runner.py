@@ -29,6 +29,8 @@ import threading
 import time
 
 ERROR_MARK = "PGOPS-ERROR "
+# Said once env.py hands over to Alembic's migrations: a run that fails without it changed nothing.
+MIGRATIONS_MARK = "PGOPS-MIGRATIONS-BEGIN"
 PLAN_EXIT, REFUSED_EXIT = 2, 3
 
 # What identifies a database across servers: its name, its oid in that cluster, and when that cluster started.
@@ -330,10 +332,24 @@ def count_revisions(progress):
     EnvironmentContext.configure = configure_counting
 
 
+def mark_migrations_begin():
+    """MIGRATIONS_MARK on stderr when env.py calls run_migrations(), before Alembic touches the database."""
+    from alembic.runtime.migration import MigrationContext
+    run_migrations = MigrationContext.run_migrations
+
+    def run_migrations_marked(self, *args, **kwargs):
+        sys.stderr.write(MIGRATIONS_MARK + "\n")
+        sys.stderr.flush()
+        return run_migrations(self, *args, **kwargs)
+
+    MigrationContext.run_migrations = run_migrations_marked
+
+
 def run_command(request):
     from alembic import command
     config = project_config(request)
     prove_each_connection(request["expected"])
+    mark_migrations_begin()
     progress = None
     if request.get("progress_file") and request["command"] in ("upgrade", "downgrade"):
         progress = RevisionProgress(request["progress_file"], request.get("progress_plan") or [])

@@ -13,6 +13,7 @@ The record, written by phase (deploy_lock state=acquired, merge):
   preflight:  revision_before, target, plan (revision ids, in order), mode (maintenance | online),
               irreversible (revision ids a downgrade cannot undo), writes_guarded (application roles were named)
   backup:     backup (its path), backup_taken (words), row_counts_before, catalog_before, migration_started (UTC)
+  migration:  nothing_ran (why; with migration_started cleared) when Alembic failed before its first revision
   finish:     finishing (the owner of the deployment another run finishes)
 """
 
@@ -38,6 +39,8 @@ def progress(record, recorded_revision):
     at = recorded_revision or "base"
     if not plan:
         text = "the deployment had no plan"
+    elif record.get("nothing_ran"):
+        text = "the migration stopped before its first revision (nothing ran)"
     elif not started:
         text = "the migration had not started"
     elif completed:

@@ -70,8 +70,9 @@ def write_statement(database, lease):
         sql.Identifier(database), sql.SQL(SETTING), sql.Literal(json.dumps(lease, sort_keys=True)))
 
 
-def heartbeat(params, owner):
-    """Refresh the lease's heartbeat if `owner` still holds it; False when it does not (lost or released)."""
+def heartbeat(params, owner, record=None):
+    """Refresh the lease's heartbeat if `owner` still holds it, merging `record` into its deployment record (its
+    details); False when it does not (lost or released)."""
     conn = connect(params)
     try:
         cur = conn.cursor()
@@ -79,7 +80,10 @@ def heartbeat(params, owner):
         if lease is None or lease["owner"] != owner:
             conn.rollback()
             return False
-        cur.execute(write_statement(conn.info.dbname, dict(lease, heartbeat_at=time.time())))
+        new = dict(lease, heartbeat_at=time.time())
+        if record:
+            new["details"] = dict(lease.get("details") or {}, **record)
+        cur.execute(write_statement(conn.info.dbname, new))
         conn.commit()
         return True
     finally:

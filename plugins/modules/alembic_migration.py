@@ -127,6 +127,9 @@ options:
       - It is also a fence. Before it ends leftover sessions and before every attempt (each retry after a lock
         timeout too) the lease must still be this owner's; a run whose lock was taken over (C(force_unlock)) or
         released stops there, before its next statement, and changes nothing more.
+      - An upgrade that fails before Alembic's first revision (env.py does not load or does not connect) changed
+        nothing; it clears C(migration_started) in that lease's deployment record and notes why in C(nothing_ran),
+        so that no run undoes a migration that never began.
     type: str
   lease_heartbeat_interval:
     description: Seconds between two heartbeats of that lease while Alembic runs.
@@ -324,6 +327,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.intowork.pgops.plugins.module_utils._alembic import (
     AlembicProject,
+    NothingRan,
     current_revisions,
     database_identity,
     drop_invalid_indexes,
@@ -343,7 +347,12 @@ from ansible_collections.intowork.pgops.plugins.module_utils._destructive import
     destructive_statements,
     split_by_revision,
 )
-from ansible_collections.intowork.pgops.plugins.module_utils._lease import LeaseKeeper, LeaseLost, require_lease
+from ansible_collections.intowork.pgops.plugins.module_utils._lease import (
+    LeaseKeeper,
+    LeaseLost,
+    heartbeat,
+    require_lease,
+)
 from ansible_collections.intowork.pgops.plugins.module_utils._replication import in_recovery, read_standbys
 
 
@@ -437,7 +446,14 @@ def migrate(params, check_mode):
             result["invalid_indexes"] = ["%s.%s" % pair for pair in leftovers]
         drop_invalid_indexes(conn, leftovers)
         if interrupted:
-            project.run("stamp", interrupted, params["timeout"])
+            try:
+                project.run("stamp", interrupted, params["timeout"])
+            except PgopsError as error:
+                # Said as what it is: the half-applied revision could not be marked for its downgrade, so
+                # nothing was downgraded (it is not the downgrade that failed).
+                raise PgopsError("marking the half-applied revision %s as applied, for its downgrade to run, "
+                                 "failed (%s); nothing was downgraded, the database still records revision %s" % (
+                                     interrupted, error, recorded_before or "base"))
 
         def run_alembic(steps):
             with LeaseKeeper(params, params["lease_owner"], params["lease_heartbeat_interval"]) as keeper:
@@ -455,6 +471,9 @@ def migrate(params, check_mode):
         try:
             run_alembic([step["revision"] for step in pending])
         except PgopsError as error:
+            if isinstance(error, NothingRan) and not interrupted and params["lease_owner"]:
+                # The deployment's record says its migration started: it did not, and there is nothing to undo.
+                heartbeat(params, params["lease_owner"], record={"migration_started": None, "nothing_ran": str(error)})
             now = current_revisions(conn, params["version_table"], params["version_table_schema"])
             if not (interrupted and now == (interrupted,) and not isinstance(error, LeaseLost)):
                 raise now_at(error)

@@ -379,3 +379,46 @@ def test_a_new_projects_first_deployment_rolls_back_to_base(server, bookshelf_ne
     assert tables() == [] and query(database, "SELECT count(*) FROM alembic_version")[0][0] == 0
     record = json.loads(sorted((tmp_path / "reports").glob("deploy-*.json"))[-1].read_text())
     assert record["revision_before"] is None and record["revision_after"] is None, record
+
+
+def test_a_migration_that_never_began_is_not_undone(server, bookshelf_new, tmp_path):
+    """env.py fails to load when it connects (a settings module missing on the host): Alembic ran no revision, the
+    run says so, and nothing is downgraded or restored."""
+    database = bookshelf_new
+    env_py = (BOOKSHELF / "migrations" / "env.py").read_text().replace(
+        "def run_migrations_online() -> None:\n", "def run_migrations_online() -> None:\n"
+        "    import bookshelf_settings_not_installed  # noqa: F401\n", 1)
+    assert "bookshelf_settings_not_installed" in env_py
+    project = project_copy(tmp_path, env_py=env_py)
+    query(database, "COMMENT ON DATABASE {} IS 'kept'".format(database["login_db"]))
+    failed = run_playbook("deploy_migration.yml", server, database, tmp_path, "-i", str(BOOKSHELF / "inventory"),
+                          "-e", f"pgops_alembic_project_dir={project}")
+    assert failed.returncode != 0 and play_recap(failed)["failed"] == 1, failed.stdout[-3000:]
+    last = failure_message(failed)
+    assert "stopped before Alembic's first revision (nothing ran): No module named " \
+           "'bookshelf_settings_not_installed'" in last, last
+    assert "; the database is now at revision base. Nothing was migrated: the database is at revision base. " \
+           "Record: " in last, last
+    assert "Rolled back" not in failed.stdout and "TASK [intowork.pgops.rollback" not in failed.stdout
+    assert query(database, "SELECT to_regclass('alembic_version')")[0][0] is None
+    record = json.loads(sorted((tmp_path / "reports").glob("deploy-*.json"))[-1].read_text())
+    assert record["rollback_decided"] is None and record["revision_after"] is None, record
+
+
+@pytest.mark.one_server_version  # the module's words, not the server's
+def test_a_failed_stamp_is_said_as_one(database, tmp_path):
+    """Undoing a half-applied revision starts by stamping it; when that fails, the error says so (not that the
+    downgrade failed) and that nothing was downgraded."""
+    assert run_module("alembic_migration", args(database, BOOKSHELF, target=CHAIN[0])).get("changed") is True
+    env_py = (BOOKSHELF / "migrations" / "env.py").read_text().replace(
+        "def run_migrations_online() -> None:\n", "def run_migrations_online() -> None:\n"
+        "    import bookshelf_settings_not_installed  # noqa: F401\n", 1)
+    project = project_copy(tmp_path, env_py=env_py)
+    failed = run_module("alembic_migration", args(database, project, target=CHAIN[0], allow_downgrade=True,
+                                                  interrupted_plan=[CHAIN[1]]))
+    assert failed["failed"] is True
+    assert failed["msg"].startswith(f"marking the half-applied revision {CHAIN[1]} as applied, for its downgrade to "
+                                    f"run, failed (alembic stamp to {CHAIN[1]} on "), failed["msg"]
+    assert failed["msg"].endswith(f"nothing was downgraded, the database still records revision {CHAIN[0]}"), \
+        failed["msg"]
+    assert recorded(database) == CHAIN[0]

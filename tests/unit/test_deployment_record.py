@@ -58,6 +58,15 @@ def test_nothing_to_undo_before_the_migration_started():
     assert undo_plan(dict(STARTED, migration_started=None), MY_GUARD, "deploy-1") is None
 
 
+def test_a_migration_that_stopped_before_its_first_revision_is_not_undone():
+    """alembic_migration clears migration_started and notes nothing_ran when env.py failed before any revision."""
+    stopped = dict(STARTED, migration_started=None, nothing_ran="alembic upgrade ... (nothing ran): No module")
+    assert undo_plan(stopped, MY_GUARD, "deploy-1") is None
+    got = progress(stopped, "r0")
+    assert (got["migration_started"], got["possibly_half_applied"], got["text"]) == (
+        False, None, "the migration stopped before its first revision (nothing ran)")
+
+
 def test_with_writes_off_a_downgrade_falls_back_on_the_backup():
     undo = undo_plan(STARTED, MY_GUARD, "deploy-1")
     assert (undo["method"], undo["target"], undo["backup"], undo["row_count_policy"]) == (
