@@ -27,6 +27,8 @@ description:
   - C(mails) a list of such addresses (empty for none).
   - C(url) an http or https URL with a host, without spaces or control characters, or empty for none.
   - C(choice) one of the values that follow the kind.
+  - C(finding_levels) the levels of the deployment's catalog findings, a mapping of finding kind to V(fail),
+    V(warn) or V(ignore), or to a mapping of object key (or V(default)) to one (see M(intowork.pgops.schema_snapshot)).
   - No kind accepts a line break anywhere, a trailing one included.
 options:
   _input:
@@ -64,6 +66,7 @@ from urllib.parse import urlsplit
 
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.text.converters import to_text
+from ansible_collections.intowork.pgops.plugins.module_utils._findings import finding_level_problems
 
 PLAIN_NUMBER = re.compile(r"^[0-9]+([.][0-9]+)?$")
 WHOLE_NUMBER = re.compile(r"^[0-9]+$")
@@ -154,6 +157,11 @@ def one_problem(check):
         if to_text(value) in [to_text(choice) for choice in args]:
             return None
         return "%s %s is not one of %s" % (name, quoted(value if value is not None else ""), ", ".join(args))
+    if kind == "finding_levels":
+        problems = finding_level_problems(value)
+        if not problems:
+            return None
+        return "%s: %s (see docs/your-project.md)" % (name, "; ".join(problems))
     raise AnsibleFilterError("setting_problems: unknown kind %r for %s" % (kind, name))
 
 

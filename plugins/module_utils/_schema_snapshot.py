@@ -17,6 +17,7 @@ import json
 
 from ansible_collections.intowork.pgops.plugins.module_utils._catalog import SCHEMA_SNAPSHOT
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError, sql
+from ansible_collections.intowork.pgops.plugins.module_utils._findings import FINDING_KINDS, FINDING_LEVELS
 from ansible_collections.intowork.pgops.plugins.module_utils._write_guard import read_catalog as read_guard
 
 SECTIONS = ("schemas", "relations", "indexes", "constraints", "types", "functions", "triggers", "extensions")
@@ -271,38 +272,58 @@ def destroyed(before, after):
     return lines
 
 
-def broken_by_change(before, after, rows=True):
-    """(broken, changes): of the differences between the catalog before a deployment and after it, those that
-    break what was there (a privilege gone from an object that is still there, an index or a constraint that is no
-    longer valid, a new index that duplicates one, an owner changed, an extension gone, rows gone from a table that
-    is still there), and the rest: the changes a migration is for."""
-    broken = []
+def findings_by_change(before, after, rows=True):
+    """(findings, changes): of the differences between the catalog before a deployment and after it, those that
+    touch what was there or waste it, as (kind, object key, words) with kind one of FINDING_KINDS, and the rest:
+    the changes a migration is for."""
+    findings = []
     old_objects, new_objects = before["objects"], after["objects"]
     for section in ("schemas", "relations", "functions"):
         for key in sorted(set(old_objects.get(section, {})) & set(new_objects.get(section, {}))):
             was, now = old_objects[section][key], new_objects[section][key]
-            broken.extend(line for line in compare_acl(key, was.get("acl") or [], now.get("acl") or [])
-                          if line.endswith(" is gone"))
+            findings.extend(("privilege_lost", key, line) for line in compare_acl(
+                key, was.get("acl") or [], now.get("acl") or []) if line.endswith(" is gone"))
             if was.get("owner") != now.get("owner"):
-                broken.append("%s: owner was %s, is %s" % (key, was.get("owner"), now.get("owner")))
+                findings.append(("owner_changed", key, "%s: owner was %s, is %s" % (
+                    key, was.get("owner"), now.get("owner"))))
     for key, index in sorted(new_objects.get("indexes", {}).items()):
         if not index["valid"] and (key not in old_objects.get("indexes", {}) or old_objects["indexes"][key]["valid"]):
-            broken.append("%s is not valid (a concurrent build that failed): drop it and build it again" % key)
+            findings.append(("index_invalid", key, "%s is not valid (a concurrent build that failed): drop it and "
+                                                   "build it again" % key))
         if key not in old_objects.get("indexes", {}):
             twin = duplicate_of(key, index, new_objects["indexes"])
             # Two new twins: the second one is the duplicate.
             if twin and (twin in old_objects.get("indexes", {}) or twin < key):
-                broken.append("new %s duplicates %s" % (key, twin))
+                findings.append(("index_duplicate", key, "new %s duplicates %s" % (key, twin)))
     for key, constraint in sorted(new_objects.get("constraints", {}).items()):
         was = old_objects.get("constraints", {}).get(key)
-        if not constraint["validated"] and (was is None or was["validated"]):
-            broken.append("%s is NOT VALID: existing rows were never checked against it" % key)
+        if not constraint["validated"] and was is None:
+            findings.append(("constraint_not_valid", key, "new %s is NOT VALID: existing rows were not checked "
+                                                          "against it yet" % key))
+        elif not constraint["validated"] and was["validated"]:
+            findings.append(("constraint_invalidated", key, "%s is NOT VALID: existing rows were never checked "
+                                                            "against it" % key))
     for key in sorted(set(old_objects.get("extensions", {})) - set(new_objects.get("extensions", {}))):
-        broken.append("%s is gone" % key)
+        findings.append(("extension_gone", key, "%s is gone" % key))
     if rows:
-        broken.extend(line for line in compare_rows(before["rows"], after["rows"]) if "is gone" not in line)
-    changes = [line for line in compare(before, after, rows=False) if line not in broken]
-    return broken, changes
+        findings.extend(("rows_lost", "table " + line.split(":", 1)[0].split(" ", 1)[1], line)
+                        for line in compare_rows(before["rows"], after["rows"]) if "is gone" not in line)
+    words = set(finding[2] for finding in findings)
+    changes = [line for line in compare(before, after, rows=False) if line not in words]
+    return findings, changes
+
+
+def judge_findings(findings, levels=None):
+    """{"fail": [...], "warn": [...], "ignore": [...]}: each finding's words and kind ("... (index_duplicate)"),
+    by the level the inventory's `levels` give its kind and object (see finding_level_problems), else the kind's
+    own."""
+    judged = dict((level, []) for level in FINDING_LEVELS)
+    for kind, key, words in findings:
+        level = (levels or {}).get(kind, FINDING_KINDS[kind])
+        if isinstance(level, dict):
+            level = level.get(key, level.get("default", FINDING_KINDS[kind]))
+        judged[level].append("%s (%s)" % (words, kind))
+    return judged
 
 
 def duplicate_of(key, index, indexes):

@@ -76,13 +76,26 @@ options:
   judge:
     description:
       - V(rollback) counts every difference from O(compare_to) (after a rollback nothing may differ).
-      - V(deployment) fails only on what a deployment broke (RV(broken)), a privilege gone from an object that is
-        still there, an index or constraint no longer valid, a new index that duplicates another, an owner
-        changed, an extension gone, rows gone from a table that is still there; the other differences are the
-        migration's own changes (RV(changes)). What was already there before is never a finding.
+      - V(deployment) judges what the deployment did to what was there, by finding kind. By default it fails
+        (RV(broken)) on what breaks the application, a privilege gone from an object that is still there
+        (C(privilege_lost)), an owner changed (C(owner_changed)), an index no longer valid (C(index_invalid)), a
+        validated constraint now NOT VALID (C(constraint_invalidated)), an extension gone (C(extension_gone)),
+        rows gone from a table that is still there (C(rows_lost)); and warns (RV(warned)) of waste and of steps
+        taken on purpose, a new index that duplicates another (C(index_duplicate), such as a unique constraint
+        and a unique index on the same columns) and a new constraint added NOT VALID (C(constraint_not_valid)).
+        O(findings) changes the level of a kind. The other differences are the migration's own changes
+        (RV(changes)). What was already there before is never a finding.
     type: str
     choices: [rollback, deployment]
     default: rollback
+  findings:
+    description:
+      - With O(judge=deployment), the level of each finding kind (see O(judge)), V(fail), V(warn) or V(ignore).
+        A kind maps to a level for every object, or to a mapping of object keys (as the findings name them,
+        for example C(table public.audit_log)) to levels, with V(default) for the other objects.
+      - A kind or level not known fails the task before anything is read.
+    type: dict
+    default: {}
   fail_on_difference:
     description: Fail when the comparison finds a difference (with O(judge=deployment), a broken one).
     type: bool
@@ -138,7 +151,17 @@ differences:
   elements: str
   sample: ["table public.books: column isbn is gone", "table public.books: 5 rows before, 0 now (5 lost)"]
 broken:
-  description: With O(judge=deployment), what the deployment broke, one line each.
+  description: With O(judge=deployment), the findings at level V(fail), one line each, the kind in brackets.
+  returned: when O(compare_to) is given and O(judge=deployment)
+  type: list
+  elements: str
+warned:
+  description: With O(judge=deployment), the findings at level V(warn), one line each, the kind in brackets.
+  returned: when O(compare_to) is given and O(judge=deployment)
+  type: list
+  elements: str
+ignored:
+  description: With O(judge=deployment), the findings O(findings) set to V(ignore), one line each.
   returned: when O(compare_to) is given and O(judge=deployment)
   type: list
   elements: str
@@ -186,11 +209,13 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
     run_module,
     target_label,
 )
+from ansible_collections.intowork.pgops.plugins.module_utils._findings import finding_level_problems
 from ansible_collections.intowork.pgops.plugins.module_utils._schema_snapshot import (
-    broken_by_change,
     compare,
     destroyed,
     estimated_tables,
+    findings_by_change,
+    judge_findings,
     with_privileges_of,
     privilege_changes,
     privilege_line,
@@ -252,6 +277,9 @@ def write(path, snapshot, owner=None):
 
 
 def snapshot(params, check_mode):
+    problems = finding_level_problems(params["findings"])
+    if problems:
+        raise PgopsError("findings: %s; nothing was read" % "; ".join(problems))
     if params["exact_count_max_rows"] < 0:
         raise PgopsError("exact_count_max_rows %d is negative: give 0 (estimates only) or more" % (
             params["exact_count_max_rows"]))
@@ -295,11 +323,14 @@ def snapshot(params, check_mode):
         result["destroyed"] = destroyed(before, now)
         result["seconds"] = round(time.monotonic() - started, 3)
         if params["judge"] == "deployment":
-            result["broken"], result["changes"] = broken_by_change(before, now, rows=params["compare_rows"])
+            findings, result["changes"] = findings_by_change(before, now, rows=params["compare_rows"])
+            judged = judge_findings(findings, params["findings"])
+            result.update(broken=judged["fail"], warned=judged["warn"], ignored=judged["ignore"])
             if result["broken"] and params["fail_on_difference"]:
                 result["failed"] = True
-                result["msg"] = "the deployment broke %d thing(s) on %s: %s" % (
-                    len(result["broken"]), target_label(params), "; ".join(result["broken"]))
+                result["msg"] = ("the deployment broke %d thing(s) on %s: %s. Each kind (in brackets) can be set to "
+                                 "warn, for one object or all, in findings (pgops_catalog_findings)" % (
+                                     len(result["broken"]), target_label(params), "; ".join(result["broken"])))
             return result
         if result["differences"] and params["fail_on_difference"]:
             result["failed"] = True
@@ -323,6 +354,7 @@ def main():
         fail_on_difference=dict(type="bool", default=True),
         compare_rows=dict(type="bool", default=True),
         judge=dict(type="str", default="rollback", choices=["rollback", "deployment"]),
+        findings=dict(type="dict", default={}),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            mutually_exclusive=[("compare_to", "compare_to_file")])

@@ -422,3 +422,60 @@ def test_a_failed_stamp_is_said_as_one(database, tmp_path):
     assert failed["msg"].endswith(f"nothing was downgraded, the database still records revision {CHAIN[0]}"), \
         failed["msg"]
     assert recorded(database) == CHAIN[0]
+
+
+UNIQUE_PAIR = '''revision = "7f6a7b8c9d0e"
+down_revision = "5d4e5f6a7b8c"
+
+
+def upgrade():
+    from alembic import op
+    op.create_unique_constraint("uq_authors_name", "authors", ["name"])
+    op.create_index("ix_authors_name", "authors", ["name"], unique=True)
+
+
+def downgrade():
+    from alembic import op
+    op.drop_index("ix_authors_name", table_name="authors")
+    op.drop_constraint("uq_authors_name", "authors", type_="unique")
+'''
+
+
+@pytest.mark.one_server_version  # the runbook's judgement, not the server's
+def test_a_unique_constraint_and_a_unique_index_on_the_same_columns_deploy_with_a_warning(
+        server, bookshelf_owned, tmp_path):
+    """Waste is not breakage: the duplicate index is a warning in the last line, the record and the report. The
+    inventory can make it fail the deployment, and a finding kind that does not exist stops the run first."""
+    database = bookshelf_owned
+    project = project_copy(tmp_path)
+    (project / "migrations" / "versions" / "7f6a7b8c9d0e_unique_pair.py").write_text(UNIQUE_PAIR)
+    warning = "new index public.uq_authors_name duplicates index public.ix_authors_name (index_duplicate)"
+
+    def runbook(*extra):
+        return run_playbook("deploy_migration.yml", server, database, tmp_path, "-i", str(BOOKSHELF / "inventory"),
+                            "-e", f"pgops_alembic_project_dir={project}", *extra)
+
+    bad = runbook("-e", '{"pgops_catalog_findings": {"index_twin": "warn", "rows_lost": {"default": "maybe"}}}')
+    assert bad.returncode != 0 and play_recap(bad)["failed"] == 1
+    assert failure_message(bad).startswith(
+        "Bad settings, nothing was changed: pgops_catalog_findings: finding kind 'index_twin' is not one of "
+        "constraint_invalidated, constraint_not_valid, extension_gone, index_duplicate, index_invalid, "
+        "owner_changed, privilege_lost, rows_lost; rows_lost default: level 'maybe' is not one of fail, warn, "
+        "ignore (see docs/your-project.md)."), failure_message(bad)
+    assert recorded(database) == CHAIN[0]
+
+    tightened = runbook("-e", '{"pgops_catalog_findings": {"index_duplicate": "fail"}}')
+    assert tightened.returncode != 0 and play_recap(tightened)["failed"] == 1
+    last = failure_message(tightened)
+    assert "Check that the deployment broke nothing in the catalog: the deployment broke 1 thing(s) on " in last, last
+    assert warning in last and "Rolled back by " in last, last
+    assert recorded(database) == CHAIN[0]
+
+    deployed = runbook()
+    assert play_recap(deployed)["failed"] == 0, deployed.stdout[-3000:]
+    assert f"deployed {CHAIN[0]} -> 7f6a7b8c9d0e (5 revision(s)), writes off " in deployed.stdout
+    assert f"; catalog warning(s): {warning}" in deployed.stdout, deployed.stdout[-3000:]
+    record = sorted((tmp_path / "reports").glob("deploy-*.json"), key=lambda path: path.stat().st_mtime)[-1]
+    assert json.loads(record.read_text())["catalog_warnings"] == [warning]
+    assert f"- **warning:** {warning}" in record.with_suffix(".md").read_text()
+    assert "- new index public.ix_authors_name" in record.with_suffix(".md").read_text()

@@ -120,12 +120,30 @@ def test_a_deployment_is_judged_on_what_it_broke_not_on_what_was_there(bookshelf
     query(bookshelf, "ALTER TABLE reviews ADD CONSTRAINT reviews_body_short CHECK (length(body) < 4000) NOT VALID")
     result = run_module("schema_snapshot", dict(bookshelf, compare_to=before, judge="deployment"))
     assert result["failed"] is True
-    assert result["broken"] == [
-        f"table public.authors: grant SELECT to {READER} is gone",
-        "new index public.ix_reviews_book_id duplicates index public.ix_reviews_book",
-        "constraint public.reviews.reviews_body_short is NOT VALID: existing rows were never checked against it",
-    ], result["broken"]
+    assert result["broken"] == [f"table public.authors: grant SELECT to {READER} is gone (privilege_lost)"], \
+        result["broken"]
+    # Waste, and a constraint added NOT VALID on purpose (validated by a later revision): warnings.
+    assert result["warned"] == [
+        "new index public.ix_reviews_book_id duplicates index public.ix_reviews_book (index_duplicate)",
+        "new constraint public.reviews.reviews_body_short is NOT VALID: existing rows were not checked against it "
+        "yet (constraint_not_valid)",
+    ], result["warned"]
     assert "table public.books: new column subtitle text" in result["changes"]
     assert "new table public.shelves" in result["changes"]
     assert not any("ix_books_author_again" in line for line in result["broken"] + result["changes"])
-    assert result["msg"].startswith("the deployment broke 3 thing(s) on ")
+    assert result["msg"].startswith("the deployment broke 1 thing(s) on ")
+    assert result["msg"].endswith("Each kind (in brackets) can be set to warn, for one object or all, in findings "
+                                  "(pgops_catalog_findings)"), result["msg"]
+    # Per object: the lost grant on authors is expected (warn); the duplicate index must not pass (fail).
+    levels = {"privilege_lost": {"default": "fail", "table public.authors": "warn"}, "index_duplicate": "fail",
+              "constraint_not_valid": "ignore"}
+    judged = run_module("schema_snapshot", dict(bookshelf, compare_to=before, judge="deployment", findings=levels))
+    assert judged["broken"] == ["new index public.ix_reviews_book_id duplicates index public.ix_reviews_book "
+                                "(index_duplicate)"], judged["broken"]
+    assert judged["warned"] == [f"table public.authors: grant SELECT to {READER} is gone (privilege_lost)"]
+    assert [line.split(":")[0] for line in judged["ignored"]] == [
+        "new constraint public.reviews.reviews_body_short is NOT VALID"]
+    bad = run_module("schema_snapshot", dict(bookshelf, compare_to=before, judge="deployment",
+                                             findings={"index_duplicate": "loud"}))
+    assert bad["failed"] is True and bad["msg"] == (
+        "findings: index_duplicate default: level 'loud' is not one of fail, warn, ignore; nothing was read")
