@@ -14,7 +14,7 @@ demo: setup
 	./tools/demo.sh
 
 demo-down:
-	python tools/sandbox.py down --name demo
+	./tools/demo.sh down
 
 # lint and sanity side by side (one core each; each one's output printed whole when it ends), then the suites.
 test: setup
@@ -36,5 +36,5 @@ molecule:
 	./tools/molecule.sh
 
 clean:
-	if [ -x $(VENV)/python ]; then python tools/sandbox.py down --name demo; fi
+	if [ -x $(VENV)/python ]; then ./tools/demo.sh down; fi
 	rm -rf .venv .venv-bookshelf .collections build reports backups .pytest_cache

@@ -7,7 +7,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 SCALE=${SCALE:-1}
-NAME=${PGOPS_DEMO_NAME:-demo}
+# One sandbox per checkout: two clones on a shared machine never stop each other's.
+NAME=${PGOPS_DEMO_NAME:-demo-$(printf '%s' "$PWD" | sha256sum | cut -c1-10)}
+if [ "${1:-}" = name ]; then
+  echo "$NAME"
+  exit
+fi
+if [ "${1:-}" = down ]; then
+  python tools/sandbox.py down --name "$NAME"
+  exit
+fi
 WORK=${PGOPS_DEMO_DIR:-$PWD/build/demo}
 BASELINE=a7f3b2c1d9e8
 APP_ROLE=intowork_app

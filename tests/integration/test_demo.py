@@ -1,6 +1,7 @@
 """make demo's script, small: it deploys in both modes with the application writing, and says what the writes
 met; nothing in its output reads as a fault."""
 
+import hashlib
 import os
 import re
 import subprocess
@@ -16,10 +17,15 @@ def test_the_demo_shows_both_modes_write_figures_and_no_warning(tmp_path):
         result = subprocess.run([str(ROOT / "tools" / "demo.sh")], cwd=ROOT, env=env, capture_output=True, text=True,
                                 check=False, stdin=subprocess.DEVNULL, timeout=600)
     finally:
-        subprocess.run([str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "tools" / "sandbox.py"), "down",
-                        "--name", env["PGOPS_DEMO_NAME"]], capture_output=True, check=False)
+        # What make demo-down runs: it removes this demo's sandbox, and only that one.
+        down = subprocess.run([str(ROOT / "tools" / "demo.sh"), "down"], cwd=ROOT, env=env, capture_output=True,
+                              text=True, check=False)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
+    assert down.returncode == 0 and env["PGOPS_DEMO_NAME"] in down.stdout, down.stdout + down.stderr
+    again = subprocess.run([str(ROOT / "tools" / "demo.sh"), "down"], cwd=ROOT, env=env, capture_output=True,
+                           text=True, check=False)
+    assert again.stdout.strip() == f"sandbox {env['PGOPS_DEMO_NAME']}: nothing to remove", again.stdout
     assert not [line for line in output.splitlines() if "WARNING" in line or "Traceback" in line], output
     maintenance = re.search(r"maintenance +(\d+) of (\d+) writes failed; they failed for ([0-9.]+) s \(the runbook: "
                             r"writes off ([0-9.]+) s\)", output)
@@ -35,3 +41,11 @@ def test_the_demo_shows_both_modes_write_figures_and_no_warning(tmp_path):
     assert "Rolled back by downgrade: the database is at revision" in output, output
     assert re.search(r": nothing to deploy: at \w+ \(head\)", output), output
     assert "pgops_deployments" not in output and "pgops_rollbacks" not in output, output
+
+
+def test_each_checkout_has_its_own_demo_sandbox():
+    env = {key: value for key, value in os.environ.items() if key != "PGOPS_DEMO_NAME"}
+    name = subprocess.run([str(ROOT / "tools" / "demo.sh"), "name"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          check=False)
+    expected = "demo-" + hashlib.sha256(str(ROOT).encode()).hexdigest()[:10]
+    assert name.returncode == 0 and name.stdout.strip() == expected, name.stdout + name.stderr
