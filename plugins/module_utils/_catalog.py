@@ -158,6 +158,7 @@ grants AS (
 SELECT json_build_object(
   'schemas', (SELECT coalesce(json_object_agg('schema ' || quote_ident(nsp.nspname), json_build_object(
                 'owner', pg_get_userbyid(n.nspowner),
+                'comment', obj_description(n.oid, 'pg_namespace'),
                 'acl', (SELECT coalesce(json_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)
                                                  END || ':' || a.privilege_type ORDER BY 1), '[]'::json)
                           FROM aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a))), '{}'::json)
@@ -168,6 +169,7 @@ SELECT json_build_object(
                   || quote_ident(nsp.nspname) || '.' || quote_ident(c.relname), json_build_object(
                 'oid', c.oid,
                 'kind', c.relkind,
+                'comment', obj_description(c.oid, 'pg_class'),
                 'owner', pg_get_userbyid(c.relowner),
                 'persistence', c.relpersistence,
                 'rows_estimate', c.reltuples::bigint,
@@ -178,7 +180,8 @@ SELECT json_build_object(
                                 'default', pg_get_expr(ad.adbin, ad.adrelid),
                                 'identity', a.attidentity,
                                 'generated', a.attgenerated,
-                                'collation', CASE WHEN a.attcollation <> t.typcollation THEN a.attcollation::regcollation::text END)
+                                'collation', CASE WHEN a.attcollation <> t.typcollation THEN a.attcollation::regcollation::text END,
+                                'comment', col_description(a.attrelid, a.attnum))
                               ORDER BY a.attnum), '[]'::json)
                               FROM pg_attribute a
                               JOIN pg_type t ON t.oid = a.atttypid
@@ -197,14 +200,16 @@ SELECT json_build_object(
                                                              AND d.deptype = 'e')),
   'indexes', (SELECT coalesce(json_object_agg('index ' || quote_ident(nsp.nspname) || '.' || quote_ident(ic.relname),
                 json_build_object('table', tc.relname, 'definition', pg_get_indexdef(i.indexrelid),
-                                  'valid', i.indisvalid)), '{}'::json)
+                                  'valid', i.indisvalid, 'comment', obj_description(i.indexrelid, 'pg_class'))),
+                '{}'::json)
                 FROM pg_index i
                 JOIN pg_class ic ON ic.oid = i.indexrelid
                 JOIN pg_class tc ON tc.oid = i.indrelid
                 JOIN nsp ON nsp.oid = ic.relnamespace),
   'constraints', (SELECT coalesce(json_object_agg('constraint ' || quote_ident(nsp.nspname) || '.'
                     || quote_ident(coalesce(tc.relname, ty.typname)) || '.' || quote_ident(con.conname),
-                    json_build_object('definition', pg_get_constraintdef(con.oid), 'validated', con.convalidated)),
+                    json_build_object('definition', pg_get_constraintdef(con.oid), 'validated', con.convalidated,
+                                      'comment', obj_description(con.oid, 'pg_constraint'))),
                     '{}'::json)
                     FROM pg_constraint con
                     JOIN nsp ON nsp.oid = con.connamespace
@@ -214,6 +219,7 @@ SELECT json_build_object(
               CASE t.typtype WHEN 'e' THEN 'enum ' WHEN 'd' THEN 'domain ' ELSE 'type ' END
               || quote_ident(nsp.nspname) || '.' || quote_ident(t.typname), json_build_object(
               'owner', pg_get_userbyid(t.typowner),
+              'comment', obj_description(t.oid, 'pg_type'),
               'labels', (SELECT json_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid),
               'base', CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) END)), '{}'::json)
               FROM pg_type t
@@ -223,6 +229,7 @@ SELECT json_build_object(
   'functions', (SELECT coalesce(json_object_agg('function ' || quote_ident(nsp.nspname) || '.' || quote_ident(p.proname)
                   || '(' || pg_get_function_identity_arguments(p.oid) || ')', json_build_object(
                   'owner', pg_get_userbyid(p.proowner),
+                  'comment', obj_description(p.oid, 'pg_proc'),
                   'result', pg_get_function_result(p.oid),
                   'body_md5', md5(coalesce(p.prosrc, '')),
                   'acl', (SELECT coalesce(json_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)
@@ -234,7 +241,9 @@ SELECT json_build_object(
                                                                AND d.deptype = 'e')),
   'triggers', (SELECT coalesce(json_object_agg('trigger ' || quote_ident(nsp.nspname) || '.' || quote_ident(c.relname)
                  || '.' || quote_ident(tg.tgname), json_build_object('definition', pg_get_triggerdef(tg.oid),
-                                                                     'enabled', tg.tgenabled)), '{}'::json)
+                                                                     'enabled', tg.tgenabled,
+                                                                     'comment', obj_description(tg.oid, 'pg_trigger'))),
+                 '{}'::json)
                  FROM pg_trigger tg
                  JOIN pg_class c ON c.oid = tg.tgrelid
                  JOIN nsp ON nsp.oid = c.relnamespace

@@ -155,6 +155,10 @@ def show(value):
     return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else " ".join(str(value).split())
 
 
+def comment_text(comment):
+    return "none" if comment is None else json.dumps(comment)
+
+
 def column_line(column):
     text = "%s %s" % (column["name"], column["type"])
     if column.get("not_null"):
@@ -179,6 +183,10 @@ def compare_columns(key, before, after):
             lines.append("%s: column %s is gone" % (key, name))
         elif column_line(old[name]) != column_line(new[name]):
             lines.append("%s: column %s was %s, is %s" % (key, name, column_line(old[name]), column_line(new[name])))
+        # A snapshot taken before comments were part of it has none to compare.
+        elif "comment" in old[name] and old[name].get("comment") != new[name].get("comment"):
+            lines.append("%s: column %s: comment was %s, is %s" % (
+                key, name, comment_text(old[name].get("comment")), comment_text(new[name].get("comment"))))
     for name in new:
         if name not in old:
             lines.append("%s: new column %s" % (key, column_line(new[name])))
@@ -212,12 +220,15 @@ def compare(before, after, rows=True):
             lines.append("new %s" % key)
         for key in sorted(set(old) & set(new)):
             for attribute in sorted(set(old[key]) | set(new[key])):
-                if attribute in VOLATILE:
+                # A snapshot taken before comments were part of it has none to compare.
+                if attribute in VOLATILE or (attribute == "comment" and attribute not in old[key]):
                     continue
                 was, now = old[key].get(attribute), new[key].get(attribute)
                 if was == now:
                     continue
-                if attribute == "columns":
+                if attribute == "comment":
+                    lines.append("%s: comment was %s, is %s" % (key, comment_text(was), comment_text(now)))
+                elif attribute == "columns":
                     lines.extend(compare_columns(key, was or [], now or []))
                 elif attribute == "acl":
                     lines.extend(compare_acl(key, was or [], now or []))

@@ -479,3 +479,57 @@ def test_a_unique_constraint_and_a_unique_index_on_the_same_columns_deploy_with_
     assert json.loads(record.read_text())["catalog_warnings"] == [warning]
     assert f"- **warning:** {warning}" in record.with_suffix(".md").read_text()
     assert "- new index public.ix_authors_name" in record.with_suffix(".md").read_text()
+
+
+RECOMMENTED = '''revision = "7f6a7b8c9d0e"
+down_revision = "5d4e5f6a7b8c"
+
+
+def upgrade():
+    from alembic import op
+    op.execute("COMMENT ON SCHEMA public IS 'changed by the deployment'")
+    op.execute("COMMENT ON TABLE books IS NULL")
+    op.execute("COMMENT ON COLUMN authors.name IS 'changed by the deployment'")
+
+
+def downgrade():
+    pass  # leaves the comments as the upgrade made them
+'''
+
+
+def comments(params):
+    return query(params, "SELECT obj_description('public'::regnamespace, 'pg_namespace'), "
+                         "obj_description('books'::regclass, 'pg_class'), col_description('authors'::regclass, 2)")[0]
+
+
+def test_comments_are_part_of_the_catalog_proof_and_a_restore_gives_them_back(server, bookshelf_owned, tmp_path):
+    """A downgrade that leaves the deployment's comments is not 'as before': the rollback names them and restores
+    the backup, which gives back the schema's comment too (pg_restore --schema leaves it out)."""
+    database = bookshelf_owned
+    assert run_module("alembic_migration", args(database, BOOKSHELF, target=CHAIN[-1])).get("changed") is True
+    query(database, "COMMENT ON SCHEMA public IS 'bookshelf'; COMMENT ON TABLE books IS 'books we hold'")
+    before = comments(database)
+    assert before == ("bookshelf", "books we hold", None)
+    project = project_copy(tmp_path)
+    (project / "migrations" / "versions" / "7f6a7b8c9d0e_recomment.py").write_text(RECOMMENTED)
+
+    def runbook(playbook, *extra):
+        return run_playbook(playbook, server, database, tmp_path, "-i", str(BOOKSHELF / "inventory"),
+                            "-e", f"pgops_alembic_project_dir={project}", *extra)
+
+    deployed = runbook("deploy_migration.yml")
+    assert play_recap(deployed)["failed"] == 0, deployed.stdout[-3000:]
+    assert comments(database) == ("changed by the deployment", None, "changed by the deployment")
+    record = sorted((tmp_path / "reports").glob("deploy-*.json"))[-1]
+    assert 'schema public: comment was "bookshelf", is "changed by the deployment"' in \
+        json.loads(record.read_text())["catalog_changes"]
+
+    rolled = runbook("rollback.yml", "-e", f"record={record}", "-e", "confirm=yes")
+    assert play_recap(rolled)["failed"] == 0, rolled.stdout[-3000:]
+    assert f"Rolled back by restore: the database is at revision {CHAIN[-1]}, as before the deployment, its " \
+           "catalog as before (" in rolled.stdout, rolled.stdout[-3000:]
+    assert '; the downgrade had not given everything back: schema public: comment was "bookshelf", is "changed by ' \
+           'the deployment"; table public.authors: column name: comment was none, is "changed by the deployment"; ' \
+           'table public.books: comment was "books we hold", is none.' in rolled.stdout.replace('\\"', '"'), \
+        rolled.stdout[-3000:]
+    assert comments(database) == before

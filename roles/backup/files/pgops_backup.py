@@ -959,6 +959,21 @@ def archive_listing(config, path):
     return run([program(config, "pg_restore"), "--list", path], os.environ, "pg_restore --list")
 
 
+def archive_schema_comment(config, path, listing, schema, live_comment):
+    """The statement that gives `schema` the comment it has in the archive (COMMENT ... IS NULL when it has none
+    and the live schema has one), or None: a restore keeps the schema itself, and pg_restore --schema leaves the
+    schema's own comment out."""
+    entry = re.compile(r"^\d+; \d+ \d+ COMMENT - SCHEMA %s( |$)" % re.escape(schema))
+    entries = [line for line in listing.splitlines() if entry.match(line)]
+    if not entries:
+        return "COMMENT ON SCHEMA %s IS NULL;" % quote_ident(schema) if live_comment is not None else None
+    with tempfile.NamedTemporaryFile("w", suffix=".list") as chosen:
+        chosen.write("\n".join(entries) + "\n")
+        chosen.flush()
+        return run([program(config, "pg_restore"), "--file=-", "--use-list=" + chosen.name, path], os.environ,
+                   "pg_restore --use-list")
+
+
 def archive_extensions(listing):
     """Names of the extensions the archive creates, from its table of contents."""
     return sorted(set(match.group(1) for match in map(ARCHIVE_EXTENSION.match, listing.splitlines()) if match))
@@ -1261,8 +1276,9 @@ def restore_plan(config, chosen, schema, progress, discard_writes=None, writes_o
 def restore_in_place(config, log, chosen, schema, progress, discard_writes=None, writes_off=False):
     """Replace the objects of `schema` in the live database with the backup's, in one transaction; all or nothing.
 
-    The schema itself stays (its owner, privileges and comment), and so do the extensions in it: the schema's
-    own objects are moved aside, the backup's are restored in their place, and the moved ones dropped. No
+    The schema itself stays (its owner and privileges; its comment is set to the backup's), and so do the
+    extensions in it: the schema's own objects are moved aside, the backup's are restored in their place, and
+    the moved ones dropped. No
     extension is moved or recreated, so none needs a superuser (pg_stat_statements in public, installed by
     one, stays as it is). Extensions the backup has and the database lost are created again; those created
     after the backup are dropped. Other schemas are left as they are.
@@ -1276,7 +1292,8 @@ def restore_in_place(config, log, chosen, schema, progress, discard_writes=None,
     if refusal:
         raise BackupError(refusal)
     discards = not discard["measured"] or discard["tables"]
-    in_archive = archive_extensions(archive_listing(config, path))
+    listing = archive_listing(config, path)
+    in_archive = archive_extensions(listing)
     aside = "pgops_replaced_%s" % utcnow().strftime("%Y%m%d%H%M%S")
     conn = connect(config)
     try:
@@ -1299,8 +1316,14 @@ def restore_in_place(config, log, chosen, schema, progress, discard_writes=None,
         extensions = [row[0] for row in cur.fetchall()]
         cur.execute("SELECT extname FROM pg_catalog.pg_extension")
         installed = set(row[0] for row in cur.fetchall())
+        # Only the schema's owner (or a member of it) may set its comment.
+        cur.execute("SELECT pg_catalog.pg_has_role(current_user, n.nspowner, 'MEMBER'), "
+                    "pg_catalog.obj_description(n.oid, 'pg_namespace') FROM pg_catalog.pg_namespace n "
+                    "WHERE n.nspname = %s", (schema,))
+        may_comment, live_comment = cur.fetchone() or (False, None)
     finally:
         conn.close()
+    schema_comment = archive_schema_comment(config, path, listing, schema, live_comment) if may_comment else None
     dropped = [ext for ext in extensions if ext not in in_archive]
     missing = [ext for ext in in_archive if ext not in installed]
     before = ["SET lock_timeout = '30s';", "CREATE SCHEMA %s;" % quote_ident(aside)] + set_aside
@@ -1310,6 +1333,8 @@ def restore_in_place(config, log, chosen, schema, progress, discard_writes=None,
     # then fails and changes nothing, naming it).
     after = ["DROP SCHEMA %s CASCADE;" % quote_ident(aside)]
     after += ["DROP EXTENSION IF EXISTS %s;" % quote_ident(ext) for ext in dropped]
+    if schema_comment:
+        after.append(schema_comment)
     safety = None
     if discards and not writes_off:
         log("restore: discarding %s; keeping a copy of the current state first" % describe_discard(discard))
