@@ -30,8 +30,11 @@ INHERITED_LIBPQ = ("PGPASSWORD", "PGPASSFILE", "PGHOST", "PGPORT", "PGUSER", "PG
 
 
 def program_argv(params):
+    # A deployment's backup proves it dumps the database that deployment locked.
+    proof = ["--deployment=" + params["lease_owner"]] if params.get("lease_owner") and params["command"] == "backup" \
+        else []
     return [params["python"] or sys.executable, params["program"], params["command"],
-            "--config=" + params["config"]] + list(params["args"])
+            "--config=" + params["config"]] + proof + list(params["args"])
 
 
 def program_environment(params):

@@ -51,12 +51,18 @@ def lock_settings(cur):
                 "|| pg_catalog.current_database()))")
 
 
-def lock_and_read(cur):
-    """Serialise lease changes on this database until the transaction ends; the lease, or None."""
-    lock_settings(cur)
+def read(cur):
+    """The lease, or None, without serialising anything: for a run that only looks (a backup proving that it
+    dumps the database a deployment locked), and must not hold the lock for its length."""
     cur.execute(READ_LEASE, {"prefix": SETTING + "=", "like": SETTING + "=%"})
     row = cur.fetchone()
     return json.loads(row[0]) if row else None
+
+
+def lock_and_read(cur):
+    """Serialise lease changes on this database until the transaction ends; the lease, or None."""
+    lock_settings(cur)
+    return read(cur)
 
 
 def last_beat(lease):

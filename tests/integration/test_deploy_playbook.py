@@ -6,10 +6,12 @@ import os
 import re
 from pathlib import Path
 
+import psycopg2
 import pytest
+from psycopg2 import sql
 
 import sandbox
-from conftest import BASELINE, HEAD, alembic, load_reference_data, play_recap, query, run_playbook
+from conftest import BASELINE, HEAD, alembic, failure_message, load_reference_data, play_recap, query, run_playbook
 
 
 def playbook(server, params, tmp_path, *extra):
@@ -102,3 +104,35 @@ def test_preflight_refuses_a_client_older_than_the_server(newer_server, tmp_path
     assert recap["failed"] == 1
     assert "pg_dump is version 15" in result.stdout and "the server is 18" in result.stdout
     assert revision(params) == BASELINE
+
+
+@pytest.mark.one_server_version  # the runbook's proof, not the server's
+def test_a_backup_that_reaches_another_server_is_refused(server, database, tmp_path):
+    """The backup's connection resolves to another server (a port the other steps do not use) holding a database of
+    the same name, reachable with the same login: the backup proves it is not the database the deployment locked,
+    and nothing is backed up or migrated."""
+    alembic(database, "upgrade", BASELINE)
+    name = f"pytest-decoy-{os.getpid()}"
+    decoy = sandbox.up(name, server["version"], database["login_db"])
+    try:
+        conn = psycopg2.connect(host=decoy["host"], port=decoy["port"], user=decoy["user"],
+                                password=decoy["password"], dbname="postgres")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(server["user"])),
+                        (server["password"],))
+        conn.close()
+        assert decoy["user"] == server["user"]
+        result, recap = playbook(server, database, tmp_path, "-e", f"backup_db_port={decoy['port']}")
+        assert recap["failed"] == 1 and result.returncode != 0
+        message = failure_message(result)
+        assert (f"refused, nothing was backed up: database {database['login_db']} on 127.0.0.1 port {decoy['port']} "
+                f"holds no deployment lock, not the lock of deploy-") in message, message
+        assert "give pgops_db_host and pgops_db_port, so that every step reaches the same server" in message
+        assert "Nothing was migrated" in message, message
+        assert revision(database) == BASELINE
+        decoy_db = dict(database, login_port=decoy["port"], login_password=server["password"])
+        assert query(decoy_db, "SELECT to_regclass('alembic_version')")[0][0] is None
+        assert not [path.name for path in (tmp_path / "backups").iterdir() if ".dump" in path.name]
+    finally:
+        sandbox.down(name)

@@ -624,7 +624,24 @@ def standby_source(config):
     return source, {"source": "standby %s" % where, "standby_replay_lag_seconds": round(lag, 1)}
 
 
-def backup(config, log, from_standby, progress):
+def prove_locked_by(cur, config, deployment):
+    """Refuse unless this database holds `deployment`'s lock: a backup that reached another server (a port or host
+    the deployment's other steps resolve differently) must not pass for the deployment's."""
+    lease = load_lease().read(cur)
+    if lease is None or lease.get("owner") != deployment:
+        raise BackupError(
+            "refused, nothing was backed up: database %s on %s holds %s, not the lock of %s, so it is not the "
+            "database the deployment locked (another server on that port?): give pgops_db_host and pgops_db_port, "
+            "so that every step reaches the same server" % (
+                config["database"], server_label(config),
+                "no deployment lock" if lease is None else "the lock of %s" % lease.get("owner"), deployment))
+
+
+def server_label(config):
+    return "%s port %s" % (config.get("host") or "the local socket", config.get("port") or 5432)
+
+
+def backup(config, log, from_standby, progress, deployment=None):
     source_facts = {"source": "primary"}
     if from_standby:
         config, source_facts = standby_source(config)
@@ -647,6 +664,8 @@ def backup(config, log, from_standby, progress):
         try:
             cur.execute("SELECT pg_export_snapshot()")
             snapshot = cur.fetchone()[0]
+            if deployment:
+                prove_locked_by(cur, config, deployment)
             version, version_num, revision, counts, table_rows, snapshot_text = snapshot_facts(
                 cur, config["row_count_tables"])
         except DatabaseError as error:
@@ -1652,6 +1671,7 @@ def main(argv=None):
     parser.add_argument("--config", required=True)
     parser.add_argument("--from-standby", action="store_true",
                         help="backup: dump the config's standby (standby_host), not the primary")
+    parser.add_argument("--deployment", help="backup: refuse unless the database holds this deployment's lock")
     parser.add_argument("--backup", help="drill: the backup to restore (default: the newest verified one)")
     parser.add_argument("--keep", action="store_true", help="drill: keep the scratch database")
     parser.add_argument("--jobs", type=int, default=2, help="drill: parallel pg_restore jobs")
@@ -1706,7 +1726,7 @@ def main(argv=None):
             if args.action == "backup":
                 clean_partials(config, log)
                 try:
-                    result = backup(config, log, args.from_standby, progress)
+                    result = backup(config, log, args.from_standby, progress, args.deployment)
                 finally:
                     clean_partials(config, log)
                 result["retention_removed"] = apply_retention(config, log)
