@@ -978,14 +978,14 @@ def archive_listing(config, path):
     return run([program(config, "pg_restore"), "--list", path], os.environ, "pg_restore --list")
 
 
-def archive_schema_comment(config, path, listing, schema, live_comment):
-    """The statement that gives `schema` the comment it has in the archive (COMMENT ... IS NULL when it has none
-    and the live schema has one), or None: a restore keeps the schema itself, and pg_restore --schema leaves the
+def archive_schema_comment(config, path, listing, schema):
+    """The statement that gives `schema` the comment it has in the archive, or None when the archive has none (pg_dump
+    leaves out public's default comment): a restore keeps the schema itself, and pg_restore --schema leaves the
     schema's own comment out."""
     entry = re.compile(r"^\d+; \d+ \d+ COMMENT - SCHEMA %s( |$)" % re.escape(schema))
     entries = [line for line in listing.splitlines() if entry.match(line)]
     if not entries:
-        return "COMMENT ON SCHEMA %s IS NULL;" % quote_ident(schema) if live_comment is not None else None
+        return None
     with tempfile.NamedTemporaryFile("w", suffix=".list") as chosen:
         chosen.write("\n".join(entries) + "\n")
         chosen.flush()
@@ -1336,13 +1336,12 @@ def restore_in_place(config, log, chosen, schema, progress, discard_writes=None,
         cur.execute("SELECT extname FROM pg_catalog.pg_extension")
         installed = set(row[0] for row in cur.fetchall())
         # Only the schema's owner (or a member of it) may set its comment.
-        cur.execute("SELECT pg_catalog.pg_has_role(current_user, n.nspowner, 'MEMBER'), "
-                    "pg_catalog.obj_description(n.oid, 'pg_namespace') FROM pg_catalog.pg_namespace n "
+        cur.execute("SELECT pg_catalog.pg_has_role(current_user, n.nspowner, 'MEMBER') FROM pg_catalog.pg_namespace n "
                     "WHERE n.nspname = %s", (schema,))
-        may_comment, live_comment = cur.fetchone() or (False, None)
+        may_comment = (cur.fetchone() or (False,))[0]
     finally:
         conn.close()
-    schema_comment = archive_schema_comment(config, path, listing, schema, live_comment) if may_comment else None
+    schema_comment = archive_schema_comment(config, path, listing, schema) if may_comment else None
     dropped = [ext for ext in extensions if ext not in in_archive]
     missing = [ext for ext in in_archive if ext not in installed]
     before = ["SET lock_timeout = '30s';", "CREATE SCHEMA %s;" % quote_ident(aside)] + set_aside
