@@ -168,7 +168,17 @@ class AlembicProject:
                 self.params["project_dir"], failure_reason(result.stderr.splitlines()) or "exit %d" % result.returncode))
         planned = json.loads(result.stdout.strip().splitlines()[-1])
         if "offline" in planned:
-            planned["sql"], planned["sql_unrendered"] = offline_plan_sql(planned.pop("offline"))
+            offline = planned.pop("offline")
+            if offline.get("env_failed"):
+                # No revision could be rendered: each is named with env.py's own error.
+                planned["offline_error"] = "env.py failed before any revision (alembic %s --sql %s): %s" % (
+                    planned["direction"], offline["span"],
+                    failure_reason(offline["error"].splitlines()) or "no reason given")
+                planned["sql"] = ""
+                planned["sql_unrendered"] = [{"revision": step["revision"], "reason": planned["offline_error"]}
+                                             for step in planned["pending"]]
+            else:
+                planned["sql"], planned["sql_unrendered"] = offline_plan_sql(offline)
         return planned
 
     def run(self, command, target, timeout, progress=(None, ())):

@@ -254,9 +254,14 @@ def offline_plan(request, planned):
     {error}. All in this one process: each rendering is its own offline run of env.py."""
     start, direction = planned["from"], planned["direction"]
     span = "%s:%s" % (start, request["target"]) if start else request["target"]
+    mark_migrations_begin()
+    del MIGRATIONS_BEGAN[:]
     sql, error = offline_sql(request, direction, span)
     if error is None:
         return {"sql": sql}
+    if not MIGRATIONS_BEGAN:
+        # env.py itself failed (an import, its configuration): every revision would fail the same way.
+        return {"error": error, "span": span, "env_failed": True}
     if direction != "upgrade":
         return {"error": error, "span": span}
     steps = []
@@ -332,16 +337,24 @@ def count_revisions(progress):
     EnvironmentContext.configure = configure_counting
 
 
+MIGRATIONS_BEGAN = []
+
+
 def mark_migrations_begin():
-    """MIGRATIONS_MARK on stderr when env.py calls run_migrations(), before Alembic touches the database."""
+    """When env.py calls run_migrations() (before Alembic touches the database, or renders a revision offline):
+    MIGRATIONS_MARK on stderr, and a note in MIGRATIONS_BEGAN. An error before it is env.py's own."""
     from alembic.runtime.migration import MigrationContext
     run_migrations = MigrationContext.run_migrations
+    if getattr(run_migrations, "pgops_marked", False):
+        return
 
     def run_migrations_marked(self, *args, **kwargs):
+        MIGRATIONS_BEGAN.append(True)
         sys.stderr.write(MIGRATIONS_MARK + "\n")
         sys.stderr.flush()
         return run_migrations(self, *args, **kwargs)
 
+    run_migrations_marked.pgops_marked = True
     MigrationContext.run_migrations = run_migrations_marked
 
 

@@ -434,6 +434,9 @@ def migrate(params, check_mode):
                              "at the primary. Nothing was run" % target_label(params))
         if check_mode:
             if params["offline_sql"]:
+                if planned.get("offline_error"):
+                    raise PgopsError("check mode cannot show what %d revision(s) would do: %s" % (
+                        len(pending), planned["offline_error"]))
                 result["sql"], result["sql_unrendered"] = planned["sql"], planned["sql_unrendered"]
             return result
         fence = lease_fence(params)

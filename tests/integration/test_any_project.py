@@ -533,3 +533,20 @@ def test_comments_are_part_of_the_catalog_proof_and_a_restore_gives_them_back(se
            'table public.books: comment was "books we hold", is none.' in rolled.stdout.replace('\\"', '"'), \
         rolled.stdout[-3000:]
     assert comments(database) == before
+
+
+@pytest.mark.one_server_version  # the runbook's words, not the server's
+def test_check_mode_fails_when_env_py_cannot_load(server, bookshelf_new, tmp_path):
+    """Nothing can be rendered when env.py itself fails: check mode says so and fails, instead of 'would deploy'."""
+    env_py = "import bookshelf_settings_not_installed  # noqa: F401\n" + (
+        BOOKSHELF / "migrations" / "env.py").read_text()
+    project = project_copy(tmp_path, env_py=env_py)
+    result = run_playbook("deploy_migration.yml", server, bookshelf_new, tmp_path, "-i", str(BOOKSHELF / "inventory"),
+                          "--check", "-e", f"pgops_alembic_project_dir={project}")
+    assert result.returncode != 0 and play_recap(result)["failed"] == 1, result.stdout[-3000:]
+    last = failure_message(result)
+    assert f"check mode cannot show what {len(CHAIN)} revision(s) would do: env.py failed before any revision " \
+           "(alembic upgrade --sql head): No module named 'bookshelf_settings_not_installed'. Check mode: nothing " \
+           "was changed." in last, last
+    assert f"{bookshelf_new['login_db']} would deploy" not in result.stdout, "the run's summary claims nothing"
+    assert query(bookshelf_new, "SELECT to_regclass('alembic_version')")[0][0] is None
