@@ -138,9 +138,13 @@ options:
   detect_destructive:
     description:
       - Before an upgrade (and in O(state=status)), render the pending revisions' SQL offline and parse it with
-        PostgreSQL's parser (pglast) for statements that destroy data (DROP TABLE, SCHEMA, TYPE, DOMAIN or
-        SEQUENCE, ALTER TABLE ... DROP COLUMN or ALTER COLUMN ... TYPE, TRUNCATE, DELETE without WHERE).
-        Each pending revision gets RV(pending[].destructive); the runbooks roll such a revision back by restore,
+        PostgreSQL's parser (pglast) for statements that destroy data (DROP TABLE, FOREIGN TABLE or SEQUENCE;
+        DROP SCHEMA, TYPE or DOMAIN with CASCADE; ALTER TABLE ... DROP COLUMN; TRUNCATE; DELETE without WHERE;
+        ALTER COLUMN ... TYPE, unless the column's type before, read from the database, keeps every value, an
+        enum whose labels all remain, a longer or unbounded varchar, text and citext between themselves, a wider
+        integer, a binary-coercible cast to a type without a length, with no USING other than casts of the
+        column). Each one found says why.
+      - Each pending revision gets RV(pending[].destructive); the runbooks roll such a revision back by restore,
         never by downgrade, and refuse it in online mode unless allowed.
       - A revision whose SQL cannot be rendered offline is named in RV(destructive_check) as not checked.
     type: bool
@@ -344,6 +348,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
 )
 from ansible_collections.intowork.pgops.plugins.module_utils._destructive import (
     HAS_PGLAST,
+    ColumnCatalog,
     destructive_statements,
     split_by_revision,
 )
@@ -366,7 +371,7 @@ def lease_fence(params):
     return fence
 
 
-def mark_destructive(pending, offline_sql, unrendered):
+def mark_destructive(pending, offline_sql, unrendered, catalog=None):
     """Give each pending revision the statements of its offline SQL that destroy data (`destructive`), and
     whether its SQL could be read at all (`destructive_checked`); the check's one-line summary."""
     reasons = dict((item["revision"], item["reason"]) for item in unrendered)
@@ -380,7 +385,7 @@ def mark_destructive(pending, offline_sql, unrendered):
         if step["revision"] in reasons or step["revision"] not in by_revision:
             continue
         try:
-            step["destructive"] = destructive_statements(by_revision[step["revision"]])
+            step["destructive"] = destructive_statements(by_revision[step["revision"]], catalog)
             step["destructive_checked"] = True
         except Exception as error:  # pylint: disable=broad-except  # pglast's ParseError, and only for the note
             reasons[step["revision"]] = "its offline SQL does not parse (%s)" % " ".join(str(error).split())
@@ -424,7 +429,8 @@ def migrate(params, check_mode):
         leftovers = invalid_indexes(conn) if params["drop_invalid_indexes"] else []
         result["invalid_indexes"] = ["%s.%s" % pair for pair in leftovers]
         if direction == "upgrade" and params["detect_destructive"]:
-            result["destructive_check"] = mark_destructive(pending, planned["sql"], planned["sql_unrendered"])
+            result["destructive_check"] = mark_destructive(pending, planned["sql"], planned["sql_unrendered"],
+                                                           ColumnCatalog(conn))
         if direction == "none" or params["state"] == "status":
             return result
         result["changed"] = True

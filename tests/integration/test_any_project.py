@@ -160,7 +160,7 @@ def test_a_revision_that_drops_data_is_found_before_it_runs(server, database):
     run_module("alembic_migration", args(database, BOOKSHELF, target=CHAIN[2]))
     status = run_module("alembic_migration", args(database, BOOKSHELF, state="status"))
     assert [(step["revision"], step["destructive"], step["destructive_checked"]) for step in status["pending"]] == [
-        (CHAIN[3], ["ALTER TABLE books DROP COLUMN isbn"], True), (CHAIN[4], [], True)]
+        (CHAIN[3], ["ALTER TABLE books DROP COLUMN isbn (drops column isbn and its data)"], True), (CHAIN[4], [], True)]
     assert status["destructive_check"] == "checked from the offline SQL of every pending revision"
     # From base, the revision that commits cannot be rendered offline: it is named as not checked.
     with scratch_database(server) as fresh:
@@ -221,7 +221,7 @@ def test_the_minimum_inventory_through_every_runbook_ends_with_the_catalog_as_be
     refused = runbook("deploy_migration.yml", "-e", "pgops_deploy_mode=online")
     assert play_recap(refused)["failed"] == 1 and recorded(database) == CHAIN[0]
     assert f"Revision(s) {CHAIN[3]} cannot be rolled back by a downgrade ({CHAIN[3]}: ALTER TABLE books DROP " \
-           "COLUMN isbn)" in refused.stdout, refused.stdout[-3000:]
+           "COLUMN isbn (drops column isbn and its data))" in refused.stdout, refused.stdout[-3000:]
     assert "by id in pgops_allow_destructive. Nothing was changed. Nothing was migrated" in failure_message(refused), \
         failure_message(refused)
 
@@ -481,20 +481,17 @@ def test_a_unique_constraint_and_a_unique_index_on_the_same_columns_deploy_with_
     assert "- new index public.ix_authors_name" in record.with_suffix(".md").read_text()
 
 
-RECOMMENTED = '''revision = "7f6a7b8c9d0e"
-down_revision = "5d4e5f6a7b8c"
+def revision_source(revision, down_revision, upgrade, downgrade=()):
+    """A revision file whose upgrade and downgrade run these SQL statements (op.execute)."""
+    def body(statements):
+        return "".join("    op.execute(%r)\n" % statement for statement in statements) or "    pass\n"
+    return (f'revision = "{revision}"\ndown_revision = "{down_revision}"\n\n\ndef upgrade():\n    from alembic import op\n'
+            f'{body(upgrade)}\n\ndef downgrade():\n    from alembic import op  # noqa: F401\n{body(downgrade)}')
 
 
-def upgrade():
-    from alembic import op
-    op.execute("COMMENT ON SCHEMA public IS 'changed by the deployment'")
-    op.execute("COMMENT ON TABLE books IS NULL")
-    op.execute("COMMENT ON COLUMN authors.name IS 'changed by the deployment'")
-
-
-def downgrade():
-    pass  # leaves the comments as the upgrade made them
-'''
+RECOMMENTED = revision_source("7f6a7b8c9d0e", "5d4e5f6a7b8c", [
+    "COMMENT ON SCHEMA public IS 'changed by the deployment'", "COMMENT ON TABLE books IS NULL",
+    "COMMENT ON COLUMN authors.name IS 'changed by the deployment'"])  # its downgrade leaves them
 
 
 def comments(params):
@@ -550,3 +547,50 @@ def test_check_mode_fails_when_env_py_cannot_load(server, bookshelf_new, tmp_pat
            "was changed." in last, last
     assert f"{bookshelf_new['login_db']} would deploy" not in result.stdout, "the run's summary claims nothing"
     assert query(bookshelf_new, "SELECT to_regclass('alembic_version')")[0][0] is None
+
+
+ENUM_SWAP = [  # how alembic-postgresql-enum changes an enum's labels: a new type, the column cast through text
+    "ALTER TYPE book_status RENAME TO book_status_old", "CREATE TYPE book_status AS ENUM ({labels})",
+    "ALTER TABLE books ALTER COLUMN status DROP DEFAULT",
+    "ALTER TABLE books ALTER COLUMN status TYPE book_status USING status::text::book_status",
+    "ALTER TABLE books ALTER COLUMN status SET DEFAULT 'draft'", "DROP TYPE book_status_old"]
+
+
+def enum_swap(*labels):
+    return [statement.format(labels=", ".join("'%s'" % label for label in labels)) for statement in ENUM_SWAP]
+
+
+KEEPS_EVERY_VALUE = revision_source("8a7b8c9d0e1f", "5d4e5f6a7b8c", [
+    "CREATE EXTENSION IF NOT EXISTS citext", "ALTER TABLE books ALTER COLUMN title TYPE VARCHAR(500)",
+    "ALTER TABLE authors ALTER COLUMN name TYPE citext", "ALTER TABLE reviews ALTER COLUMN stars TYPE integer",
+    *enum_swap("draft", "published", "archived", "withdrawn")])
+LOSES_A_LABEL = revision_source("9b8c9d0e1f2a", "8a7b8c9d0e1f", enum_swap("draft", "published"))
+
+
+@pytest.mark.one_server_version  # the check's judgement, not the server's
+def test_type_changes_that_keep_every_value_deploy_online_and_a_lost_enum_label_is_refused(
+        server, bookshelf_owned, tmp_path):
+    database = bookshelf_owned
+    assert run_module("alembic_migration", args(database, BOOKSHELF, target=CHAIN[-1])).get("changed") is True
+    project = project_copy(tmp_path)
+    versions = project / "migrations" / "versions"
+    (versions / "8a7b8c9d0e1f_keeps.py").write_text(KEEPS_EVERY_VALUE)
+
+    def online():
+        return run_playbook("deploy_migration.yml", server, database, tmp_path, "-i", str(BOOKSHELF / "inventory"),
+                            "-e", f"pgops_alembic_project_dir={project}", "-e", "pgops_deploy_mode=online")
+
+    status = run_module("alembic_migration", args(database, project, state="status"))
+    assert [(step["revision"], step["destructive"]) for step in status["pending"]] == [("8a7b8c9d0e1f", [])], \
+        status["pending"]
+    deployed = online()
+    assert play_recap(deployed)["failed"] == 0, deployed.stdout[-3000:]
+    assert recorded(database) == "8a7b8c9d0e1f" and "withdrawn" in enum_values(database)
+
+    (versions / "9b8c9d0e1f2a_loses.py").write_text(LOSES_A_LABEL)
+    refused = online()
+    assert play_recap(refused)["failed"] == 1 and recorded(database) == "8a7b8c9d0e1f"
+    assert "Revision(s) 9b8c9d0e1f2a cannot be rolled back by a downgrade (9b8c9d0e1f2a: ALTER TABLE books ALTER " \
+           "COLUMN status TYPE book_status USING status::text::book_status (rewrites column status from enum " \
+           "book_status to book_status, which has no label archived, withdrawn))" in refused.stdout, \
+        refused.stdout[-3000:]

@@ -214,7 +214,8 @@ def test_irreversible_revision_is_refused_in_online_mode(server, deployable, tmp
     assert recap["failed"] == 1
     assert ("Revision(s) 0a1b2c3d4e5f cannot be rolled back by a downgrade (0a1b2c3d4e5f: "
             + ("marked irreversible" if "irreversible = True" in irreversible_text(irreversible_project)
-               else "ALTER TABLE companies DROP COLUMN industry") + ")") in result.stdout, result.stdout[-3000:]
+               else "ALTER TABLE companies DROP COLUMN industry (drops column industry and its data)") + ")") \
+        in result.stdout, result.stdout[-3000:]
     assert revision(deployable) == BASELINE and app_can_write(deployable)
     assert not list((tmp_path / "backups").glob("**/*.dump")), "refused before the backup"
 
