@@ -378,7 +378,8 @@ def mark_destructive(pending, offline_sql, unrendered, catalog=None):
     if not HAS_PGLAST:
         for step in pending:
             step["destructive"], step["destructive_checked"] = [], False
-        return "not checked before running: pglast is not installed for the modules' Python"
+        return ("not checked before running: pglast is not installed for the modules' Python (ansible-playbook "
+                "playbooks/host_python.yml installs it); the catalog comparison after the migration still is")
     by_revision = split_by_revision(offline_sql)
     for step in pending:
         step["destructive"], step["destructive_checked"] = [], False

@@ -59,6 +59,12 @@ options:
     description: The password file's lines. Not logged.
     type: str
     default: ""
+  python:
+    description:
+      - The interpreter the program runs with, as O(owner). Before anything is written it must start as that
+        account and import psycopg2 (an interpreter in a folder only another account can reach fails here, in
+        one line, instead of in the first backup). Checked when the module runs as root or as O(owner).
+    type: path
   program:
     description:
       - The program's source, written 0755 as O(program_path) (the program itself is not secret; it holds no
@@ -112,6 +118,7 @@ import inspect
 import json
 import os
 import pwd
+import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -134,9 +141,39 @@ def owner_ids(owner):
     return entry.pw_uid, entry.pw_gid
 
 
+def python_problem(python, owner, ids):
+    """Why `owner` cannot run `python` with psycopg2, or None (also when this account cannot tell)."""
+    me = os.geteuid()
+    if me != 0 and me != ids[0]:
+        return None
+
+    def become_owner():
+        os.initgroups(owner, ids[1])
+        os.setgid(ids[1])
+        os.setuid(ids[0])
+
+    try:
+        result = subprocess.run(  # pylint: disable=subprocess-popen-preexec-fn  # the account's own groups
+            [python, "-c", "import psycopg2"], capture_output=True, text=True, timeout=120, cwd="/",
+            preexec_fn=become_owner if me == 0 and ids[0] != 0 else None, check=False)
+    except (OSError, subprocess.SubprocessError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+    else:
+        if result.returncode == 0:
+            return None
+        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+        reason = lines[-1] if lines else "exit status %d" % result.returncode
+    return ("the backup account %s cannot run %s with psycopg2 (%s): set pgops_backup_python to an interpreter that "
+            "account can run and that has psycopg2 (ansible-playbook playbooks/host_python.yml installs one). Nothing "
+            "was written" % (owner, python, " ".join(reason.split())))
+
+
 def install(module):
     params = module.params
     ids = owner_ids(params["owner"])
+    problem = python_problem(params["python"], params["owner"], ids) if params["python"] else None
+    if problem:
+        raise ValueError(problem)
     if os.path.islink(params["backup_dir"]) and not params["allow_symlinked_dir"]:
         raise ValueError("backup_dir %s is a symlink (to %s): the role would re-own and chmod its target. Point "
                          "backup_dir at the real folder, or set backup_allow_symlinked_dir=true to mean it. Nothing "
@@ -171,6 +208,7 @@ def main():
             pgpass=dict(type="str", default="", no_log=True),
             program=dict(type="str"),
             program_path=dict(type="path"),
+            python=dict(type="path"),
         ),
         required_by={"program": "program_path"},
         supports_check_mode=True,

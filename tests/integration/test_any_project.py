@@ -229,10 +229,14 @@ def test_the_minimum_inventory_through_every_runbook_ends_with_the_catalog_as_be
     deployed = runbook("deploy_migration.yml", "-e", f"pgops_migration_target={CHAIN[2]}")
     assert play_recap(deployed)["failed"] == 0, deployed.stdout[-3000:]
     assert f"{name}: deployed {CHAIN[0]} -> {CHAIN[2]} (2 revision(s))" in deployed.stdout
+    # Said before anything changed, and kept in the record: the revision that commits could not be read offline.
+    assert f"The check for statements that destroy data was not checked before running for {CHAIN[1]} (" \
+        in deployed.stdout, deployed.stdout[-3000:]
     assert query(database, f"SELECT has_table_privilege('{READER}', 'books', 'SELECT')")[0][0] is True
     record = records()[-1]
     # No application role to guard: the backup is taken with writes on, and the record says so.
     assert json.loads(record.read_text())["backup_taken"] == "with writes on (no application roles guarded)"
+    assert json.loads(record.read_text())["destructive_check"].startswith(f"not checked before running for {CHAIN[1]}")
     again = runbook("deploy_migration.yml", "-e", f"pgops_migration_target={CHAIN[2]}")
     assert play_recap(again)["failed"] == 0 and f"nothing to deploy: at {CHAIN[2]} (target {CHAIN[2]}, not the " \
         "head)" in again.stdout, again.stdout[-2000:]

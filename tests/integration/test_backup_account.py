@@ -227,3 +227,24 @@ def deployment_record(tmp_path, revision_after):
         if record.get("revision_after") == revision_after:
             return dict(record, path=str(path))
     raise AssertionError("no deployment record ending at %s" % revision_after)
+
+
+@pytest.mark.one_server_version  # the account's rights, not the server's
+def test_an_interpreter_the_backup_account_cannot_run_is_named_before_anything_is_written(
+        server, migrated, host_dirs, tmp_path):
+    """The controller's own Python, in a folder only root can reach: one line names the account, the interpreter
+    and the fix, and nothing is installed."""
+    private = tmp_path / "venv" / "bin"  # tmp_path is root's, 0700
+    private.mkdir(parents=True)
+    (private / "python").symlink_to("/usr/bin/python3")
+    settings = json.dumps({
+        "pgops_backup_os_user": ACCOUNT, "pgops_backup_python": str(private / "python"),
+        "pgops_backup_dir": str(host_dirs / "backups"), "pgops_program_dir": str(host_dirs / "lib"),
+        "pgops_config_dir": str(host_dirs / "etc")})
+    result = run_playbook("backup.yml", server, migrated, tmp_path, "-e", settings)
+    assert result.returncode != 0
+    assert failure_message(result) == (
+        f"the backup account {ACCOUNT} cannot run {private / 'python'} with psycopg2 (Permission denied): set "
+        "pgops_backup_python to an interpreter that account can run and that has psycopg2 (ansible-playbook "
+        "playbooks/host_python.yml installs one). Nothing was written"), failure_message(result)
+    assert not [path.name for path in host_dirs.iterdir()], "nothing was installed"
