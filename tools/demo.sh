@@ -31,7 +31,8 @@ eval "$(python tools/sandbox.py env --name "$NAME")"
 rm -rf "$WORK" && mkdir -p "$WORK" && chmod 0700 "$WORK"
 
 step "INTOWORK schema at the baseline revision"
-(cd examples/intowork && alembic upgrade "$BASELINE" 2>&1 | grep -v "^INFO  \[alembic.runtime.migration\] Will assume")
+(cd examples/intowork && alembic upgrade "$BASELINE" 2>&1 | { grep -v "^INFO  \[alembic" || true; })
+echo "at revision $BASELINE"
 
 step "Reference data (scale $SCALE)"
 python examples/intowork/generate_data.py --scale "$SCALE"
@@ -97,6 +98,17 @@ print(f"{mode:12} {writes['failed']} of {writes['writes']} writes failed; they f
       f"{writes['failed_window_seconds']} s (the runbook: writes off {reported.group(1) if reported else '?'} s)")
 PY
 done
+
+step "What the runbooks kept"
+python - "$WORK" <<'PY'
+import glob, json, os, sys
+work = sys.argv[1]
+records = sorted(glob.glob(os.path.join(work, "reports", "deploy-*.json")), key=os.path.getmtime)
+backup = json.load(open(records[0]))["backup"]
+print(f"the backup before the first deployment: {backup['path']} ({backup['size_bytes']} bytes, "
+      f"verified: {str(backup['verified']).lower()})")
+print(f"{len(records)} deployment records (JSON, and Markdown beside each) in {os.path.join(work, 'reports')}")
+PY
 
 step "Done in $(( $(date +%s) - started )) s"
 echo "The sandbox is still running: eval \"\$(python tools/sandbox.py env --name $NAME)\" && psql"

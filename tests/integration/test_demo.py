@@ -41,6 +41,9 @@ def test_the_demo_shows_both_modes_write_figures_and_no_warning(tmp_path):
     assert "Rolled back by downgrade: the database is at revision" in output, output
     assert re.search(r": nothing to deploy: at \w+ \(head\)", output), output
     assert "pgops_deployments" not in output and "pgops_rollbacks" not in output, output
+    assert "INFO  [alembic" not in output, output
+    assert re.search(r"the backup before the first deployment: \S+\.dump \(\d+ bytes, verified: true\)", output), output
+    assert f"2 deployment records (JSON, and Markdown beside each) in {tmp_path / 'reports'}" in output, output
 
 
 def test_each_checkout_has_its_own_demo_sandbox():
