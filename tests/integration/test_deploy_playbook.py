@@ -42,7 +42,7 @@ def test_deploy_check_then_real_then_nothing(server, database, tmp_path):
     assert not (tmp_path / "backups").exists() or not any((tmp_path / "backups").iterdir())
     (plan_sql,) = (tmp_path / "reports").glob("deploy-*.plan.sql")
     assert "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS uq_users_email ON users (email)" in plan_sql.read_text()
-    assert f"the SQL of 5 revision(s) is in {plan_sql}" in result.stdout
+    assert f"the SQL of 5 of 5 revision(s) is in {plan_sql}" in result.stdout
 
     result, recap = playbook(server, database, tmp_path)
     assert recap["failed"] == 0 and recap["changed"] > 0, result.stdout
