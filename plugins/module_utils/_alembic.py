@@ -193,17 +193,19 @@ class AlembicProject:
             raise PgopsError("%s did not finish within %s s (raise timeout or check for locks)" % (what, timeout))
         began = runner.MIGRATIONS_MARK in result.stderr.splitlines()
         output = [line for line in (result.stdout + result.stderr).splitlines() if line != runner.MIGRATIONS_MARK]
-        failure = PgopsError if began else NothingRan
-        if not began:
-            what += " stopped before Alembic's first revision (nothing ran)"
+        if began:
+            failure, failed, killed = PgopsError, what + " failed: ", what + " was killed"
+        else:  # nothing changed: said so, and raised as NothingRan
+            failure = NothingRan
+            failed = what + " stopped before Alembic's first revision (nothing ran): "
+            killed = failed + "killed"
         if result.returncode < 0:
-            raise failure("%s: it was killed (signal %d)" % (what, -result.returncode) if not began else
-                          "%s was killed (signal %d)" % (what, -result.returncode))
+            raise failure("%s (signal %d)" % (killed, -result.returncode))
         if result.returncode != 0:
             reason = own_error(result.stderr) or failure_reason(output) or "exit %d" % result.returncode
             if reason.startswith("No module named"):
                 reason += "; set alembic_python to the Python of the project's virtualenv"
-            raise failure("%s%s %s" % (what, ":" if not began else " failed:", reason))
+            raise failure(failed + reason)
         return output
 
     def run_with_retries(self, direction, target, timeout, retries, backoff, fence=None, progress=(None, ())):
