@@ -109,14 +109,18 @@ def type_change_loss(relation, cmd, catalog, created_enums):
         return "rewrites column %s to %s: its type before is not known, a value may be lost" % (column, new)
     if definition.raw_default is not None and not casts_only(definition.raw_default, column):
         return "rewrites column %s with a USING expression" % column
-    if kept_values(old, new, new_length, created_enums, catalog):
-        return None
+    # Read once: an enum created earlier in the same SQL, else the database's.
+    labels = None
     if old["labels"] is not None:
-        labels = created_enums.get(new) or (catalog.enum_labels(new) if catalog else None) or []
-        lost = [label for label in old["labels"] if label not in labels]
-        if labels and lost:
-            return "rewrites column %s from enum %s to %s, which has no label %s" % (
-                column, old["type"], new, ", ".join(lost))
+        labels = created_enums.get(new)
+        if labels is None:
+            labels = catalog.enum_labels(new)
+    if kept_values(old, new, new_length, labels, catalog):
+        return None
+    lost = [label for label in old["labels"] if label not in labels] if labels else []
+    if lost:
+        return "rewrites column %s from enum %s to %s, which has no label %s" % (
+            column, old["type"], new, ", ".join(lost))
     return "rewrites column %s from %s to %s%s, which can lose values" % (
         column, old["type"], new, "(%d)" % new_length if new_length is not None else "")
 
@@ -129,22 +133,19 @@ def casts_only(expression, column):
         == [column]
 
 
-def kept_values(old, new, new_length, created_enums, catalog):
-    """Whether every value of a column of type `old` (ColumnCatalog.column) survives as type `new`: an enum whose
-    labels all remain, a longer or unbounded varchar, text and citext between themselves, a wider integer, or a
-    cast pg_cast says is binary coercible to a type without a length."""
+def kept_values(old, new, new_length, new_labels, catalog):
+    """Whether every value of a column of type `old` (ColumnCatalog.column) survives as type `new` (of labels
+    `new_labels` when an enum): an enum whose labels all remain, a longer or unbounded varchar, text and citext
+    between themselves, a wider integer, or a cast pg_cast says is binary coercible to a type without a length."""
     if old["labels"] is not None:
-        labels = created_enums.get(new)
-        if labels is None and catalog:
-            labels = catalog.enum_labels(new)
-        return labels is not None and set(old["labels"]) <= set(labels)
+        return new_labels is not None and set(old["labels"]) <= set(new_labels)
     if old["name"] == "varchar" and new == "varchar":
         return new_length is None or (old["length"] is not None and new_length >= old["length"])
     if old["name"] in TEXT_TYPES and new in TEXT_TYPES and new_length is None:
         return True
     if old["name"] in INTEGER_WIDTH and new in INTEGER_WIDTH:
         return INTEGER_WIDTH[new] >= INTEGER_WIDTH[old["name"]]
-    return new_length is None and bool(catalog) and catalog.binary_coercible(old["oid"], new)
+    return new_length is None and catalog.binary_coercible(old["oid"], new)
 
 
 COLUMN_TYPE = """
@@ -154,7 +155,10 @@ SELECT t.typname, pg_catalog.format_type(a.atttypid, a.atttypmod), a.atttypid::b
                                          FROM pg_catalog.pg_enum e WHERE e.enumtypid = t.oid) END
   FROM pg_catalog.pg_attribute a
   JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
- WHERE a.attrelid = pg_catalog.to_regclass(%(relation)s) AND a.attname = %(column)s AND NOT a.attisdropped
+  JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relname = %(table)s AND a.attname = %(column)s AND NOT a.attisdropped
+   AND (n.nspname = %(schema)s OR (%(schema)s IS NULL AND pg_catalog.pg_table_is_visible(c.oid)))
 """
 ENUM_LABELS = """
 SELECT pg_catalog.array_agg(e.enumlabel::text ORDER BY e.enumsortorder)
@@ -179,9 +183,7 @@ class ColumnCatalog(object):
         return row
 
     def column(self, schema, table, column):
-        relation = '"%s"."%s"' % (schema.replace('"', '""'), table.replace('"', '""')) if schema else \
-            '"%s"' % table.replace('"', '""')
-        row = self._one(COLUMN_TYPE, {"relation": relation, "column": column})
+        row = self._one(COLUMN_TYPE, {"schema": schema, "table": table, "column": column})
         if row is None:
             return None
         return {"name": row[0], "type": row[1], "oid": row[2], "length": row[3], "labels": row[4]}
