@@ -18,7 +18,7 @@ import re
 import subprocess
 import sys
 
-from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError
+from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError, config_params
 from ansible_collections.intowork.pgops.plugins.module_utils._lease import LeaseKeeper
 
 COMMANDS = ["backup", "restore", "drill", "drop-scratch", "job"]
@@ -50,9 +50,21 @@ def option(params, name):
     return values[-1] if values else ""
 
 
-def failure_headline(params):
+def config_target(params):
+    """The server, database and role the program's config names, with the password given: the deployment lock is
+    kept alive where the program works, never at a target resolved a second time. Empty when the config cannot be
+    read; the program then fails with its own reason."""
+    try:
+        with open(params["config"]) as handle:
+            config = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return dict(config_params(config), login_password=params.get("login_password"))
+
+
+def failure_headline(params, target):
     """How an operator names what failed: the database, the backup or the job."""
-    database = params.get("login_db") or os.path.basename(params["config"])
+    database = target.get("login_db") or os.path.basename(params["config"])
     return {
         "backup": "Backup of %s failed, nothing was published" % database,
         "restore": "Restore of %s failed" % (option(params, "backup") or "the newest backup"),
@@ -75,8 +87,9 @@ def run_program(params, check_mode):
     if not os.path.isfile(params["program"]):
         raise PgopsError("backup program %s is not installed: run the intowork.pgops.backup role's install tasks "
                          "first" % params["program"])
+    target = config_target(params)
     try:
-        with LeaseKeeper(params, params["lease_owner"], params["lease_heartbeat_interval"]) as keeper:
+        with LeaseKeeper(target, params["lease_owner"], params["lease_heartbeat_interval"]) as keeper:
             proc = subprocess.run(argv, env=program_environment(params), capture_output=True, text=True,
                                   check=False)
     except OSError as error:
@@ -84,7 +97,7 @@ def run_program(params, check_mode):
     if proc.returncode != 0:
         return {"failed": True, "changed": False, "rc": proc.returncode, "cmd": argv,
                 "stderr_lines": proc.stderr.splitlines(),
-                "msg": "%s: %s" % (failure_headline(params), failure_reason(proc.returncode, proc.stderr))}
+                "msg": "%s: %s" % (failure_headline(params, target), failure_reason(proc.returncode, proc.stderr))}
     try:
         result = json.loads(proc.stdout)
     except ValueError:

@@ -9,6 +9,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import pwd
 
 try:
     from ansible.module_utils.basic import env_fallback, missing_required_lib
@@ -78,6 +79,29 @@ def target_label(params):
         params.get("login_port"),
         params.get("login_db") or "(default database)",
     )
+
+
+# The backup program's config (roles/backup) names its target with these keys; each is the module option beside it.
+CONFIG_OPTIONS = (("host", "login_host"), ("port", "login_port"), ("user", "login_user"), ("database", "login_db"),
+                  ("ssl_mode", "ssl_mode"), ("ca_cert", "ca_cert"), ("ssl_cert", "ssl_cert"), ("ssl_key", "ssl_key"))
+
+
+def config_params(config, database=None):
+    """The target a backup program config names, as module options: the program and every module that acts
+    beside it (the deployment lock's heartbeat, the drill's checks) connect to the same server from it."""
+    params = dict((option, config.get(key) or None) for key, option in CONFIG_OPTIONS)
+    if database:
+        params["login_db"] = database
+    return params
+
+
+def resolved_target(params):
+    """Host, port and user as the options and their PG* fallbacks resolved them here, for a config that programs
+    started without those variables (cron, another account) read: the user falls back as libpq's does, to this
+    process's account, so that the backup account logs in as the same role the modules do."""
+    return {"host": params.get("login_unix_socket") or params.get("login_host") or "",
+            "port": params.get("login_port") or 5432,
+            "user": params.get("login_user") or pwd.getpwuid(os.geteuid()).pw_name}
 
 
 def libpq_params(params):

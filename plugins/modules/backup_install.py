@@ -73,6 +73,29 @@ options:
   program_path:
     description: Where the program goes, in O(program_dir). Required with O(program).
     type: path
+  login_host:
+    description:
+      - The database server the program connects to, written into the config as C(host) (over any C(host) in
+        O(config)). If not set, the E(PGHOST) environment variable is used, else the local socket.
+      - Resolved here as every module resolves it, because the program runs without the PG* variables of this
+        session (from cron, or as O(owner)); a deployment's backup and its other steps then reach one server.
+    type: str
+    aliases: [host]
+  login_unix_socket:
+    description: A socket folder, used as the host instead of O(login_host).
+    type: path
+    aliases: [unix_socket]
+  login_port:
+    description: The server's port, written into the config as C(port). If not set, E(PGPORT) is used.
+    type: int
+    default: 5432
+    aliases: [port]
+  login_user:
+    description:
+      - The role the program logs in as, written into the config as C(user). If not set, E(PGUSER) is used,
+        else the account this module runs as (libpq's own default for the modules that run beside it).
+    type: str
+    aliases: [user]
 extends_documentation_fragment:
   - intowork.pgops._connection.ATTRIBUTES
 attributes:
@@ -107,6 +130,11 @@ connected_as:
   description: The account the module ran as on the host.
   returned: always
   type: str
+target:
+  description: The server and role written into the config, as resolved here.
+  returned: always
+  type: dict
+  sample: {host: 127.0.0.1, port: 5432, user: backup}
 written:
   description: The paths created or changed (content, mode or owner), or that would be in check mode.
   returned: always
@@ -187,7 +215,8 @@ def install(module):
     installer.folder(os.path.realpath(params["backup_dir"]), 0o700, ids)
     if params["pgpass_file"] and params["pgpass"]:
         installer.file(params["pgpass_file"], params["pgpass"], 0o600, ids)
-    installer.file(params["config_file"], json.dumps(params["config"], indent=4, sort_keys=True) + "\n", 0o600, ids)
+    config = dict(params["config"], **_connection.resolved_target(params))
+    installer.file(params["config_file"], json.dumps(config, indent=4, sort_keys=True) + "\n", 0o600, ids)
     # Last, so that cron never runs a new program with an old config.
     if params["program"]:
         installer.file(params["program_path"], params["program"], 0o755)
@@ -209,6 +238,8 @@ def main():
             program=dict(type="str"),
             program_path=dict(type="path"),
             python=dict(type="path"),
+            **dict((name, _connection.connection_spec()[name])
+                   for name in ("login_host", "login_unix_socket", "login_port", "login_user"))
         ),
         required_by={"program": "program_path"},
         supports_check_mode=True,
@@ -220,7 +251,8 @@ def main():
         module.fail_json(msg=str(error) if isinstance(error, ValueError) else
                          "installing the backup program as %s failed: %s" % (connected_as, error),
                          connected_as=connected_as)
-    module.exit_json(changed=bool(written), connected_as=connected_as, written=written)
+    module.exit_json(changed=bool(written), connected_as=connected_as, written=written,
+                     target=_connection.resolved_target(module.params))
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ description:
     commands, and returns its JSON result, or fails with the program's own one-line reason.
   - The password reaches the program through its environment, never a command line; Ansible's C(environment)
     keyword on a command task would put it on the C(/bin/sh -c) line that every user of the host can read.
-  - With O(lease_owner), the deployment lock of O(login_db) is kept alive while the program runs, so a long
-    backup or restore inside a deployment is never taken over as stale; if it was taken over anyway, the task
-    fails.
+  - With O(lease_owner), the deployment lock is kept alive while the program runs, so a long backup or restore
+    inside a deployment is never taken over as stale; if it was taken over anyway, the task fails. The lock is
+    kept on the server and database the program's O(config) names (host, port, user, database, TLS), the ones
+    the program works on; the M(intowork.pgops.backup_install) module resolved them once, as every module does.
 options:
   program:
     description: Path of the installed program on the host.
@@ -48,8 +49,13 @@ options:
     description: Seconds between two heartbeats of the lease while the program runs.
     type: float
     default: 30
+  login_password:
+    description:
+      - The password of the config's user, given to the program in its environment (never on a command line).
+      - If not set, the E(PGPASSWORD) environment variable is used, else the config's password file.
+    type: str
+    aliases: [password]
 extends_documentation_fragment:
-  - intowork.pgops._connection
   - intowork.pgops._connection.ATTRIBUTES
 attributes:
   check_mode:
@@ -70,7 +76,6 @@ EXAMPLES = r"""
     program: /usr/local/lib/pgops/pgops_backup.py
     config: /etc/pgops/backup-appdb.json
     command: backup
-    login_db: appdb
     login_password: "{{ db_password }}"
     lease_owner: "{{ deployment_id }}"
   register: backup
@@ -115,7 +120,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
 
 
 def main():
-    argument_spec = connection_spec()
+    argument_spec = dict(login_password=connection_spec()["login_password"])
     argument_spec.update(
         program=dict(type="path", required=True),
         python=dict(type="path"),

@@ -288,6 +288,33 @@ def test_the_minimum_inventory_through_every_runbook_ends_with_the_catalog_as_be
     assert query(database, "SELECT isbn FROM books")[0][0] == "978-0156453806"
 
 
+def test_an_inventory_without_host_or_port_backs_up_the_server_every_other_step_reaches(
+        server, bookshelf_owned, tmp_path):
+    """The minimum inventory without pgops_db_host and pgops_db_port: the session's PGHOST and PGPORT name the
+    server (not libpq's default port). The modules, Alembic and the backup program resolve them once, the same
+    way: the backup proves it dumps the locked database, and its config keeps the server for cron's runs."""
+    database = bookshelf_owned
+    inventory = tmp_path / "inventory"
+    shutil.copytree(BOOKSHELF / "inventory", inventory)
+    settings = inventory / "group_vars" / "all.yml"
+    text = settings.read_text().replace("{{ inventory_dir | dirname | dirname | dirname }}", str(ROOT)) \
+        .replace("{{ inventory_dir | dirname }}", str(BOOKSHELF))
+    settings.write_text("".join(line for line in text.splitlines(keepends=True)
+                                if not line.startswith(("pgops_db_host:", "pgops_db_port:"))))
+    assert "pgops_db_port" not in settings.read_text() and database["login_port"] != 5432
+    deployed = run_playbook("deploy_migration.yml", server, database, tmp_path, "-i", str(inventory),
+                            "-e", f"pgops_migration_target={CHAIN[2]}")
+    assert deployed.returncode == 0 and play_recap(deployed)["failed"] == 0, failure_message(deployed)
+    assert f"{database['login_db']}: deployed {CHAIN[0]} -> {CHAIN[2]} (2 revision(s))" in deployed.stdout
+    assert recorded(database) == CHAIN[2]
+    (record,) = (tmp_path / "reports").glob("deploy-*.json")
+    backup = json.loads(record.read_text())["backup"]
+    assert backup["verified"] is True, backup
+    config = json.loads((ROOT / "build" / "bookshelf" / "etc" / f"backup-{database['login_db']}.run.json").read_text())
+    assert (config["host"], config["port"], config["user"]) == (
+        database["login_host"], database["login_port"], database["login_user"]), config
+
+
 @pytest.mark.parametrize("mode", ["maintenance", "online"])
 def test_alembic_killed_after_its_revision_committed_part_of_itself(server, bookshelf_owned, tmp_path, mode):
     """The revision that commits its new enum value, then waits for a lock on books, killed there: the database

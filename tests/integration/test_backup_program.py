@@ -343,7 +343,8 @@ def test_bad_config_is_one_clear_line(tmp_path, content, fragment):
 def test_the_module_runs_the_program_with_the_password_in_no_argument(server, loaded, tmp_path):
     from conftest import run_module
     config, backups = write_config(server, loaded, tmp_path)
-    args = dict(loaded, program=str(PROGRAM), config=str(config), command="backup")
+    # The config names the target; the module is given only the password.
+    args = dict(login_password=loaded["login_password"], program=str(PROGRAM), config=str(config), command="backup")
     planned = run_module("backup_program", args, check_mode=True)
     assert planned["changed"] is True and finals(backups) == [], "check mode runs nothing"
     assert loaded["login_password"] not in json.dumps(planned["cmd"])
@@ -379,10 +380,13 @@ def test_backup_install_writes_once_with_its_modes_and_check_mode_writes_nothing
             "backup_dir": str(tmp_path / "backups"), "owner": owner,
             "pgpass_file": str(tmp_path / "etc" / "pgpass-appdb"), "pgpass": "*:5432:*:backup:s3cret-pw\n",
             "program": PROGRAM.read_text(), "program_path": str(tmp_path / "lib" / "pgops_backup.py")}
-    checked = run_module("backup_install", args, check_mode=True)
+    # The session's PG* variables, as a deployment's connection to the host has them; cron's runs will have none.
+    session = dict((key, value) for key, value in os.environ.items() if not key.startswith("PG"))
+    session.update(PGHOST="db.example.internal", PGPORT="6543")
+    checked = run_module("backup_install", args, check_mode=True, env=session)
     assert checked["changed"] is True and checked["connected_as"] == owner
     assert not (tmp_path / "lib").exists() and not (tmp_path / "etc").exists(), "check mode wrote nothing"
-    installed = run_module("backup_install", args)
+    installed = run_module("backup_install", args, env=session)
     assert installed["changed"] is True and "s3cret-pw" not in json.dumps(installed)
     modes = {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in
              ["lib", "etc", "backups", "lib/pgops_backup.py", "lib/pgops_connection.py", "lib/pgops_write_guard.py",
@@ -393,15 +397,24 @@ def test_backup_install_writes_once_with_its_modes_and_check_mode_writes_nothing
                      "etc/backup-appdb.json": 0o600,
                      "etc/pgpass-appdb": 0o600}, modes
     assert (tmp_path / "lib" / "pgops_backup.py").read_bytes() == PROGRAM.read_bytes(), "the program, byte for byte"
-    assert json.loads((tmp_path / "etc" / "backup-appdb.json").read_text()) == {"database": "appdb", "port": 5432}
+    # Resolved once, as every module resolves them: the variables, and libpq's default user (this account).
+    assert json.loads((tmp_path / "etc" / "backup-appdb.json").read_text()) == {
+        "database": "appdb", "host": "db.example.internal", "port": 6543, "user": owner}
+    assert installed["target"] == {"host": "db.example.internal", "port": 6543, "user": owner}
     assert (tmp_path / "etc" / "pgpass-appdb").read_text() == "*:5432:*:backup:s3cret-pw\n"
     assert "def writes_back" in (tmp_path / "lib" / "pgops_write_guard.py").read_text()
     assert "def lock_and_read" in (tmp_path / "lib" / "pgops_lease.py").read_text()
     assert "def progress" in (tmp_path / "lib" / "pgops_deployment_record.py").read_text()
     assert "def libpq_environment" in (tmp_path / "lib" / "pgops_connection.py").read_text()
-    assert run_module("backup_install", args)["changed"] is False, "a second run changes nothing"
+    assert run_module("backup_install", args, env=session)["changed"] is False, "a second run changes nothing"
+    # The inventory's values win over the variables.
+    given = run_module("backup_install", dict(args, login_host="127.0.0.1", login_port=5433, login_user="backup"),
+                       env=session)
+    assert given["written"] == [args["config_file"]] and given["target"] == {
+        "host": "127.0.0.1", "port": 5433, "user": "backup"}
     (tmp_path / "etc" / "pgpass-appdb").chmod(0o644)
-    again = run_module("backup_install", args)
+    again = run_module("backup_install", dict(args, login_host="127.0.0.1", login_port=5433, login_user="backup"),
+                       env=session)
     assert again["written"] == [str(tmp_path / "etc" / "pgpass-appdb")]
     assert stat.S_IMODE((tmp_path / "etc" / "pgpass-appdb").stat().st_mode) == 0o600
     refused = run_module("backup_install", dict(args, owner="no-such-account"))

@@ -200,10 +200,8 @@ def program(config, name):
 
 def connection_params(config, database=None):
     """The config's target in the collection's connection options (the password is libpq's to find)."""
-    return {"login_host": config["host"], "login_port": config["port"], "login_user": config["user"],
-            "login_db": database or config["database"], "ssl_mode": config["ssl_mode"], "ca_cert": config["ca_cert"],
-            "ssl_cert": config["ssl_cert"], "ssl_key": config["ssl_key"], "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-            "application_name": "pgops-backup"}
+    return dict(load_connection().config_params(config, database), connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                application_name="pgops-backup")
 
 
 def libpq_env(config, database=None):
