@@ -320,6 +320,8 @@ class LiveWriter:
         self.params, self.user, self.password, self.table = params, user, password, table
         self.interval = 1.0 / rate
         self.committed, self.failed, self.writes = [], [], 0
+        # Each write's own name: ids can be handed out again once a restore puts a sequence back.
+        self.committed_names = []
         self.started_at = self.stopped_at = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -349,9 +351,11 @@ class LiveWriter:
                 if conn is None or conn.closed:
                     conn = connect_as(self.params, self.user, self.password, application_name="live-writer")
                     conn.autocommit = True
+                name = f"written while a runbook ran #{self.writes}"
                 with conn.cursor() as cur:
-                    cur.execute(f"INSERT INTO {self.table} (name) VALUES ('written while a runbook ran') RETURNING id")
+                    cur.execute(f"INSERT INTO {self.table} (name) VALUES (%s) RETURNING id", (name,))
                     self.committed.append(cur.fetchone()[0])
+                    self.committed_names.append(name)
             except psycopg2.Error:
                 self.failed.append(started)
                 if conn is not None and not conn.closed:

@@ -2,14 +2,18 @@
 reading sqlalchemy.url, psycopg 3 in the application's own virtualenv, the async template, op.get_bind().commit()."""
 
 import json
+import re
 import shutil
 import subprocess
+import time
 import types
+from pathlib import Path
 
 import pytest
 
-from conftest import (ROOT, admin_run, failure_message, hold_lock, owner_params, play_recap, query, run_module,
-                      run_playbook, scratch_database, start_playbook)
+from conftest import (APP, PASSWORD, ROOT, admin_run, application_role, artifacts, connect_as, failure_message,
+                      hold_lock, owner_params, play_recap, query, run_module, run_playbook, scratch_database,
+                      start_playbook)
 from test_deploy_interruptions import TOLERATE_BLOCKER, kill_alembic, wait_until_migration_waits
 
 BOOKSHELF = ROOT / "examples" / "bookshelf"
@@ -315,6 +319,96 @@ def test_an_inventory_without_host_or_port_backs_up_the_server_every_other_step_
         database["login_host"], database["login_port"], database["login_user"]), config
 
 
+def names_in_backup(server, backup, table):
+    """The name column of `table` in a custom-format backup, read with pg_restore (nothing restored)."""
+    sql_text = subprocess.run([f"{server['bindir']}/pg_restore", "--data-only", f"--table={table}", "--file=-",
+                               str(backup)], capture_output=True, text=True, check=True).stdout
+    rest = sql_text.partition(f"COPY public.{table} (")[2]
+    assert rest, f"no data of {table} in {backup}"
+    columns = rest.split(")", 1)[0].split(", ")
+    rows = rest.split("FROM stdin;\n", 1)[1].split("\n\\.\n", 1)[0].splitlines()
+    return {row.split("\t")[columns.index("name")] for row in rows}
+
+
+@pytest.mark.one_server_version  # the runbook's hold and copy, not the server's
+def test_a_restore_with_the_application_writing_keeps_every_write_it_discards(
+        server, database, bookshelf_owned, tmp_path, live_writer):
+    """The minimum inventory guards no application role: writes stay on through a rollback. A restore that would
+    discard the application's writes is refused, naming them; acknowledged, the application's writes wait (none
+    refused) while the copy of the current state is taken and the schema replaced, so every committed write is in
+    the database or in that copy, none lost between the two."""
+    inventory = ("-i", str(BOOKSHELF / "inventory"))
+    with application_role(database):  # created by the superuser: the deploy role may not create roles
+        database = bookshelf_owned
+        deployed = run_playbook("deploy_migration.yml", server, database, tmp_path, *inventory,
+                                "-e", f"pgops_migration_target={CHAIN[2]}")
+        assert play_recap(deployed)["failed"] == 0, failure_message(deployed)
+        (record,) = (tmp_path / "reports").glob("deploy-*.json")
+        backup = Path(json.loads(record.read_text())["backup"]["path"])
+        rollback = ("rollback.yml", server, database, tmp_path, *inventory, "-e", f"record={record}",
+                    "-e", "method=restore", "-e", "confirm=yes")
+
+        writer = live_writer(database, table="authors")
+        time.sleep(1)
+        refused = run_playbook(*rollback)
+        assert refused.returncode != 0 and play_recap(refused)["failed"] == 1, refused.stdout[-3000:]
+        last = failure_message(refused)
+        assert last.startswith("restore refused, nothing changed: it would discard the writes committed between "), last
+        assert re.search(r"public\.authors: \d+ row\(s\) written since the backup", last), last
+        assert f"-e discard_writes={backup.name}" in last, last
+        assert recorded(database) == CHAIN[2]
+
+        done = run_playbook(*rollback, "-e", f"discard_writes={backup.name}")
+        time.sleep(1)  # writes after the restore, into the restored table
+        writer.stop()
+        assert done.returncode == 0 and play_recap(done)["failed"] == 0, done.stdout[-3000:]
+        assert recorded(database) == CHAIN[0]
+        (published,) = artifacts(done)["pgops_rollbacks"].values()
+        assert published["writes_held_seconds"] > 0, published
+        assert f"; writes to the restored schema were held (waiting, not refused) for " \
+               f"{published['writes_held_seconds']} s." in published["summary"], published["summary"]
+        live = {row[0] for row in query(database, "SELECT name FROM authors")}
+        kept = names_in_backup(server, published["safety_backup"], "authors")
+        committed = set(writer.committed_names)
+        discarded = committed - live
+        assert discarded, "the restore discarded none of the application's writes: nothing was tested"
+        assert discarded <= kept, f"committed writes neither in the database nor in the copy: {sorted(discarded - kept)[:5]}"
+        assert not writer.failed, f"writes were refused, not held: {writer.figures()}"
+        assert committed & live, "the application wrote into the restored table"
+
+
+@pytest.mark.one_server_version  # the runbook's refusal, not the server's
+def test_a_restore_that_cannot_hold_the_applications_writes_changes_nothing(server, database, bookshelf_owned, tmp_path):
+    """The other branch of the hold: a write the application keeps open on a table the restore replaces outlasts
+    the restore's lock timeout. The restore is refused, nothing restored and no copy taken, and the open write
+    can still commit."""
+    inventory = ("-i", str(BOOKSHELF / "inventory"))
+    with application_role(database):
+        owner = bookshelf_owned
+        deployed = run_playbook("deploy_migration.yml", server, owner, tmp_path, *inventory,
+                                "-e", f"pgops_migration_target={CHAIN[2]}")
+        assert play_recap(deployed)["failed"] == 0, failure_message(deployed)
+        (record,) = (tmp_path / "reports").glob("deploy-*.json")
+        backup = Path(json.loads(record.read_text())["backup"]["path"])
+        dumps = sorted(path.name for path in backup.parent.glob("*.dump"))
+        open_write = connect_as(owner, APP, PASSWORD, application_name="app-batch")
+        open_write.cursor().execute("INSERT INTO authors (name) VALUES ('kept open through the restore')")
+        try:
+            refused = run_playbook("rollback.yml", server, owner, tmp_path, *inventory, "-e", f"record={record}",
+                                   "-e", "method=restore", "-e", "confirm=yes", "-e", f"discard_writes={backup.name}")
+            assert refused.returncode != 0 and play_recap(refused)["failed"] == 1, refused.stdout[-3000:]
+            last = failure_message(refused)
+            assert "restore refused, nothing changed: the writes to schema public could not be held: " in last, last
+            assert "lock timeout" in last and "retry once it ends, or guard the application's roles with " \
+                "pgops_app_roles" in last, last
+            assert recorded(owner) == CHAIN[2]
+            assert sorted(path.name for path in backup.parent.glob("*.dump")) == dumps, "no copy was taken"
+            open_write.commit()
+        finally:
+            open_write.close()
+        assert query(owner, "SELECT count(*) FROM authors WHERE name = 'kept open through the restore'")[0][0] == 1
+
+
 @pytest.mark.parametrize("mode", ["maintenance", "online"])
 def test_alembic_killed_after_its_revision_committed_part_of_itself(server, bookshelf_owned, tmp_path, mode):
     """The revision that commits its new enum value, then waits for a lock on books, killed there: the database
@@ -558,7 +652,8 @@ def test_comments_are_part_of_the_catalog_proof_and_a_restore_gives_them_back(se
            "catalog as before (" in rolled.stdout, rolled.stdout[-3000:]
     assert '; the downgrade had not given everything back: schema public: comment was "bookshelf", is "changed by ' \
            'the deployment"; table public.authors: column name: comment was none, is "changed by the deployment"; ' \
-           'table public.books: comment was "books we hold", is none.' in rolled.stdout.replace('\\"', '"'), \
+           'table public.books: comment was "books we hold", is none; writes to the restored schema were held ' \
+           '(waiting, not refused) for ' in rolled.stdout.replace('\\"', '"'), \
         rolled.stdout[-3000:]
     assert comments(database) == before
 

@@ -1040,26 +1040,57 @@ def first_error(handle, fallback):
     return (errors or lines or [fallback])[0]
 
 
-def stream_restore(config, path, schema, before, after, progress):
+# psql prints this once the statements of a hold are done: the transaction then holds what they took.
+HELD = "pgops-restore: held"
+
+
+def stream_restore(config, path, schema, before, after, progress, hold=None):
     """pg_restore's SQL for `schema`, between `before` and `after`, into psql, in one explicit transaction that
     commits only when pg_restore read the whole archive; returns nothing or raises with the reason.
+
+    With `hold` (statements, function): the statements run first in that transaction and the function runs once
+    they are done, while the transaction holds the locks they took; its exception rolls everything back.
 
     Error output goes to files, never to pipes nobody reads; a psql that stopped on an error ends pg_restore
     too, so neither waits for the other.
     """
     with tempfile.TemporaryFile() as dump_errors, tempfile.TemporaryFile() as load_errors:
-        dump = subprocess.Popen([program(config, "pg_restore"), "--file=-", "--schema=%s" % schema, path],
-                                stdout=subprocess.PIPE, stderr=dump_errors)
         load = subprocess.Popen([program(config, "psql"), "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1",
                                  "--output=/dev/null", "--no-password"],
-                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=load_errors,
-                                env=libpq_env(config))
-        psql_stopped = False
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE if hold else subprocess.DEVNULL,
+                                stderr=load_errors, env=libpq_env(config))
         try:
-            load.stdin.write(("BEGIN;\n" + "\n".join(before) + "\n").encode())
+            load.stdin.write(b"BEGIN;\n")
+            if hold:
+                statements, while_held = hold
+                load.stdin.write(("\n".join(statements) + "\n\\echo %s\n" % HELD).encode())
+                load.stdin.flush()
+                if load.stdout.readline().decode(errors="replace").strip() != HELD:
+                    load.stdin.close()
+                    load.wait()
+                    reason = first_error(load_errors, "psql exit status %s" % load.returncode)
+                    raise BackupError("restore refused, nothing changed: the writes to schema %s could not be "
+                                      "held: %s (a session kept a write open on one of its tables; retry once it "
+                                      "ends, or guard the application's roles with pgops_app_roles)" % (schema, reason))
+                try:
+                    while_held()
+                except BaseException:
+                    load.stdin.write(b"ROLLBACK;\n")
+                    load.stdin.close()
+                    load.wait()
+                    raise
+            load.stdin.write(("\n".join(before) + "\n").encode())
+        except BrokenPipeError:
+            pass  # psql stopped at an error: the status below says so
+        dump = subprocess.Popen([program(config, "pg_restore"), "--file=-", "--schema=%s" % schema, path],
+                                stdout=subprocess.PIPE, stderr=dump_errors)
+        psql_stopped = load.poll() is not None
+        try:
             loaded = [0]
             progress("restoring schema %s" % schema, lambda: loaded[0], "of SQL loaded")
             for block in iter(lambda: dump.stdout.read(1 << 20), b""):
+                if psql_stopped:
+                    break
                 load.stdin.write(block)
                 loaded[0] += len(block)
         except BrokenPipeError:
@@ -1077,6 +1108,8 @@ def stream_restore(config, path, schema, before, after, progress):
         except BrokenPipeError:
             psql_stopped = True
         load_status = load.wait()
+        if load.stdout:
+            load.stdout.close()
         if load_status != 0:
             raise BackupError("restore rolled back, nothing changed: %s" % first_error(
                 load_errors, "psql exit status %d" % load_status))
@@ -1264,6 +1297,24 @@ def analyze_schema(config, schema):
     return len(tables)
 
 
+def hold_writes_statements(config, schema):
+    """LOCK TABLE for the tables of `schema` a restore replaces: EXCLUSIVE lets reads (and pg_dump) through and
+    makes writes wait."""
+    conn = connect(config)
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT pg_catalog.format('%%I.%%I', n.nspname, c.relname) FROM pg_catalog.pg_class c "
+                    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
+                    "AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND NOT EXISTS (SELECT FROM "
+                    "pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid "
+                    "AND d.deptype = 'e') ORDER BY 1", (schema,))
+        tables = [row[0] for row in cur.fetchall()]
+    finally:
+        conn.rollback()
+        conn.close()
+    return ["LOCK TABLE %s IN EXCLUSIVE MODE;" % ", ".join(tables)] if tables else []
+
+
 def restore_plan(config, chosen, schema, progress, discard_writes=None, writes_off=False):
     """(path, manifest, discard, refusal) of a restore of `chosen` into `schema`, changing nothing: the backup is
     read back against its checksum, what the restore would discard measured, and `refusal` is the reason it would
@@ -1279,15 +1330,20 @@ def restore_plan(config, chosen, schema, progress, discard_writes=None, writes_o
         raise BackupError("%s is corrupt: sha256 %s, manifest says %s" % (path, digest[:12], str(manifest.get("sha256"))[:12]))
     progress("measuring what the restore would discard")
     discard = writes_since(config, manifest, schema, path)
-    name = os.path.basename(path)
-    refusal = None
-    if (not discard["measured"] or discard["tables"]) and not writes_off and discard_writes != name:
-        refusal = (
-            "restore refused, nothing changed: it would discard %s. A restore puts the backup's rows back and these writes would be "
-            "gone. Prefer a downgrade where one can undo the change (it keeps them); to restore anyway, acknowledge by "
-            "naming the backup (rollback.yml -e discard_writes=%s; the program's --discard-writes %s): a backup of "
-            "the current state is taken first, so they can still be recovered" % (describe_discard(discard), name, name))
+    refusal = None if writes_off else discard_refusal(discard, os.path.basename(path), discard_writes)
     return path, manifest, discard, refusal
+
+
+def discard_refusal(discard, name, discard_writes):
+    """Why a restore that would discard `discard` is refused, or None when nothing would be discarded or the
+    backup `name` was named to acknowledge it."""
+    if (discard["measured"] and not discard["tables"]) or discard_writes == name:
+        return None
+    return ("restore refused, nothing changed: it would discard %s. A restore puts the backup's rows back and these "
+            "writes would be gone. Prefer a downgrade where one can undo the change (it keeps them); to restore anyway, "
+            "acknowledge by naming the backup (rollback.yml -e discard_writes=%s; the program's --discard-writes %s): "
+            "a backup of the current state is taken first, so they can still be recovered" % (
+                describe_discard(discard), name, name))
 
 
 def restore_in_place(config, log, chosen, schema, progress, discard_writes=None, writes_off=False):
@@ -1303,12 +1359,12 @@ def restore_in_place(config, log, chosen, schema, progress, discard_writes=None,
     What the restore would discard (writes committed since the backup) is measured first: unless writes were
     off since the backup (`writes_off`, the deployment's own rollback), a restore that discards anything runs
     only when `discard_writes` names the backup file, and only after a verified backup of the current state
-    (the safety copy) was taken.
+    (the safety copy) was taken. With writes on, the application's writes to the schema wait from that measure
+    until the restore commits: the measure is final and the copy holds every write the restore discards.
     """
     path, manifest, discard, refusal = restore_plan(config, chosen, schema, progress, discard_writes, writes_off)
     if refusal:
         raise BackupError(refusal)
-    discards = not discard["measured"] or discard["tables"]
     listing = archive_listing(config, path)
     in_archive = archive_extensions(listing)
     aside = "pgops_replaced_%s" % utcnow().strftime("%Y%m%d%H%M%S")
@@ -1351,17 +1407,33 @@ def restore_in_place(config, log, chosen, schema, progress, discard_writes=None,
     after += ["DROP EXTENSION IF EXISTS %s;" % quote_ident(ext) for ext in dropped]
     if schema_comment:
         after.append(schema_comment)
-    safety = None
-    if discards and not writes_off:
-        log("restore: discarding %s; keeping a copy of the current state first" % describe_discard(discard))
-        # Backups are named by the second: the copy waits for a second no backup has (the restored one may be new).
-        while os.path.exists(os.path.join(config["backup_dir"], "%s-%s%s" % (
-                config["database"], utcnow().strftime(STAMP_FORMAT), FORMATS[config["format"]]))):
-            time.sleep(0.2)
-        safety = backup(config, log, False, progress)["path"]
+    kept = {"safety": None, "discard": discard, "held_at": None}
+    hold = None
+    if not writes_off:
+        # Writes are on: the application's writes to the schema wait (not fail) from here until the restore
+        # commits, so that what it discards is measured again with nothing more to come, and the copy of the
+        # current state holds every one of them (a write between the copy and the restore would be gone unnamed).
+        def measure_and_keep():
+            kept["held_at"] = time.monotonic()
+            kept["discard"] = writes_since(config, manifest, schema, path)
+            refusal = discard_refusal(kept["discard"], os.path.basename(path), discard_writes)
+            if refusal:
+                raise BackupError(refusal)
+            if kept["discard"]["measured"] and not kept["discard"]["tables"]:
+                return
+            log("restore: discarding %s; keeping a copy of the current state first" % describe_discard(kept["discard"]))
+            # Backups are named by the second: the copy waits for a second no backup has (the restored one may be new).
+            while os.path.exists(os.path.join(config["backup_dir"], "%s-%s%s" % (
+                    config["database"], utcnow().strftime(STAMP_FORMAT), FORMATS[config["format"]]))):
+                time.sleep(0.2)
+            kept["safety"] = backup(config, log, False, progress)["path"]
+        hold = (["SET lock_timeout = '30s';"] + hold_writes_statements(config, schema), measure_and_keep)
     log("restore: replacing schema %s of %s with %s" % (schema, config["database"], os.path.basename(path)))
     started = time.monotonic()
-    stream_restore(config, path, schema, before, after, progress)
+    stream_restore(config, path, schema, before, after, progress, hold)
+    held = round(time.monotonic() - kept["held_at"], 3) if kept["held_at"] else 0.0
+    discard, safety = kept["discard"], kept["safety"]
+    discards = not discard["measured"] or discard["tables"]
     progress("analysing the restored tables")
     analyzed = analyze_schema(config, schema)
     seconds = time.monotonic() - started
@@ -1372,7 +1444,7 @@ def restore_in_place(config, log, chosen, schema, progress, discard_writes=None,
             "alembic_revision": manifest.get("alembic_revision"), "row_counts": manifest.get("row_counts", {}),
             "extensions_removed": dropped, "extensions_recreated": missing, "tables_analyzed": analyzed,
             "discarded": discard, "discarded_text": describe_discard(discard) if discards else "",
-            "safety_backup": safety}
+            "safety_backup": safety, "writes_held_seconds": held}
 
 
 # ---------------------------------------------------------------- maintenance jobs
