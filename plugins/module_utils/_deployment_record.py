@@ -53,11 +53,17 @@ def progress(record, recorded_revision):
             "completed": completed, "possibly_half_applied": half_applied, "text": text}
 
 
-def writes_off_since_backup(record, guard, owner):
-    """Whether no application write can have landed since the record's backup: this deployment's write guard
-    is still on, or, in maintenance mode, no application roles were named (nobody else writes)."""
-    if guard and owner and guard.get("owner") == owner:
-        return True
+def writes_off_since_backup(guard, owner):
+    """Whether no application write can have landed since the deployment's backup: this deployment's write guard
+    is still on. With no application roles named, writes were never off: the application may be writing
+    through a role nobody named."""
+    return bool(guard and owner and guard.get("owner") == owner)
+
+
+def unguarded_maintenance(record):
+    """Maintenance mode with no application roles named: writes stayed on, but a restore may still undo the
+    deployment if it would discard no write (the backup program measures it with the writes held, and refuses
+    otherwise)."""
     return record.get("mode", "maintenance") == "maintenance" and record.get("writes_guarded") is False
 
 
@@ -69,23 +75,27 @@ def undo_plan(record, guard, owner):
     revisions a downgrade cannot undo go back by the backup, and a failed downgrade falls through to it."""
     if not record.get("migration_started"):
         return None
-    off = writes_off_since_backup(record, guard, owner)
+    off = writes_off_since_backup(guard, owner)
     irreversible = list(record.get("irreversible") or [])
     backup = record.get("backup") or ""
     target = record.get("revision_before") or "base"
     online = record.get("mode") == "online"
-    if online or not off:
+    unguarded = not off and unguarded_maintenance(record)
+    # What lets a restore run on its own: writes off since the backup, or nothing written since (measured).
+    restores_when = ("writes were off since the backup" if off else
+                     "no application roles are guarded: only if it would discard no write since the backup")
+    if online or not (off or unguarded):
         method = "downgrade"
         reason = ("%s: a restore would drop the application's writes since the backup, so only a downgrade to %s "
                   "is automatic" % ("online mode, writes stayed on" if online else "writes were back on", target))
     elif irreversible and backup:
         method = "restore"
-        reason = ("revision(s) %s cannot be undone by a downgrade (irreversible, or destroying data), and writes "
-                  "were off since the backup: restore %s" % (", ".join(irreversible), backup))
+        reason = ("revision(s) %s cannot be undone by a downgrade (irreversible, or destroying data): restore %s "
+                  "(%s)" % (", ".join(irreversible), backup, restores_when))
     else:
         method = "auto"
-        reason = "a downgrade to %s, and %s if it fails (writes were off since the backup)" % (
-            target, "the backup " + backup if backup else "no backup to fall back on")
+        reason = "a downgrade to %s, and %s if it fails (%s)" % (
+            target, "the backup " + backup if backup else "no backup to fall back on", restores_when)
     return {"method": method, "target": target, "backup": backup, "interrupted_plan": list(record.get("plan") or []),
             "row_counts": record.get("row_counts_before") or {}, "catalog": record.get("catalog_before") or "",
             "writes_off_since_backup": off, "row_count_policy": "equal" if off else "no_loss", "reason": reason}

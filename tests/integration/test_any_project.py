@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (APP, PASSWORD, ROOT, admin_run, application_role, artifacts, connect_as, failure_message,
+from conftest import (APP, PASSWORD, ROOT, admin_run, application_role, artifacts, assert_application_survived,
+                      connect_as, failure_message,
                       hold_lock, owner_params, play_recap, query, run_module, run_playbook, scratch_database,
                       start_playbook)
 from test_deploy_interruptions import TOLERATE_BLOCKER, kill_alembic, wait_until_migration_waits
@@ -257,17 +258,29 @@ def test_the_minimum_inventory_through_every_runbook_ends_with_the_catalog_as_be
     assert query(database, f"SELECT has_table_privilege('{READER}', 'books', 'SELECT')")[0][0] is False
 
     # A failure injected after the revision that drops a column, allowed so that the offline SQL does not decide:
-    # the automatic rollback would have to downgrade past the dropped column, found gone in the catalog. In
-    # maintenance mode (no application role: writes were never guarded) it restores the backup instead.
+    # the automatic rollback would have to downgrade past the dropped column, found gone in the catalog, so it
+    # plans a restore. No application role is guarded, so writes were never off: the rows the migration itself
+    # wrote since the backup cannot be told from the application's, and the restore is refused, naming them.
     project = project_copy(tmp_path)
     (project / "migrations" / "versions" / "6e5f6a7b8c9d_fails.py").write_text(FAILING)
     failing = ("-e", f"pgops_alembic_project_dir={project}", "-e", '{"pgops_allow_destructive": ["%s"]}' % CHAIN[3])
     failed = runbook("deploy_migration.yml", *failing)
     assert failed.returncode != 0 and play_recap(failed)["failed"] == 1
     last = failure_message(failed)
-    assert f"Rolled back by restore: the database is at revision {CHAIN[0]}" in last, last
-    assert "not downgraded, as the deployment had destroyed data: table public.books: column isbn (1 row) is " \
-           "gone" in last, last
+    assert "THE ROLLBACK FAILED TOO (" in last and "restore refused, nothing changed: it would discard the writes " \
+        "committed between " in last, last
+    assert f"The database is at revision {CHAIN[4]}; writes are on (this deployment never turned them off)." in last
+    assert recorded(database) == CHAIN[4]
+
+    # Acknowledged by naming the backup: restored, the state it replaced kept in a copy, the column back.
+    record = records()[-1]
+    backup_name = json.loads(record.read_text())["backup"]["path"].rsplit("/", 1)[-1]
+    restored = runbook("rollback.yml", "-e", f"record={record}", "-e", "method=restore", "-e", "confirm=yes",
+                       "-e", f"pgops_alembic_project_dir={project}", "-e", f"discard_writes={backup_name}")
+    assert play_recap(restored)["failed"] == 0, restored.stdout[-3000:]
+    assert f"Rolled back by restore: the database is at revision {CHAIN[0]}" in restored.stdout, restored.stdout[-3000:]
+    assert "; discarded, as acknowledged: the writes committed between " in restored.stdout
+    assert "; the state before the restore is kept in " in restored.stdout
     assert recorded(database) == CHAIN[0] and query(database, "SELECT isbn FROM books")[0][0] == "978-0156453806"
 
     # Online, the same: it does not downgrade either, and says what restores the column.
@@ -290,6 +303,31 @@ def test_the_minimum_inventory_through_every_runbook_ends_with_the_catalog_as_be
     assert f"Rolled back by restore: the database is at revision {CHAIN[0]}, as before the deployment, its " \
            f"catalog as before (" in restored.stdout, restored.stdout[-3000:]
     assert query(database, "SELECT isbn FROM books")[0][0] == "978-0156453806"
+
+
+def test_an_unguarded_deployments_own_restore_drops_no_write_of_the_application(
+        server, database, bookshelf_owned, tmp_path, live_writer):
+    """The other branch of the minimum inventory's automatic restore: no application role is named, so writes stay
+    on, and the application wrote since the backup. The restore the plan calls for is refused, naming those
+    writes, instead of dropping them as the deployment's own work; every write survives."""
+    project = project_copy(tmp_path)
+    (project / "migrations" / "versions" / "6e5f6a7b8c9d_fails.py").write_text(FAILING)
+    with application_role(database):
+        writer = live_writer(bookshelf_owned, table="authors")
+        failed = run_playbook("deploy_migration.yml", server, bookshelf_owned, tmp_path,
+                              "-i", str(BOOKSHELF / "inventory"), "-e", f"pgops_alembic_project_dir={project}",
+                              "-e", '{"pgops_allow_destructive": ["%s"]}' % CHAIN[3])
+        assert failed.returncode != 0 and play_recap(failed)["failed"] == 1, failed.stdout[-3000:]
+        last = failure_message(failed)
+        assert "THE ROLLBACK FAILED TOO (" in last and "restore refused, nothing changed: it would discard the " \
+            "writes committed between " in last, last
+        assert re.search(r"public\.authors: \d+ row\(s\) written since the backup", last), last
+        assert "No application roles are guarded (pgops_app_roles), so writes were never off: the rows it names " \
+            "may be the application's writes or the migration's own." in last.replace("\\'", "'"), last
+        assert f"The database is at revision {CHAIN[4]}; writes are on (this deployment never turned them off)." \
+            in last, last
+        assert recorded(bookshelf_owned) == CHAIN[4]
+        assert_application_survived(writer, bookshelf_owned)
 
 
 def test_an_inventory_without_host_or_port_backs_up_the_server_every_other_step_reaches(
@@ -568,10 +606,19 @@ def downgrade():
 
 @pytest.mark.one_server_version  # the runbook's judgement, not the server's
 def test_a_unique_constraint_and_a_unique_index_on_the_same_columns_deploy_with_a_warning(
-        server, bookshelf_owned, tmp_path):
+        server, database, bookshelf_owned, tmp_path, live_writer):
     """Waste is not breakage: the duplicate index is a warning in the last line, the record and the report. The
-    inventory can make it fail the deployment, and a finding kind that does not exist stops the run first."""
-    database = bookshelf_owned
+    inventory can make it fail the deployment, and a finding kind that does not exist stops the run first. The
+    application writes all along (no role guarded: writes stay on); the failed deployment's downgrade and the
+    deployment keep every write."""
+    assert run_module("alembic_migration", args(bookshelf_owned, BOOKSHELF, target=CHAIN[-1])).get("changed") is True
+    with application_role(database):
+        writer = live_writer(bookshelf_owned, table="authors")
+        unique_pair_deployments(server, bookshelf_owned, tmp_path)
+        assert_application_survived(writer, bookshelf_owned)
+
+
+def unique_pair_deployments(server, database, tmp_path):
     project = project_copy(tmp_path)
     (project / "migrations" / "versions" / "7f6a7b8c9d0e_unique_pair.py").write_text(UNIQUE_PAIR)
     warning = "new index public.uq_authors_name duplicates index public.ix_authors_name (index_duplicate)"
@@ -587,18 +634,18 @@ def test_a_unique_constraint_and_a_unique_index_on_the_same_columns_deploy_with_
         "constraint_invalidated, constraint_not_valid, extension_gone, index_duplicate, index_invalid, "
         "owner_changed, privilege_lost, rows_lost; rows_lost default: level 'maybe' is not one of fail, warn, "
         "ignore (see docs/your-project.md)."), failure_message(bad)
-    assert recorded(database) == CHAIN[0]
+    assert recorded(database) == CHAIN[-1]
 
     tightened = runbook("-e", '{"pgops_catalog_findings": {"index_duplicate": "fail"}}')
     assert tightened.returncode != 0 and play_recap(tightened)["failed"] == 1
     last = failure_message(tightened)
     assert "Check that the deployment broke nothing in the catalog: the deployment broke 1 thing(s) on " in last, last
-    assert warning in last and "Rolled back by " in last, last
-    assert recorded(database) == CHAIN[0]
+    assert warning in last and "Rolled back by downgrade" in last, last
+    assert recorded(database) == CHAIN[-1]
 
     deployed = runbook()
     assert play_recap(deployed)["failed"] == 0, deployed.stdout[-3000:]
-    assert f"deployed {CHAIN[0]} -> 7f6a7b8c9d0e (5 revision(s)), writes off " in deployed.stdout
+    assert f"deployed {CHAIN[-1]} -> 7f6a7b8c9d0e (1 revision(s)), writes off " in deployed.stdout
     assert f"; catalog warning(s): {warning}" in deployed.stdout, deployed.stdout[-3000:]
     record = sorted((tmp_path / "reports").glob("deploy-*.json"), key=lambda path: path.stat().st_mtime)[-1]
     assert json.loads(record.read_text())["catalog_warnings"] == [warning]

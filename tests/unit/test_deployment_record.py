@@ -44,14 +44,23 @@ def test_progress_before_the_migration_started_has_nothing_half_applied():
     assert progress({}, "r0")["text"] == "the deployment had no plan" and not progress({}, None)["completed"]
 
 
-def test_writes_were_off_only_under_this_deployments_guard_or_with_nobody_else_writing():
-    assert writes_off_since_backup(STARTED, MY_GUARD, "deploy-1")
-    assert not writes_off_since_backup(STARTED, MY_GUARD, "deploy-2"), "another run's guard"
-    assert not writes_off_since_backup(STARTED, None, "deploy-1"), "guard gone: writes back on"
-    unguarded = dict(STARTED, writes_guarded=False)
-    assert writes_off_since_backup(unguarded, None, "deploy-1"), "maintenance with no application roles"
-    assert not writes_off_since_backup(dict(unguarded, mode="online"), None, "deploy-1")
-    assert not writes_off_since_backup(dict(STARTED, writes_guarded=None), None, "deploy-1"), "unknown: not off"
+def test_writes_were_off_only_under_this_deployments_guard():
+    assert writes_off_since_backup(MY_GUARD, "deploy-1")
+    assert not writes_off_since_backup(MY_GUARD, "deploy-2"), "another run's guard"
+    assert not writes_off_since_backup(None, "deploy-1"), "guard gone (or none: no roles named): writes on"
+
+
+def test_with_no_roles_named_a_restore_is_planned_but_writes_count_as_on():
+    """The application may write through a role nobody named: the restore is still the plan where a downgrade
+    cannot undo, but the backup program measures what it would discard (writes held) and refuses to drop any."""
+    unguarded = dict(STARTED, writes_guarded=False, irreversible=["r2"])
+    undo = undo_plan(unguarded, None, "deploy-1")
+    assert (undo["method"], undo["writes_off_since_backup"], undo["row_count_policy"]) == (
+        "restore", False, "no_loss"), undo
+    assert undo["reason"].endswith("(no application roles are guarded: only if it would discard no write since the "
+                                   "backup)"), undo["reason"]
+    assert undo_plan(dict(unguarded, irreversible=[]), None, "deploy-1")["method"] == "auto"
+    assert undo_plan(dict(unguarded, mode="online"), None, "deploy-1")["method"] == "downgrade"
 
 
 def test_nothing_to_undo_before_the_migration_started():
