@@ -203,9 +203,8 @@ class AlembicProject:
             raise failure("%s (signal %d)" % (killed, -result.returncode))
         if result.returncode != 0:
             reason = own_error(result.stderr) or failure_reason(output) or "exit %d" % result.returncode
-            if reason.startswith("No module named"):
-                reason += "; set alembic_python to the Python of the project's virtualenv"
-            raise failure(failed + reason)
+            raise failure(failed + reason + missing_module_hint(reason, self.params.get("alembic_python"),
+                                                                self.python))
         return output
 
     def run_with_retries(self, direction, target, timeout, retries, backoff, fence=None, progress=(None, ())):
@@ -261,6 +260,19 @@ def runner_source():
     if not _RUNNER_SOURCE:
         _RUNNER_SOURCE.append(inspect.getsource(runner))
     return _RUNNER_SOURCE[0]
+
+
+def missing_module_hint(reason, alembic_python, python):
+    """What to do about an import env.py or a revision could not make: with the modules' own interpreter, point
+    at the project's; with the project's, the module is missing there (or is the project's own, misnamed)."""
+    missing = re.match(r"No module named '([^']+)'", reason)
+    if not missing:
+        return ""
+    if not alembic_python:
+        return "; set alembic_python to the Python of the project's virtualenv"
+    return ("; alembic_python %s cannot import %s: install what provides it into that environment, or, if it is "
+            "the project's own module, check its name and that it is under project_dir" % (
+                python, missing.group(1).split(".")[0]))
 
 
 def own_error(stderr):

@@ -559,7 +559,9 @@ def test_a_migration_that_never_began_is_not_undone(server, bookshelf_new, tmp_p
     assert failed.returncode != 0 and play_recap(failed)["failed"] == 1, failed.stdout[-3000:]
     last = failure_message(failed)
     assert "stopped before Alembic's first revision (nothing ran): No module named " \
-           "'bookshelf_settings_not_installed'" in last, last
+           "'bookshelf_settings_not_installed'; alembic_python " in last, last
+    assert " cannot import bookshelf_settings_not_installed: install what provides it into that environment, or, " \
+           "if it is the project's own module, check its name and that it is under project_dir" in last, last
     assert "; the database is now at revision base. Nothing was migrated: the database is at revision base. " \
            "Record: " in last, last
     assert "Rolled back" not in failed.stdout and "TASK [intowork.pgops.rollback" not in failed.stdout
