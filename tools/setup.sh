@@ -10,9 +10,9 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 # run the backup program as an unprivileged account with the host's own Python, as production does;
 # openssh-server for the loopback database host the remote scenario reaches over SSH (tools/ssh_host.py),
 # python3-venv for the host_python role that makes the modules' environment there; pgbadger for the
-# monitoring role's weekly log report.
+# monitoring role's weekly log report; pgbackrest for physical backups, WAL archiving and point-in-time recovery.
 APT_PACKAGES=(postgresql-15 postgresql-client-15 shellcheck prometheus chromium-headless-shell sudo python3-psycopg2
-              openssh-server openssh-client python3-venv pgbadger)
+              openssh-server openssh-client python3-venv pgbadger pgbackrest)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 

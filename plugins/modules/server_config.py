@@ -74,6 +74,9 @@ cluster:
     - The server's C(cluster_name) and major version, and C(debian_unit), the systemd unit that restarts this
       cluster alone on Debian and Ubuntu (C(postgresql@15-main)), when C(cluster_name) has Debian's
       C(<version>/<cluster>) form; null otherwise.
+    - Also where the server is, as it says itself, for the tools that reach it on its host (pgBackRest) -
+      C(port), C(data_directory) (null without the privilege to read it) and C(socket_directory) (the first of
+      C(unix_socket_directories); null when there is none).
   returned: always
   type: dict
 restart_pending:
@@ -159,8 +162,11 @@ def configure(params, check_mode):
             wanted["shared_preload_libraries"] = ",".join(current + missing)
         changes = dict((name, value) for name, value in wanted.items()
                        if canonical(name, before[name]["value"]) != canonical(name, value))
-        cur.execute("SELECT current_setting('cluster_name'), current_setting('server_version_num')::int / 10000")
-        cluster_name, major = cur.fetchone()
+        cur.execute("SELECT current_setting('cluster_name'), current_setting('server_version_num')::int / 10000, "
+                    "current_setting('port')::int, current_setting('unix_socket_directories'), "
+                    # Hidden from pg_settings without the privilege, instead of an error.
+                    "(SELECT setting FROM pg_catalog.pg_settings WHERE name = 'data_directory')")
+        cluster_name, major, port, sockets, data_directory = cur.fetchone()
         cur.execute("SELECT extname FROM pg_extension WHERE extname = ANY(%s)", (params["extensions"],))
         present = set(row[0] for row in cur.fetchall())
         create = [ext for ext in params["extensions"] if ext not in present]
@@ -183,7 +189,10 @@ def configure(params, check_mode):
     return {
         "changed": bool(changes or create),
         "cluster": {"name": cluster_name, "major_version": major,
-                    "debian_unit": "postgresql@%s-%s" % debian.groups() if debian else None},
+                    "debian_unit": "postgresql@%s-%s" % debian.groups() if debian else None,
+                    "port": port, "data_directory": data_directory,
+                    "socket_directory": next((item.strip() for item in (sockets or "").split(",") if item.strip()),
+                                             None)},
         "configured": configured,
         "restart_pending": pending,
         "restart_required": bool(pending),

@@ -1,0 +1,110 @@
+"""playbooks/pgbackrest.yml against a cluster of its own: WAL archived through pgBackRest into a repository the
+server's account owns, proven by `pgbackrest check`; a second run changes nothing; a bad value changes nothing."""
+
+import json
+import os
+import pwd
+import re
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import sandbox
+from conftest import failure_message, play_recap, query, run_playbook
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A PostgreSQL 15 cluster (pgBackRest 2.45, Debian's, reads PostgreSQL up to 15 here) and a folder for the
+    repository and config that the server's account can reach."""
+    name = f"pytest-pitr-{os.getpid()}"
+    state = sandbox.up(name, "15", "intowork")
+    account = sandbox.run_as_sandbox_user() or pwd.getpwuid(os.geteuid())
+    work = Path(f"/tmp/pgops-pitr-{os.getpid()}")
+    work.mkdir(mode=0o755)
+    pgpass = work / "pgpass"
+    pgpass.write_text(f"*:*:*:{state['user']}:{state['password']}\n")
+    pgpass.chmod(0o600)
+    os.chown(pgpass, account.pw_uid, account.pw_gid)
+    params = {"login_host": state["host"], "login_port": state["port"], "login_user": state["user"],
+              "login_password": state["password"], "login_db": "intowork"}
+    # The data and socket folders and the port are read from the server itself.
+    settings = {"pgops_pgbackrest_pg_user": state["user"], "pgops_postgres_os_user": account.pw_name,
+                "pgops_pgbackrest_pgpass_file": str(pgpass), "pgops_pgbackrest_install_package": False,
+                "pgops_pgbackrest_config_file": str(work / "etc" / "pgbackrest.conf"),
+                "pgops_pgbackrest_repo_path": str(work / "repo"), "pgops_pgbackrest_spool_path": str(work / "spool"),
+                "pgops_pgbackrest_log_path": str(work / "log"), "pgops_pgbackrest_lock_path": str(work / "lock"),
+                "pgops_pgbackrest_stanza": "pytest",
+                # The server's account cannot reach this checkout's virtualenv: the host's own Python.
+                "pgops_pgbackrest_python": "/usr/bin/python3"}
+    yield dict(state, name=name), params, settings, account
+    sandbox.down(name)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def pgbackrest(settings, account, *command):
+    return subprocess.run(["runuser", "-u", account.pw_name, "--", "/usr/bin/pgbackrest",
+                           f"--config={settings['pgops_pgbackrest_config_file']}",
+                           f"--stanza={settings['pgops_pgbackrest_stanza']}", *command],
+                          env=dict(os.environ, PGPASSFILE=settings["pgops_pgbackrest_pgpass_file"]),
+                          capture_output=True, text=True, check=False)
+
+
+def test_wal_reaches_the_repository_and_a_second_run_changes_nothing(cluster, tmp_path):
+    state, params, settings, account = cluster
+    bad = run_playbook("pgbackrest.yml", state, params, tmp_path, "-e",
+                       json.dumps(dict(settings, pgops_pgbackrest_compress_type="rar",
+                                       pgops_pgbackrest_stanza="main; rm -rf /")))
+    assert bad.returncode != 0 and play_recap(bad)["failed"] == 1
+    assert failure_message(bad) == (
+        "Bad pgBackRest settings, nothing was changed: pgbackrest_stanza (pgops_pgbackrest_stanza) \"main; rm -rf /\" "
+        "is not a stanza name (letters, digits, - and _); pgbackrest_compress_type (pgops_pgbackrest_compress_type) "
+        "\"rar\" is not one of zst, lz4, gz, bz2, none."), failure_message(bad)
+    assert not Path(settings["pgops_pgbackrest_config_file"]).exists()
+    assert query(params, "SELECT current_setting('archive_command')")[0][0] == "/bin/true"
+
+    done = run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(settings))
+    assert done.returncode == 0 and play_recap(done)["failed"] == 0, done.stdout[-3000:]
+    assert re.search(r"pgBackRest stanza pytest: WAL archived through archive-push \(archive_timeout 60 s, "
+                     r"asynchronous\) to \S+/repo; checked: a forced WAL switch reached the repository\.",
+                     done.stdout), done.stdout[-2000:]
+    assert query(params, "SELECT current_setting('archive_command'), current_setting('archive_timeout')")[0] == (
+        f"/usr/bin/pgbackrest --config={settings['pgops_pgbackrest_config_file']} --stanza=pytest archive-push %p",
+        "1min")
+    repo = Path(settings["pgops_pgbackrest_repo_path"])
+    assert (repo.stat().st_uid, stat.S_IMODE(repo.stat().st_mode)) == (account.pw_uid, 0o750)
+    config = Path(settings["pgops_pgbackrest_config_file"]).read_text()
+    assert f"pg1-path={state['datadir']}\npg1-port={state['port']}\npg1-socket-path={state['socket_dir']}\n" in config
+    # The archive holds a segment, and pgBackRest's own view of the stanza is sound.
+    info = json.loads(pgbackrest(settings, account, "--output=json", "info").stdout)[0]
+    assert info["status"]["code"] == 2 and info["status"]["message"] == "no valid backups", info["status"]
+    assert info["archive"] and info["archive"][0]["max"], info["archive"]
+
+    again = run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(settings))
+    assert again.returncode == 0 and play_recap(again)["changed"] == 0, again.stdout[-3000:]
+
+
+def test_archive_mode_off_stops_before_the_stanza_and_says_which_restart_is_due(cluster, tmp_path):
+    """The other branch: archiving was off. The role never restarts a server: it sets what it can, stops before
+    the stanza and says so; after the restart the same run goes through."""
+    state, params, settings, account = cluster
+    query(dict(params, login_db="postgres"), "ALTER SYSTEM SET archive_mode = off")
+    sandbox.restart(state["name"])
+    assert query(params, "SELECT current_setting('archive_mode')")[0][0] == "off"
+    stanza = dict(settings, pgops_pgbackrest_stanza="restarted")
+    stopped = run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(stanza))
+    assert stopped.returncode != 0 and play_recap(stopped)["failed"] == 1
+    assert failure_message(stopped) == (
+        "archive_mode = on takes effect only after a restart of the server, which this role does not do: restart it "
+        "(the service that runs it), then run this again. archive_command and archive_timeout are set; no stanza "
+        "was created."), failure_message(stopped)
+    status = json.loads(pgbackrest(stanza, account, "--output=json", "info").stdout)[0]["status"]
+    assert status["message"] == "missing stanza path", status
+
+    sandbox.restart(state["name"])
+    done = run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(stanza))
+    assert done.returncode == 0 and play_recap(done)["failed"] == 0, done.stdout[-3000:]
+    assert "checked: a forced WAL switch reached the repository." in done.stdout
