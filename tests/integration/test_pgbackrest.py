@@ -37,7 +37,7 @@ def cluster():
                 "pgops_pgbackrest_config_file": str(work / "etc" / "pgbackrest.conf"),
                 "pgops_pgbackrest_repo_path": str(work / "repo"), "pgops_pgbackrest_spool_path": str(work / "spool"),
                 "pgops_pgbackrest_log_path": str(work / "log"), "pgops_pgbackrest_lock_path": str(work / "lock"),
-                "pgops_pgbackrest_stanza": "pytest",
+                "pgops_pgbackrest_stanza": "pytest", "pgops_cron_dir": str(work / "cron.d"),
                 # The server's account cannot reach this checkout's virtualenv: the host's own Python.
                 "pgops_pgbackrest_python": "/usr/bin/python3"}
     yield dict(state, name=name), params, settings, account
@@ -46,7 +46,7 @@ def cluster():
 
 
 def pgbackrest(settings, account, *command):
-    return subprocess.run(["runuser", "-u", account.pw_name, "--", "/usr/bin/pgbackrest",
+    return subprocess.run(["/usr/sbin/runuser", "-u", account.pw_name, "--", "/usr/bin/pgbackrest",
                            f"--config={settings['pgops_pgbackrest_config_file']}",
                            f"--stanza={settings['pgops_pgbackrest_stanza']}", *command],
                           env=dict(os.environ, PGPASSFILE=settings["pgops_pgbackrest_pgpass_file"]),
@@ -69,7 +69,7 @@ def test_wal_reaches_the_repository_and_a_second_run_changes_nothing(cluster, tm
     done = run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(settings))
     assert done.returncode == 0 and play_recap(done)["failed"] == 0, done.stdout[-3000:]
     assert re.search(r"pgBackRest stanza pytest: WAL archived through archive-push \(archive_timeout 60 s, "
-                     r"asynchronous\) to \S+/repo; checked: a forced WAL switch reached the repository\.",
+                     r"asynchronous\) to \S+/repo; checked: a forced WAL switch reached the repository; ",
                      done.stdout), done.stdout[-2000:]
     assert query(params, "SELECT current_setting('archive_command'), current_setting('archive_timeout')")[0] == (
         f"/usr/bin/pgbackrest --config={settings['pgops_pgbackrest_config_file']} --stanza=pytest archive-push %p",
@@ -85,6 +85,56 @@ def test_wal_reaches_the_repository_and_a_second_run_changes_nothing(cluster, tm
 
     again = run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(settings))
     assert again.returncode == 0 and play_recap(again)["changed"] == 0, again.stdout[-3000:]
+
+
+def cron_lines(path):
+    """{the command's last word: (schedule, account, command)} of a cron file's lines."""
+    lines = {}
+    for line in Path(path).read_text().splitlines():
+        if not line or line.startswith("#") or re.match(r"^[A-Z]+=", line):
+            continue
+        fields = line.split(None, 6)
+        lines[fields[-1].split()[-1] if "--type=" not in fields[-1] else
+              re.search(r"--type=(\w+)", fields[-1])[1]] = (" ".join(fields[:5]), fields[5], fields[6])
+    return lines
+
+
+def test_the_schedule_runs_as_cron_would_and_a_bad_schedule_writes_nothing(cluster, tmp_path):
+    """The cron file's lines, run as cron runs them (the server's account, sh, a minimal PATH), take a full and an
+    incremental backup and verify them; a schedule cron cannot read writes nothing."""
+    state, params, settings, account = cluster
+    schedule = dict(settings, pgops_pgbackrest_stanza="scheduled")
+    bad = run_playbook("pgbackrest.yml", state, params, tmp_path, "-e",
+                       json.dumps(dict(schedule, pgops_pgbackrest_schedule_incr="0 * * *",
+                                       pgops_pgbackrest_schedule_full="61 1 * * 0")))
+    assert bad.returncode != 0 and play_recap(bad)["failed"] == 1
+    last = failure_message(bad)
+    assert last.startswith("Bad pgBackRest settings, nothing was changed: pgbackrest_schedule_full "
+                           "(pgops_pgbackrest_schedule_full): minute '61'"), last
+    assert "pgbackrest_schedule_incr (pgops_pgbackrest_schedule_incr): schedule '0 * * *' has 4 field(s)" in last, last
+    cron_file = Path(settings["pgops_cron_dir"]) / "pgops-pgbackrest-scheduled"
+    assert not cron_file.exists()
+
+    done = run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(schedule))
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert f"backups from cron ({cron_file}): full 30 1 * * 0, differential 30 1 * * 1-6, incremental 0 * * * *, " \
+        "verify 0 5 * * 6." in done.stdout, done.stdout[-2000:]
+    lines = cron_lines(cron_file)
+    assert sorted(lines) == ["diff", "full", "incr", "verify"], lines
+    assert {line[1] for line in lines.values()} == {account.pw_name}
+    for kind in ("full", "incr", "verify"):
+        ran = subprocess.run(["/usr/sbin/runuser", "-u", account.pw_name, "--", "/bin/sh", "-c", lines[kind][2]],
+                             env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp"}, cwd="/",
+                             capture_output=True, text=True, check=False)
+        assert ran.returncode == 0, (kind, ran.stdout, ran.stderr)
+    info = json.loads(pgbackrest(schedule, account, "--output=json", "info").stdout)[0]
+    assert [backup["type"] for backup in info["backup"]] == ["full", "incr"], info["backup"]
+    assert info["status"]["code"] == 0, info["status"]
+
+    absent = run_playbook("pgbackrest.yml", state, params, tmp_path, "-e",
+                          json.dumps(dict(schedule, pgops_pgbackrest_schedule_state="absent")))
+    assert absent.returncode == 0 and not cron_file.exists(), absent.stdout[-2000:]
+    assert "; no backup schedule." in absent.stdout
 
 
 def test_archive_mode_off_stops_before_the_stanza_and_says_which_restart_is_due(cluster, tmp_path):
@@ -107,4 +157,4 @@ def test_archive_mode_off_stops_before_the_stanza_and_says_which_restart_is_due(
     sandbox.restart(state["name"])
     done = run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(stanza))
     assert done.returncode == 0 and play_recap(done)["failed"] == 0, done.stdout[-3000:]
-    assert "checked: a forced WAL switch reached the repository." in done.stdout
+    assert "checked: a forced WAL switch reached the repository; " in done.stdout
