@@ -131,6 +131,12 @@ def test_the_schedule_runs_as_cron_would_and_a_bad_schedule_writes_nothing(clust
     assert [backup["type"] for backup in info["backup"]] == ["full", "incr"], info["backup"]
     assert info["status"]["code"] == 0, info["status"]
 
+    # An empty schedule leaves that kind out.
+    fewer = run_playbook("pgbackrest.yml", state, params, tmp_path, "-e",
+                         json.dumps(dict(schedule, pgops_pgbackrest_schedule_incr="")))
+    assert fewer.returncode == 0 and sorted(cron_lines(cron_file)) == ["diff", "full", "verify"], fewer.stdout[-2000:]
+    assert ", incremental never, " in fewer.stdout
+
     absent = run_playbook("pgbackrest.yml", state, params, tmp_path, "-e",
                           json.dumps(dict(schedule, pgops_pgbackrest_schedule_state="absent")))
     assert absent.returncode == 0 and not cron_file.exists(), absent.stdout[-2000:]
