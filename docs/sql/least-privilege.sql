@@ -44,6 +44,13 @@ GRANT CONNECT ON DATABASE :"database" TO :"deploy_role";
 \endif
 
 -- Per-database grants: what follows runs in the application's database.
+-- A deployment's restore point (pgops_deploy_restore_point): a named point in the WAL, and its segment closed so
+-- that it is archived at once. A function's privileges are a database's own: granted in the maintenance database,
+-- where the restore_point module connects. Granted in the application's database, it would be in every dump of
+-- it, and a restore by a role that is not a superuser would fail on it.
+\connect postgres
+GRANT EXECUTE ON FUNCTION pg_catalog.pg_create_restore_point(text), pg_catalog.pg_switch_wal() TO :"deploy_role";
+
 \connect :"database"
 SET client_min_messages = warning;
 -- What exists now, in every schema but the system's, whoever owns it: pg_dump needs USAGE on each schema and

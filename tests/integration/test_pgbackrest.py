@@ -164,3 +164,48 @@ def test_archive_mode_off_stops_before_the_stanza_and_says_which_restart_is_due(
     done = run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(stanza))
     assert done.returncode == 0 and play_recap(done)["failed"] == 0, done.stdout[-3000:]
     assert "checked: a forced WAL switch reached the repository; " in done.stdout
+
+
+def test_a_deployment_marks_a_restore_point_archived_before_it_migrates(cluster, tmp_path):
+    """With pgops_deploy_restore_point, the deployment (as the least-privilege deploy role) names the instant
+    writes went off in the WAL and proves the segment holding it reached the repository before migrating; with
+    archiving broken it stops there, nothing migrated."""
+    from conftest import DEPLOY_ROLE, create_accounts
+    from test_any_project import BOOKSHELF, CHAIN, recorded
+
+    state, params, settings, account = cluster
+    run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(settings))
+    create_accounts(state, "shelf")
+    query(dict(params, login_db="postgres"), f"ALTER ROLE {DEPLOY_ROLE} PASSWORD 'deploy-restore-point'")
+    deploy = dict(params, login_user=DEPLOY_ROLE, login_password="deploy-restore-point", login_db="shelf")
+    runbook = ("deploy_migration.yml", state, deploy, tmp_path, "-i", str(BOOKSHELF / "inventory"),
+               "-e", "pgops_deploy_restore_point=true", "-e", "pgops_deploy_restore_point_wait_seconds=3")
+
+    admin = dict(params, login_db="postgres")
+    query(admin, "ALTER SYSTEM SET archive_command = '/bin/false'")
+    query(admin, "SELECT pg_reload_conf()")
+    try:
+        stopped = run_playbook(*runbook, "-e", f"pgops_migration_target={CHAIN[0]}")
+    finally:
+        query(admin, "ALTER SYSTEM SET archive_command = %s", (
+            f"/usr/bin/pgbackrest --config={settings['pgops_pgbackrest_config_file']} --stanza=pytest archive-push %p",))
+        query(admin, "SELECT pg_reload_conf()")
+    assert stopped.returncode != 0 and play_recap(stopped)["failed"] == 1, stopped.stdout[-3000:]
+    last = failure_message(stopped)
+    assert re.search(r"restore point deploy-\S+ \(LSN [0-9A-F/]+\) is in WAL segment [0-9A-F]{24}, which was not "
+                     r"archived within 3\.0 s: the last archived is ", last), last
+    assert "Check archive_command (pgbackrest check shows why); nothing was migrated" in last, last
+    assert "Nothing was migrated: the database is at revision base." in last, last
+    assert recorded(deploy) is None
+
+    done = run_playbook(*runbook, "-e", f"pgops_migration_target={CHAIN[0]}",
+                        "-e", "pgops_deploy_restore_point_wait_seconds=60")
+    assert done.returncode == 0 and play_recap(done)["failed"] == 0, failure_message(done)
+    assert recorded(deploy) == CHAIN[0]
+    record = json.loads(max((tmp_path / "reports").glob("deploy-*.json"), key=os.path.getmtime).read_text())
+    point = record["restore_point"]
+    assert point["name"] == record["deployment"] and re.fullmatch(r"[0-9A-F]+/[0-9A-F]+", point["lsn"]), point
+    # The segment holding it is in the repository: pgBackRest gives it back.
+    fetched = Path(settings["pgops_pgbackrest_log_path"]) / point["wal_file"]  # a folder the account writes
+    got = pgbackrest(settings, account, "archive-get", point["wal_file"], str(fetched))
+    assert got.returncode == 0 and fetched.exists(), got.stderr
