@@ -9,7 +9,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
-import pwd
 
 try:
     from ansible.module_utils.basic import env_fallback, missing_required_lib
@@ -97,11 +96,12 @@ def config_params(config, database=None):
 
 def resolved_target(params):
     """Host, port and user as the options and their PG* fallbacks resolved them here, for a config that programs
-    started without those variables (cron, another account) read: the user falls back as libpq's does, to this
-    process's account, so that the backup account logs in as the same role the modules do."""
+    started without those variables (cron, another account) read. With neither an option nor PGUSER the user
+    stays empty: libpq's default, the account the program runs as, which a socket's peer authentication expects
+    (cron runs it as the backup account)."""
     return {"host": params.get("login_unix_socket") or params.get("login_host") or "",
             "port": params.get("login_port") or 5432,
-            "user": params.get("login_user") or pwd.getpwuid(os.geteuid()).pw_name}
+            "user": params.get("login_user") or ""}
 
 
 def libpq_params(params):

@@ -93,7 +93,8 @@ options:
   login_user:
     description:
       - The role the program logs in as, written into the config as C(user). If not set, E(PGUSER) is used,
-        else the account this module runs as (libpq's own default for the modules that run beside it).
+        else none is written, so libpq's default applies (the account the program runs as, O(owner) from cron), as
+        a socket's peer authentication expects.
     type: str
     aliases: [user]
 extends_documentation_fragment:

@@ -397,10 +397,13 @@ def test_backup_install_writes_once_with_its_modes_and_check_mode_writes_nothing
                      "etc/backup-appdb.json": 0o600,
                      "etc/pgpass-appdb": 0o600}, modes
     assert (tmp_path / "lib" / "pgops_backup.py").read_bytes() == PROGRAM.read_bytes(), "the program, byte for byte"
-    # Resolved once, as every module resolves them: the variables, and libpq's default user (this account).
+    # Resolved once, as every module resolves them: the variables; no PGUSER leaves libpq's default (the account
+    # the program runs as, which peer authentication expects from cron).
     assert json.loads((tmp_path / "etc" / "backup-appdb.json").read_text()) == {
-        "database": "appdb", "host": "db.example.internal", "port": 6543, "user": owner}
-    assert installed["target"] == {"host": "db.example.internal", "port": 6543, "user": owner}
+        "database": "appdb", "host": "db.example.internal", "port": 6543, "user": ""}
+    assert installed["target"] == {"host": "db.example.internal", "port": 6543, "user": ""}
+    with_user = run_module("backup_install", args, check_mode=True, env=dict(session, PGUSER="backup"))
+    assert with_user["target"]["user"] == "backup"
     assert (tmp_path / "etc" / "pgpass-appdb").read_text() == "*:5432:*:backup:s3cret-pw\n"
     assert "def writes_back" in (tmp_path / "lib" / "pgops_write_guard.py").read_text()
     assert "def lock_and_read" in (tmp_path / "lib" / "pgops_lease.py").read_text()

@@ -1075,8 +1075,12 @@ def stream_restore(config, path, schema, before, after, progress, hold=None):
                 try:
                     while_held()
                 except BaseException:
-                    load.stdin.write(b"ROLLBACK;\n")
-                    load.stdin.close()
+                    # Its own reason, even when psql is gone too (nothing was committed either way).
+                    try:
+                        load.stdin.write(b"ROLLBACK;\n")
+                        load.stdin.close()
+                    except BrokenPipeError:
+                        pass
                     load.wait()
                     raise
             load.stdin.write(("\n".join(before) + "\n").encode())
