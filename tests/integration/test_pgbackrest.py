@@ -209,3 +209,16 @@ def test_a_deployment_marks_a_restore_point_archived_before_it_migrates(cluster,
     fetched = Path(settings["pgops_pgbackrest_log_path"]) / point["wal_file"]  # a folder the account writes
     got = pgbackrest(settings, account, "archive-get", point["wal_file"], str(fetched))
     assert got.returncode == 0 and fetched.exists(), got.stderr
+
+
+def test_check_mode_on_a_new_stanza_says_what_it_would_do_and_changes_nothing(cluster, tmp_path):
+    state, params, settings, account = cluster
+    fresh = dict(settings, pgops_pgbackrest_stanza="foreseen",
+                 pgops_pgbackrest_config_file=str(Path(settings["pgops_pgbackrest_config_file"]).parent.parent
+                                                  / "etc-foreseen" / "pgbackrest.conf"))
+    before = query(params, "SELECT current_setting('archive_command')")[0][0]
+    foreseen = run_playbook("pgbackrest.yml", state, params, tmp_path, "--check", "-e", json.dumps(fresh))
+    assert foreseen.returncode == 0 and play_recap(foreseen)["failed"] == 0, foreseen.stdout[-3000:]
+    assert "pgBackRest stanza foreseen: " in foreseen.stdout and "not checked (check mode)" in foreseen.stdout
+    assert not Path(fresh["pgops_pgbackrest_config_file"]).exists()
+    assert query(params, "SELECT current_setting('archive_command')")[0][0] == before
