@@ -80,7 +80,7 @@ def undo_plan(record, guard, owner):
     backup = record.get("backup") or ""
     target = record.get("revision_before") or "base"
     online = record.get("mode") == "online"
-    unguarded = not off and unguarded_maintenance(record)
+    unguarded = unguarded_maintenance(record)
     # What lets a restore run on its own: writes off since the backup, or nothing written since (measured).
     restores_when = ("writes were off since the backup" if off else
                      "no application roles are guarded: only if it would discard no write since the backup")
