@@ -8,12 +8,13 @@ import re
 import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 import sandbox
-from conftest import failure_message, play_recap, query, run_playbook
+from conftest import artifacts, failure_message, play_recap, query, run_playbook
 
 
 @pytest.fixture(scope="module")
@@ -222,3 +223,102 @@ def test_check_mode_on_a_new_stanza_says_what_it_would_do_and_changes_nothing(cl
     assert "pgBackRest stanza foreseen: " in foreseen.stdout and "not checked (check mode)" in foreseen.stdout
     assert not Path(fresh["pgops_pgbackrest_config_file"]).exists()
     assert query(params, "SELECT current_setting('archive_command')")[0][0] == before
+
+
+def drill_settings(settings, state, work, **extra):
+    return json.dumps({**settings, "pgops_pitr_drill_folder": str(work / "drills"), "pgops_db_name": "intowork",
+                       "pgops_pitr_drill_reserve_mb": 0, "pitr_drill_user": state["user"],
+                       # The local inventory's spec file is the example application's, not this table's.
+                       "pgops_integrity_spec_file": "", **extra})
+
+
+def test_a_drill_recovers_to_the_target_into_a_scratch_server_while_the_application_writes(
+        cluster, tmp_path, live_writer):
+    """playbooks/pitr_drill.yml restores the newest full backup and the archive to a time between two of the
+    application's writes, into a scratch server of its own: the copy holds exactly the writes committed before
+    the target; the primary loses no write and refuses none; nothing of the scratch server reaches the
+    repository; its folder is gone."""
+    from conftest import application_role
+
+    state, params, settings, account = cluster
+    assert run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(settings)).returncode == 0
+    work = Path(settings["pgops_pgbackrest_repo_path"]).parent
+    query(params, "CREATE TABLE IF NOT EXISTS companies (id serial PRIMARY KEY, name text NOT NULL, "
+                  "created_at timestamptz NOT NULL DEFAULT clock_timestamp())")
+    with application_role(params):
+        writer = live_writer(params)
+        assert pgbackrest(settings, account, "--type=full", "backup").returncode == 0
+        time.sleep(1.0)
+        target = query(params, "SELECT clock_timestamp()")[0][0]
+        time.sleep(1.0)
+        drill = run_playbook("pitr_drill.yml", state, params, tmp_path, "-e", drill_settings(
+            settings, state, work, pitr_drill_target_time=target.isoformat(sep=" ")))
+        writer.stop()
+        assert drill.returncode == 0 and play_recap(drill)["failed"] == 0, drill.stdout[-4000:]
+        assert writer.failed == [], f"{len(writer.failed)} writes failed during the drill"
+        kept = {row[0] for row in query(params, "SELECT id FROM companies")}
+        assert set(writer.committed) <= kept, "the primary lost a committed write"
+
+    report = artifacts(drill)["pgops_pitr_drills"]["intowork-local"]
+    before, after = query(params, "SELECT count(*) FILTER (WHERE created_at <= %s - interval '10 ms'), "
+                                  "count(*) FILTER (WHERE created_at <= %s + interval '10 ms') FROM companies",
+                          (target, target))[0]
+    assert before <= report["row_counts"]["public.companies"] <= after, (report["row_counts"], before, after)
+    assert after < len(kept), "no write came after the target: the test proves nothing"
+    assert report["mark"]["name"].startswith("pgops-drill-") and report["timeline"] >= 2, report
+    stop = re.fullmatch(r"recovery stopping before commit of transaction \d+, time (.+)", report["recovery_stop"])
+    assert stop, report["recovery_stop"]
+    assert report["rto_seconds"] == pytest.approx(report["restore_seconds"] + report["recovery_seconds"], abs=0.01)
+    assert 0 <= report["rpo_seconds"] < 1.0, report
+    assert re.search(
+        r"PITR drill of stanza pytest: backup \S+F \(full\) restored in [0-9.]+ s and recovered to "
+        + re.escape(report["target_time"]) + r" in [0-9.]+ s \(recovery stopping before commit of transaction \d+, "
+        r"time [^)]+\); RTO [0-9.]+ s against a 900 s target; RPO achieved [0-9.]+ s \(the last transaction recovered "
+        r"committed at [^)]+\); 1 tables, \d+ rows; integrity checks of public passed; the scratch copy was removed\.",
+        drill.stdout), drill.stdout[-3000:]
+    # Promoted, the copy is on a timeline of its own, which its server never archived into the repository.
+    archived = [path.name for path in (work / "repo" / "archive" / "pytest").rglob("*")]
+    assert archived and not any(name.startswith("%08X" % report["timeline"]) for name in archived), archived
+    assert list((work / "drills").iterdir()) == []
+    assert subprocess.run(["pgrep", "-f", str(work / "drills")], capture_output=True, check=False).returncode == 1
+
+
+def test_a_drill_refuses_what_it_cannot_do_and_fails_over_its_rto_target(cluster, tmp_path):
+    """The other branches, each through the playbook: a target without its offset, a target before every backup,
+    too little free space (each before anything is written), and a drill slower than its RTO target (its copy
+    removed all the same); check mode restores nothing."""
+    state, params, settings, account = cluster
+    assert run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(settings)).returncode == 0
+    assert pgbackrest(settings, account, "--type=full", "backup").returncode == 0
+    work = Path(settings["pgops_pgbackrest_repo_path"]).parent
+    drills = work / "drills"
+
+    def drill(*extra, **options):
+        return run_playbook("pitr_drill.yml", state, params, tmp_path, *extra, "-e",
+                            drill_settings(settings, state, work, **options))
+
+    for options, message in (
+            ({"pitr_drill_target_time": "2026-12-07 14:30"}, "target_time '2026-12-07 14:30' is not a time with its "
+             "offset (2026-12-07 14:30:00+00): a time without its offset would be read in the server's zone"),
+            ({"pitr_drill_target_time": "2000-01-01 00:00:00+00"}, "no backup of stanza pytest ended before the "
+             "target 2000-01-01 00:00:00+00: the earliest ended at "),
+            ({"pgops_pitr_drill_reserve_mb": 1 << 40, "pitr_drill_target_age_seconds": 0}, "not enough free space in " + str(drills) + " for the drill: "),
+            ({"pgops_pitr_drill_port": 0}, "Bad drill settings, nothing was changed: pitr_drill_port "
+             "(pgops_pitr_drill_port) ")):
+        refused = drill(**options)
+        assert refused.returncode != 0 and play_recap(refused)["failed"] == 1, refused.stdout[-3000:]
+        assert message in failure_message(refused), (options, failure_message(refused))
+        assert not drills.exists() or list(drills.iterdir()) == []
+
+    foreseen = drill("--check", pitr_drill_target_age_seconds=0)
+    assert foreseen.returncode == 0, foreseen.stdout[-3000:]
+    assert re.search(r"Check mode: would restore backup \S+F of stanza pytest and the archive to .+ into "
+                     + re.escape(str(drills)) + r"/pytest-\S+ \(.+ needed, .+ free\), check it and remove it\. "
+                     r"Nothing was changed\.", foreseen.stdout), foreseen.stdout[-2000:]
+
+    slow = drill(pitr_drill_target_age_seconds=0, pgops_rto_target_seconds=1)
+    assert slow.returncode != 0 and play_recap(slow)["failed"] == 1, slow.stdout[-3000:]
+    assert re.fullmatch(r"PITR drill of stanza pytest: RTO [0-9.]+ s is over the 1 s target \(restore [0-9.]+ s, "
+                        r"recovery [0-9.]+ s\)\. The scratch copy was removed\.", failure_message(slow)), \
+        failure_message(slow)
+    assert list(drills.iterdir()) == []

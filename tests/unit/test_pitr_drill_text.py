@@ -1,0 +1,70 @@
+"""The PITR drill's pure parts: the target time it accepts, the backup it chooses, the folders it refuses."""
+
+from datetime import datetime, timezone
+
+import pytest
+
+from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError
+from ansible_collections.intowork.pgops.plugins.module_utils._pitr_drill import (
+    Scratch,
+    choose_backup,
+    overlaps,
+    parse_target,
+    server_options,
+    utc_text,
+)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2026-12-07 14:30:00+00", "2026-12-07 14:30:00+00"),
+    ("2026-12-07T14:30:00.5Z", "2026-12-07 14:30:00.500000+00"),
+    ("2026-12-07 16:30+02:00", "2026-12-07 14:30:00+00"),
+    ("2026-12-07 13:00:00-0130", "2026-12-07 14:30:00+00"),
+])
+def test_a_target_with_its_offset_is_read_as_utc(text, expected):
+    assert utc_text(parse_target(text)) == expected
+
+
+@pytest.mark.parametrize("text, says", [
+    ("2026-12-07 14:30:00", "is not a time with its offset"),
+    ("five minutes ago", "is not a time with its offset"),
+    ("2026-13-07 14:30:00Z", "is not a valid time: month must be in 1..12"),
+])
+def test_a_target_without_its_offset_or_not_a_time_is_refused_by_name(text, says):
+    with pytest.raises(PgopsError) as error:
+        parse_target(text)
+    assert str(error.value).startswith("target_time %r " % text) and says in str(error.value)
+
+
+def backup(label, stop):
+    return {"label": label, "type": label[-1] == "F" and "full" or "incr", "timestamp": {"start": stop - 60, "stop": stop}}
+
+
+def test_the_newest_backup_that_ended_before_the_target_is_chosen():
+    info = {"backup": [backup("A-F", 1000), backup("B-I", 2000), backup("C-I", 3000)]}
+    target = datetime.fromtimestamp(2500, timezone.utc)
+    assert choose_backup(info, target, "main")["label"] == "B-I"
+    assert choose_backup(info, datetime.fromtimestamp(2000, timezone.utc), "main")["label"] == "B-I"
+
+
+def test_a_target_before_every_backup_names_the_earliest():
+    with pytest.raises(PgopsError) as error:
+        choose_backup({"backup": [backup("A-F", 1000)]}, datetime.fromtimestamp(999, timezone.utc), "main")
+    assert str(error.value) == ("no backup of stanza main ended before the target 1970-01-01 00:16:39+00: the "
+                                "earliest ended at 1970-01-01 00:16:40+00; choose a later target or take a backup "
+                                "first (pgbackrest backup)")
+    with pytest.raises(PgopsError, match="the repository holds none"):
+        choose_backup({"backup": []}, datetime.fromtimestamp(999, timezone.utc), "main")
+
+
+def test_folders_overlap_when_one_holds_the_other_not_when_names_only_share_a_prefix():
+    assert overlaps("/var/lib/postgresql/15/main", "/var/lib/postgresql")
+    assert overlaps("/var/lib/postgresql", "/var/lib/postgresql/15/main/")
+    assert overlaps("/srv/pg", "/srv/pg")
+    assert not overlaps("/srv/pg-drills", "/srv/pg")
+
+
+def test_every_server_setting_reaches_the_shell_quoted():
+    options = server_options({"scratch_port": 5499, "shared_buffers": "128MB"}, Scratch("/srv/drill's"))
+    assert "-c 'listen_addresses='" in options and "-c 'archive_mode=off'" in options
+    assert "-c 'unix_socket_directories=/srv/drill'\"'\"'s/socket'" in options
