@@ -322,3 +322,52 @@ def test_a_drill_refuses_what_it_cannot_do_and_fails_over_its_rto_target(cluster
                         r"recovery [0-9.]+ s\)\. The scratch copy was removed\.", failure_message(slow)), \
         failure_message(slow)
     assert list(drills.iterdir()) == []
+
+
+def test_the_scheduled_drill_runs_as_cron_would_and_a_bad_schedule_writes_nothing(cluster, tmp_path):
+    """playbooks/pitr_drill_cron.yml: a schedule cron cannot read writes nothing; the cron line, run as cron runs it
+    (the server's account, sh, a minimal PATH), restores, proves and removes a copy with the collection's own
+    code installed beside the program; absent removes the schedule."""
+    state, params, settings, account = cluster
+    assert run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(settings)).returncode == 0
+    query(params, "CREATE TABLE IF NOT EXISTS companies (id serial PRIMARY KEY, name text NOT NULL, "
+                  "created_at timestamptz NOT NULL DEFAULT clock_timestamp())")
+    assert pgbackrest(settings, account, "--type=full", "backup").returncode == 0
+    query(params, "INSERT INTO companies (name) VALUES ('written after the backup')")
+    work = Path(settings["pgops_pgbackrest_repo_path"]).parent
+    cron_file = Path(settings["pgops_cron_dir"]) / "pgops-pitr-drill-pytest"
+    scheduled = {"pgops_pitr_drill_program_dir": str(work / "program"),
+                 "pgops_pitr_drill_config_dir": str(work / "etc-pgops"),
+                 "pgops_pitr_drill_folder": str(work / "scheduled-drills"), "pitr_drill_target_age_seconds": 0}
+
+    bad = run_playbook("pitr_drill_cron.yml", state, params, tmp_path, "-e",
+                       drill_settings(settings, state, work, **scheduled, pgops_pitr_drill_schedule="0 4 32 * *"))
+    assert bad.returncode != 0 and play_recap(bad)["failed"] == 1, bad.stdout[-3000:]
+    assert failure_message(bad).startswith("Bad drill schedule settings, nothing was changed: pitr_drill_schedule "
+                                           "(pgops_pitr_drill_schedule): day of month '32'"), failure_message(bad)
+    assert not cron_file.exists() and not (work / "program").exists()
+
+    done = run_playbook("pitr_drill_cron.yml", state, params, tmp_path, "-e",
+                        drill_settings(settings, state, work, **scheduled))
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert f"PITR drill of stanza pytest from cron ({cron_file}): 0 4 1 * *, as {account.pw_name}, to 0 s before each " \
+        "run, RTO target 900 s; failures mailed to the account." in done.stdout, done.stdout[-2000:]
+    line = [entry for entry in cron_file.read_text().splitlines() if entry.startswith("0 4 1 * * ")]
+    assert len(line) == 1, cron_file.read_text()
+    user, command = line[0][len("0 4 1 * * "):].split(None, 1)
+    assert user == account.pw_name
+    ran = subprocess.run(["/usr/sbin/runuser", "-u", account.pw_name, "--", "/bin/sh", "-c", command],
+                         env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp"}, cwd="/",
+                         capture_output=True, text=True, check=False)
+    assert ran.returncode == 0, (ran.stdout, ran.stderr)
+    assert re.fullmatch(r"PITR drill of stanza pytest: backup \S+ restored in [0-9.]+ s and recovered to .+ in [0-9.]+ "
+                        r"s \(recovery stopping before commit of transaction \d+, time .+\); RTO [0-9.]+ s against a "
+                        r"900 s target; RPO achieved [0-9.]+ s; 1 tables, [1-9]\d* rows; the scratch copy was removed\.\n",
+                        ran.stdout), ran.stdout
+    assert [path.name for path in (work / "scheduled-drills").iterdir() if path.is_dir()] == []
+
+    absent = run_playbook("pitr_drill_cron.yml", state, params, tmp_path, "-e", drill_settings(
+        settings, state, work, **scheduled, pgops_pitr_drill_schedule_state="absent"))
+    assert absent.returncode == 0 and not cron_file.exists(), absent.stdout[-2000:]
+    assert not (work / "etc-pgops" / "pitr-drill-pytest.json").exists()
+    assert "No scheduled PITR drill of stanza pytest." in absent.stdout
