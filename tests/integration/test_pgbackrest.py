@@ -371,3 +371,40 @@ def test_the_scheduled_drill_runs_as_cron_would_and_a_bad_schedule_writes_nothin
     assert absent.returncode == 0 and not cron_file.exists(), absent.stdout[-2000:]
     assert not (work / "etc-pgops" / "pitr-drill-pytest.json").exists()
     assert "No scheduled PITR drill of stanza pytest." in absent.stdout
+
+
+def test_backups_read_the_standby_and_a_standby_that_is_gone_stops_the_role(cluster, tmp_path):
+    """With the cluster's streaming standby named, pgBackRest knows it as pg2 and a full backup reads its files
+    from the standby (the manifest says so); with the standby gone, the role's check stops and says why."""
+    state, params, settings, account = cluster
+    standby = sandbox.standby(f"{state['name']}-standby", state["name"])
+    work = Path(settings["pgops_pgbackrest_repo_path"]).parent
+    stanza = dict(settings, pgops_pgbackrest_stanza="fromstandby",
+                  pgops_pgbackrest_config_file=str(work / "etc-standby" / "pgbackrest.conf"),
+                  pgops_pgbackrest_standby_pg_data=standby["datadir"], pgops_pgbackrest_standby_pg_port=standby["port"],
+                  pgops_pgbackrest_standby_pg_socket_path=standby["socket_dir"], pgops_pgbackrest_schedule_state="absent")
+    try:
+        done = run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(stanza))
+        assert done.returncode == 0 and play_recap(done)["failed"] == 0, done.stdout[-3000:]
+        assert f"backups read from the standby in {standby['datadir']} (port {standby['port']}), the primary serving " \
+            "only their start and stop; " in done.stdout, done.stdout[-2000:]
+        config = Path(stanza["pgops_pgbackrest_config_file"]).read_text()
+        assert "backup-standby=y\n" in config and f"pg2-path={standby['datadir']}\npg2-port={standby['port']}\n" in config
+        backed_up = pgbackrest(stanza, account, "--type=full", "backup")
+        assert backed_up.returncode == 0, backed_up.stderr
+        label = json.loads(pgbackrest(stanza, account, "--output=json", "info").stdout)[0]["backup"][-1]["label"]
+        manifest = (work / "repo" / "backup" / "fromstandby" / label / "backup.manifest").read_text()
+        assert "option-backup-standby=true" in manifest, manifest[:2000]
+
+        sandbox.down(standby["name"])
+        gone = run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(stanza))
+        assert gone.returncode != 0 and play_recap(gone)["failed"] == 1, gone.stdout[-3000:]
+        assert re.fullmatch(
+            rf"The standby in {re.escape(standby['datadir'])} \(port {standby['port']}\) did not answer pgBackRest's "
+            r"check \(unable to check pg2: \[DbConnectError\] unable to connect to .+\): every backup from it would "
+            r"fail\. Start it, or correct pgops_pgbackrest_standby_pg_data/_port/_socket_path, or back up from the "
+            r"primary \(pgops_pgbackrest_backup_standby false\)\. The archive is checked; the backup schedule was not "
+            r"written\.", failure_message(gone)), failure_message(gone)
+    finally:
+        sandbox.down(standby["name"])
+        assert run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(settings)).returncode == 0
