@@ -9,6 +9,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import re
 
 try:
     from ansible.module_utils.basic import env_fallback, missing_required_lib
@@ -178,6 +179,12 @@ def connect(params, autocommit=False, settings=None):
             raise PgopsError("cannot SET ROLE %s on %s: %s (check session_role)" % (
                 params["session_role"], target_label(params), " ".join(str(error).split())))
     return conn
+
+
+def debian_unit(cluster_name):
+    """The systemd unit of a Debian cluster (postgresql@15-main for cluster_name 15/main), or None."""
+    found = re.match(r"^(\d+)/([A-Za-z0-9_.-]+)$", cluster_name or "")
+    return "postgresql@%s-%s" % found.groups() if found else None
 
 
 def one_line(error):

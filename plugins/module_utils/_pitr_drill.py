@@ -29,6 +29,10 @@ except ImportError:
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError
 from ansible_collections.intowork.pgops.plugins.module_utils._restore_point import create as create_restore_point
 
+# How a module finds pgBackRest: its stanza, config and program (doc fragment intowork.pgops._pgbackrest).
+PGBACKREST_SPEC = {"stanza": dict(type="str", default="main"),
+                   "config_file": dict(type="path", default="/etc/pgbackrest/pgbackrest.conf"),
+                   "pgbackrest_bin": dict(type="path", default="/usr/bin/pgbackrest")}
 # Written first into a drill's folder: only a folder that holds it is ever removed.
 MARKER = "PGOPS_PITR_DRILL"
 TARGET = re.compile(

@@ -44,18 +44,6 @@ options:
         holds the drill's marker file, so a wrong path removes nothing.
     type: path
     required: true
-  stanza:
-    description: The pgBackRest stanza to restore.
-    type: str
-    default: main
-  config_file:
-    description: pgBackRest's config file.
-    type: path
-    default: /etc/pgbackrest/pgbackrest.conf
-  pgbackrest_bin:
-    description: The pgbackrest program.
-    type: path
-    default: /usr/bin/pgbackrest
   target_time:
     description:
       - The time to recover to, with its offset (V(2026-12-07 14:30:00+00)). Empty takes O(target_age_seconds)
@@ -113,6 +101,7 @@ options:
     default: postgres
 extends_documentation_fragment:
   - intowork.pgops._connection
+  - intowork.pgops._pgbackrest
   - intowork.pgops._connection.ATTRIBUTES
 attributes:
   check_mode:
@@ -225,17 +214,15 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
     require_psycopg2,
     run_module,
 )
-from ansible_collections.intowork.pgops.plugins.module_utils._pitr_drill import drill
+from ansible_collections.intowork.pgops.plugins.module_utils._pitr_drill import PGBACKREST_SPEC, drill
 
 
 def main():
     argument_spec = connection_spec()
+    argument_spec.update(PGBACKREST_SPEC)
     argument_spec.update(
         state=dict(type="str", choices=["present", "absent"], default="present"),
         path=dict(type="path", required=True),
-        stanza=dict(type="str", default="main"),
-        config_file=dict(type="path", default="/etc/pgbackrest/pgbackrest.conf"),
-        pgbackrest_bin=dict(type="path", default="/usr/bin/pgbackrest"),
         target_time=dict(type="str", default=""),
         target_age_seconds=dict(type="int", default=300),
         scratch_database=dict(type="str"),

@@ -95,7 +95,6 @@ extensions_created:
   elements: str
 """
 
-import re
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -103,6 +102,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
     PgopsError,
     connect,
     connection_spec,
+    debian_unit,
     require_psycopg2,
     run_module,
     sql,
@@ -185,11 +185,10 @@ def configure(params, check_mode):
                          (name in changes and before[name]["context"] == "postmaster"))
     finally:
         conn.close()
-    debian = re.match(r"^(\d+)/([A-Za-z0-9_.-]+)$", cluster_name or "")
     return {
         "changed": bool(changes or create),
         "cluster": {"name": cluster_name, "major_version": major,
-                    "debian_unit": "postgresql@%s-%s" % debian.groups() if debian else None,
+                    "debian_unit": debian_unit(cluster_name),
                     "port": port, "data_directory": data_directory,
                     "socket_directory": next((item.strip() for item in (sockets or "").split(",") if item.strip()),
                                              None)},

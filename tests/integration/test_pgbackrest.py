@@ -1,6 +1,7 @@
 """playbooks/pgbackrest.yml against a cluster of its own: WAL archived through pgBackRest into a repository the
 server's account owns, proven by `pgbackrest check`; a second run changes nothing; a bad value changes nothing."""
 
+import contextlib
 import json
 import os
 import pwd
@@ -17,14 +18,14 @@ import sandbox
 from conftest import artifacts, failure_message, play_recap, query, run_playbook
 
 
-@pytest.fixture(scope="module")
-def cluster():
+@contextlib.contextmanager
+def archived_cluster(tag):
     """A PostgreSQL 15 cluster (pgBackRest 2.45, Debian's, reads PostgreSQL up to 15 here) and a folder for the
     repository and config that the server's account can reach."""
-    name = f"pytest-pitr-{os.getpid()}"
+    name = f"pytest-{tag}-{os.getpid()}"
     state = sandbox.up(name, "15", "intowork")
     account = sandbox.run_as_sandbox_user() or pwd.getpwuid(os.geteuid())
-    work = Path(f"/tmp/pgops-pitr-{os.getpid()}")
+    work = Path(f"/tmp/pgops-{tag}-{os.getpid()}")
     work.mkdir(mode=0o755)
     pgpass = work / "pgpass"
     pgpass.write_text(f"*:*:*:{state['user']}:{state['password']}\n")
@@ -38,12 +39,20 @@ def cluster():
                 "pgops_pgbackrest_config_file": str(work / "etc" / "pgbackrest.conf"),
                 "pgops_pgbackrest_repo_path": str(work / "repo"), "pgops_pgbackrest_spool_path": str(work / "spool"),
                 "pgops_pgbackrest_log_path": str(work / "log"), "pgops_pgbackrest_lock_path": str(work / "lock"),
-                "pgops_pgbackrest_stanza": "pytest", "pgops_cron_dir": str(work / "cron.d"),
-                # The server's account cannot reach this checkout's virtualenv: the host's own Python.
-                "pgops_pgbackrest_python": "/usr/bin/python3"}
-    yield dict(state, name=name), params, settings, account
-    sandbox.down(name)
-    shutil.rmtree(work, ignore_errors=True)
+                # No pgops_pgbackrest_python: the steps run as the server's account start /usr/bin/python3 by
+                # default (this checkout's virtualenv is beyond that account's reach).
+                "pgops_pgbackrest_stanza": "pytest", "pgops_cron_dir": str(work / "cron.d")}
+    try:
+        yield dict(state, name=name), params, settings, account
+    finally:
+        sandbox.down(name)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with archived_cluster("pitr") as made:
+        yield made
 
 
 def pgbackrest(settings, account, *command):
@@ -408,3 +417,102 @@ def test_backups_read_the_standby_and_a_standby_that_is_gone_stops_the_role(clus
     finally:
         sandbox.down(standby["name"])
         assert run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(settings)).returncode == 0
+
+
+def test_a_rollback_by_pitr_takes_the_cluster_back_to_the_deployments_restore_point_while_the_application_writes(
+        tmp_path, live_writer):
+    """rollback.yml -e method=pitr, as the deploy role, the application writing: refused until the discarded
+    writes are acknowledged by the restore point's name and the cluster's other database is named (nothing
+    changed, no write refused); then the whole cluster goes back to the point the deployment marked: its
+    revision, its rows, every write before the point kept, writes refused only while the server was down, the
+    state before the rollback marked and archived."""
+    from conftest import DEPLOY_ROLE, application_role, create_accounts
+    from test_any_project import BOOKSHELF, CHAIN, recorded
+
+    with archived_cluster("pitr-rollback") as (state, params, settings, account):
+        assert run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(settings)).returncode == 0
+        create_accounts(state, "shelf")
+        query(dict(params, login_db="postgres"), f"ALTER ROLE {DEPLOY_ROLE} PASSWORD 'deploy-pitr'")
+        deploy = dict(params, login_user=DEPLOY_ROLE, login_password="deploy-pitr", login_db="shelf")
+        inventory = ("-i", str(BOOKSHELF / "inventory"))
+        first = run_playbook("deploy_migration.yml", state, deploy, tmp_path, *inventory,
+                             "-e", f"pgops_migration_target={CHAIN[0]}")
+        assert play_recap(first)["failed"] == 0, failure_message(first)
+        assert pgbackrest(settings, account, "--type=full", "backup").returncode == 0
+        server = [f"{state['bindir']}/pg_ctl", "-D", state["datadir"]]
+        commands = json.dumps({
+            "pgops_postgresql_stop_command": server + ["-m", "fast", "-w", "-t", "60", "stop"],
+            "pgops_postgresql_start_command": server + ["-l", state["log"], "-o", f"-p {state['port']}", "-w", "-t",
+                                                        "300", "start"]})
+        with application_role(dict(params, login_db="shelf")):
+            writer = live_writer(dict(params, login_db="shelf"), table="authors")
+            before_deployment = len(writer.committed_names)
+            deployed = run_playbook("deploy_migration.yml", state, deploy, tmp_path, *inventory,
+                                    "-e", f"pgops_migration_target={CHAIN[2]}", "-e", "pgops_deploy_restore_point=true")
+            assert play_recap(deployed)["failed"] == 0, failure_message(deployed)
+            record = max((tmp_path / "reports").glob("deploy-*.json"), key=os.path.getmtime)
+            point = json.loads(record.read_text())["restore_point"]
+            time.sleep(2)  # the application's writes after the deployment: a recovery to the point discards them
+            rollback = ("rollback.yml", state, deploy, tmp_path, *inventory, "-e", f"record={record}",
+                        "-e", "method=pitr", "-e", "confirm=yes", "-e", json.dumps(settings), "-e", commands)
+
+            # A record without a restore point, and a server nobody said how to stop: refused before anything.
+            first_record = min((tmp_path / "reports").glob("deploy-*.json"), key=os.path.getmtime)
+            pointless = run_playbook("rollback.yml", state, deploy, tmp_path, *inventory, "-e", f"record={first_record}",
+                                     "-e", "method=pitr", "-e", "confirm=yes", "-e", json.dumps(settings))
+            assert pointless.returncode != 0 and play_recap(pointless)["failed"] == 1
+            assert failure_message(pointless) == (
+                "Nothing to recover to: method pitr needs a deployment record that names a restore point (a "
+                f"deployment with pgops_deploy_restore_point true) ({first_record} names none). Nothing was changed.")
+            unstoppable = run_playbook(*rollback[:-2])
+            assert unstoppable.returncode != 0 and play_recap(unstoppable)["failed"] == 1
+            assert failure_message(unstoppable) == (
+                "Which unit stops and starts this cluster is unknown (its cluster_name is not Debian's "
+                "<version>/<cluster>): set pgops_postgresql_service, or pgops_postgresql_stop_command and "
+                "pgops_postgresql_start_command. Writes were not turned off. Nothing was changed.")
+
+            refused = run_playbook(*rollback)
+            assert refused.returncode != 0 and play_recap(refused)["failed"] == 1, refused.stdout[-3000:]
+            last = failure_message(refused)
+            assert last.startswith("the cluster also holds the database(s) intowork, which a point-in-time recovery "
+                                   "takes back to the restore point too: name them with -e pitr_other_databases="), last
+            assert f"recovering to restore point {point['name']} discards every write since it, in every database " \
+                   "of the cluster: " in last and re.search(r"authors \+\d+ rows", last), last
+            assert last.endswith(f"To mean it, run again with -e discard_writes={point['name']}. Writes were not "
+                                 "turned off. Nothing was changed."), last
+            assert recorded(deploy) == CHAIN[2] and writer.failed == []
+
+            before_rollback = len(writer.committed_names)
+            started = time.time()
+            done = run_playbook(*rollback, "-e", f"discard_writes={point['name']}", "-e", "pitr_other_databases=intowork")
+            ended = time.time()
+            time.sleep(1)  # writes after the rollback, on the recovered cluster
+            writer.stop()
+        assert done.returncode == 0 and play_recap(done)["failed"] == 0, done.stdout[-4000:]
+        assert recorded(deploy) == CHAIN[0]
+        (published,) = artifacts(done)["pgops_rollbacks"].values()
+        pitr = published["pitr"]
+        assert re.search(
+            rf"Rolled back by pitr: the database is at revision {CHAIN[0]}, as before the deployment, .*; the whole "
+            rf"cluster recovered to restore point {re.escape(point['name'])} \(LSN {point['lsn']}\) from backup \S+F, "
+            r"the server down for [0-9.]+ s \(restore [0-9.]+ s, replay and promotion [0-9.]+ s\), now on timeline 2; "
+            r"discarded, as acknowledged: .+; databases taken back with it: intowork; the state before the rollback is "
+            rf"kept as restore point {re.escape(pitr['before']['name'])} \(LSN \S+, timeline 1\): pgbackrest restore "
+            rf"--type=name --target={re.escape(pitr['before']['name'])} --target-timeline=1 recovers it\.",
+            published["summary"]), published["summary"]
+        live = {row[0] for row in query(deploy, "SELECT name FROM authors")}
+        # The cluster as it was at one instant: of the writes before the rollback, it holds a first run without a
+        # hole, every write from before the deployment among them; the later ones are gone, as acknowledged.
+        earlier = writer.committed_names[:before_rollback]
+        kept = [name in live for name in earlier]
+        held = kept.index(False) if False in kept else len(kept)
+        assert not any(kept[held:]), "the recovered cluster has a hole in the application's writes"
+        assert before_deployment <= held < before_rollback, (before_deployment, held, before_rollback)
+        # Writes failed only while the rollback ran, and the application writes again after it.
+        assert writer.failed and all(started <= moment <= ended for moment in writer.failed), (started, ended)
+        assert writer.failed_window() <= float(pitr["server_down_seconds"]) + 1.0, (writer.failed_window(), pitr)
+        assert set(writer.committed_names[before_rollback:]) & live, "no write after the rollback"
+        # The state before the rollback is in the repository: its restore point's segment comes back.
+        fetched = Path(settings["pgops_pgbackrest_log_path"]) / pitr["before"]["wal_file"]
+        got = pgbackrest(settings, account, "archive-get", pitr["before"]["wal_file"], str(fetched))
+        assert got.returncode == 0 and fetched.exists(), got.stderr

@@ -68,3 +68,34 @@ def test_every_server_setting_reaches_the_shell_quoted():
     options = server_options({"scratch_port": 5499, "shared_buffers": "128MB"}, Scratch("/srv/drill's"))
     assert "-c 'listen_addresses='" in options and "-c 'archive_mode=off'" in options
     assert "-c 'unix_socket_directories=/srv/drill'\"'\"'s/socket'" in options
+
+
+def test_the_backup_a_recovery_to_a_point_starts_from_ended_before_it():
+    from ansible_collections.intowork.pgops.plugins.module_utils._pitr_restore import backup_before
+
+    info = {"backup": [{"label": "A-F", "lsn": {"stop": "0/3000100"}}, {"label": "B-I", "lsn": {"stop": "0/9000100"}},
+                       {"label": "C-I", "lsn": {"stop": "1/00000100"}}]}
+    assert backup_before(info, {"name": "deploy-1", "lsn": "0/A000000"}, "main")["label"] == "B-I"
+    # LSNs compare as numbers, not text: 0/9000100 is before 0/A000000, 1/100 after both.
+    assert backup_before(info, {"name": "deploy-2", "lsn": "1/00000100"}, "main")["label"] == "C-I"
+    with pytest.raises(PgopsError) as error:
+        backup_before(info, {"name": "deploy-0", "lsn": "0/2000000"}, "main")
+    assert str(error.value) == ("no backup of stanza main ended before restore point deploy-0 (LSN 0/2000000): a "
+                                "recovery to it needs one taken before the deployment; nothing was changed")
+
+
+def test_what_a_recovery_discards_reads_in_words():
+    from ansible_collections.intowork.pgops.plugins.module_utils._pitr_restore import discards_text
+
+    assert discards_text({"public.authors": 12, "public.books": -1}, 17_600_000) == (
+        "17.6 MB of WAL since the point (row counts against the deployment's: public.authors +12 rows, public.books "
+        "-1 rows; updates and deletes that left a count as it was are undone too)")
+    assert discards_text({}, 4096) == ("4096 bytes of WAL since the point (no table's row count changed; updates and "
+                                       "deletes are undone too)")
+
+
+def test_a_debian_cluster_names_its_unit():
+    from ansible_collections.intowork.pgops.plugins.module_utils._connection import debian_unit
+
+    assert debian_unit("15/main") == "postgresql@15-main"
+    assert debian_unit("pgops-pitr-drill") is None and debian_unit(None) is None
