@@ -207,6 +207,13 @@ def test_a_deployment_marks_a_restore_point_archived_before_it_migrates(cluster,
     assert "Check archive_command (pgbackrest check shows why); nothing was migrated" in last, last
     assert "Nothing was migrated: the database is at revision base." in last, last
     assert recorded(deploy) is None
+    # After its failures the archiver backs off for up to a minute: the deployment starts once it archives again.
+    deadline = time.monotonic() + 120
+    while query(admin, "SELECT last_failed_time IS NOT NULL AND (last_archived_time IS NULL OR "
+                       "last_archived_time < last_failed_time) FROM pg_stat_archiver")[0][0]:
+        assert time.monotonic() < deadline, "the archiver did not recover from /bin/false"
+        query(admin, "SELECT pg_switch_wal()")
+        time.sleep(1)
 
     done = run_playbook(*runbook, "-e", f"pgops_migration_target={CHAIN[0]}",
                         "-e", "pgops_deploy_restore_point_wait_seconds=60")
