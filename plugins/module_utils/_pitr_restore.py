@@ -16,6 +16,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import os
+import pwd
+import shutil
 import time
 
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import (
@@ -25,7 +28,12 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
     one_line,
     sql,
 )
-from ansible_collections.intowork.pgops.plugins.module_utils._pitr_drill import pgbackrest, stanza_info, tail
+from ansible_collections.intowork.pgops.plugins.module_utils._pitr_drill import (
+    pgbackrest,
+    repository_paths,
+    stanza_info,
+    tail,
+)
 
 OTHER_DATABASES = """
 SELECT datname FROM pg_catalog.pg_database
@@ -144,20 +152,42 @@ def check(params, check_mode):
             "row_changes": changes, "discarded_text": text, "refusal": "; ".join(refusals)}
 
 
+def keep_wal(data_directory, name):
+    """A copy of the stopped server's pg_wal beside its data folder: the writes of its last segment, which no
+    archive holds yet, survive the restore that replaces them. Returns (folder, bytes)."""
+    source = os.path.join(data_directory, "pg_wal")
+    copy = os.path.join(os.path.dirname(os.path.abspath(data_directory)), "pgops-wal-%s" % name)
+    if os.path.lexists(copy):
+        raise PgopsError("%s exists: a rollback named %s ran before; nothing was restored" % (copy, name))
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("archive_status"))
+    size = sum(os.path.getsize(os.path.join(root, entry)) for root, _dirs, files in os.walk(copy) for entry in files)
+    return copy, size
+
+
 def restore(params, check_mode):
-    """With the server stopped: the data folder made the backup's (delta: only files that differ are written),
-    recovery set to stop at the restore point and promote."""
+    """With the server stopped: its pg_wal kept, then the data folder made the backup's (delta: only files that
+    differ are written), recovery set to stop at the restore point and promote."""
     if check_mode:
         return {"changed": True}
     point = params["restore_point"]
+    data_directory = repository_paths(params).get("pg1-path")
+    if not data_directory or os.path.exists(os.path.join(data_directory, "postmaster.pid")):
+        raise PgopsError("the server's data folder %s is not that of a stopped server (postmaster.pid is there): "
+                         "nothing was restored" % data_directory)
+    wal_copy, wal_bytes = keep_wal(data_directory, params["keep_wal_as"])
+    command = ["--delta", "--set=%s" % params["backup_label"], "--type=name", "--target=%s" % point["name"],
+               "--target-action=promote", "restore"]
     started = time.monotonic()
-    ran = pgbackrest(params, "--delta", "--set=%s" % params["backup_label"], "--type=name",
-                     "--target=%s" % point["name"], "--target-action=promote", "restore")
+    ran = pgbackrest(params, *command)
     if ran.returncode != 0:
-        raise PgopsError("pgbackrest restore of backup %s to restore point %s failed: %s; the server is stopped and "
-                         "its data folder may be half-restored: run the rollback again (a delta restore starts over)" % (
-                             params["backup_label"], point["name"], tail(ran.stderr)))
-    return {"changed": True, "restore_seconds": round(time.monotonic() - started, 3)}
+        raise PgopsError("pgbackrest restore of backup %s to restore point %s failed: %s. The server is stopped, its "
+                         "data folder may be half-restored and its WAL is kept in %s: as %s, run pgbackrest "
+                         "--config=%s --stanza=%s %s, then start the server" % (
+                             params["backup_label"], point["name"], tail(ran.stderr), wal_copy,
+                             pwd.getpwuid(os.geteuid()).pw_name, params["config_file"], params["stanza"],
+                             " ".join(command)))
+    return {"changed": True, "restore_seconds": round(time.monotonic() - started, 3), "wal_copy": wal_copy,
+            "wal_copy_bytes": wal_bytes}
 
 
 def promoted(params, check_mode):

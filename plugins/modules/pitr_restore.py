@@ -22,8 +22,10 @@ description:
     lists the cluster's other databases (a recovery takes the whole cluster back), and returns RV(refusal), the
     reasons to stop, unless O(discard_writes) names the restore point and O(other_databases) names every other
     database.
-  - O(state=restore), with the server stopped, runs pgBackRest's delta restore of O(backup_label) into the
-    cluster's data folder, with recovery set to stop at the restore point and promote.
+  - O(state=restore), with the server stopped, copies its C(pg_wal) beside its data folder
+    (C(pgops-wal-<keep_wal_as>)), since its last segment holds writes no archive has yet, then runs pgBackRest's
+    delta restore of O(backup_label) into the cluster's data folder, with recovery set to stop at the restore
+    point and promote.
   - O(state=promoted) waits until the restarted server answers out of recovery, then analyzes the database.
 options:
   state:
@@ -53,6 +55,9 @@ options:
     default: ""
   backup_label:
     description: The backup to restore (RV(backup) of O(state=backup)); required with O(state=restore).
+    type: str
+  keep_wal_as:
+    description: The name of the copy of C(pg_wal) O(state=restore) keeps (the rollback's own restore point's).
     type: str
   timeout_seconds:
     description: Seconds O(state=promoted) waits for the server to answer out of recovery.
@@ -124,6 +129,14 @@ restore_seconds:
   description: Seconds the delta restore took.
   returned: state is restore
   type: float
+wal_copy:
+  description: The folder the stopped server's C(pg_wal) was copied to.
+  returned: state is restore
+  type: str
+wal_copy_bytes:
+  description: Its size.
+  returned: state is restore
+  type: int
 recovery_seconds:
   description: Seconds until the server answered out of recovery.
   returned: state is promoted
@@ -154,10 +167,11 @@ def main():
         other_databases=dict(type="list", elements="str", default=[]),
         discard_writes=dict(type="str", default=""),
         backup_label=dict(type="str"),
+        keep_wal_as=dict(type="str"),
         timeout_seconds=dict(type="float", default=1800.0),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           required_if=[("state", "restore", ["backup_label"])])
+                           required_if=[("state", "restore", ["backup_label", "keep_wal_as"])])
     require_psycopg2(module)
     run_module(module, lambda params, check_mode: STEPS[params["state"]](params, check_mode))
 

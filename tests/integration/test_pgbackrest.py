@@ -505,7 +505,9 @@ def test_a_rollback_by_pitr_takes_the_cluster_back_to_the_deployments_restore_po
             r"the server down for [0-9.]+ s \(restore [0-9.]+ s, replay and promotion [0-9.]+ s\), now on timeline 2; "
             r"discarded, as acknowledged: .+; databases taken back with it: intowork; the state before the rollback is "
             rf"kept as restore point {re.escape(pitr['before']['name'])} \(LSN \S+, timeline 1\): pgbackrest restore "
-            rf"--type=name --target={re.escape(pitr['before']['name'])} --target-timeline=1 recovers it\.",
+            rf"--type=name --target={re.escape(pitr['before']['name'])} --target-timeline=1 recovers it, and the "
+            rf"stopped server's WAL \(the writes after it that no archive held yet\) is kept in "
+            rf"{re.escape(pitr['wal_copy'])} \([0-9.]+ MB\)\.",
             published["summary"]), published["summary"]
         live = {row[0] for row in query(deploy, "SELECT name FROM authors")}
         # The cluster as it was at one instant: of the writes before the rollback, it holds a first run without a
@@ -519,6 +521,9 @@ def test_a_rollback_by_pitr_takes_the_cluster_back_to_the_deployments_restore_po
         assert writer.failed and all(started <= moment <= ended for moment in writer.failed), (started, ended)
         assert writer.failed_window() <= float(pitr["server_down_seconds"]) + 1.0, (writer.failed_window(), pitr)
         assert set(writer.committed_names[before_rollback:]) & live, "no write after the rollback"
+        # The stopped server's WAL, the application's last writes before the stop in it, beside its data folder.
+        assert Path(pitr["wal_copy"]).parent == Path(state["datadir"]).parent
+        assert any(re.fullmatch(r"[0-9A-F]{24}", path.name) for path in Path(pitr["wal_copy"]).iterdir())
         # The state before the rollback is in the repository: its restore point's segment comes back.
         fetched = Path(settings["pgops_pgbackrest_log_path"]) / pitr["before"]["wal_file"]
         got = pgbackrest(settings, account, "archive-get", pitr["before"]["wal_file"], str(fetched))
