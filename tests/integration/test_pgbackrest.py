@@ -426,6 +426,25 @@ def test_backups_read_the_standby_and_a_standby_that_is_gone_stops_the_role(clus
         assert run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(settings)).returncode == 0
 
 
+def bookshelf_at_its_first_revision_backed_up(state, params, settings, account, tmp_path, database):
+    """The bookshelf project deployed to its first revision by the least-privilege deploy role in `database` (a
+    name of its own: the backup program's config is named after it), and a full backup after it: (the deploy
+    role's params, the inventory arguments, the server's pg_ctl argv)."""
+    from conftest import DEPLOY_ROLE, create_accounts
+    from test_any_project import BOOKSHELF, CHAIN
+
+    assert run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(settings)).returncode == 0
+    create_accounts(state, database)
+    query(dict(params, login_db="postgres"), f"ALTER ROLE {DEPLOY_ROLE} PASSWORD 'deploy-pitr'")
+    deploy = dict(params, login_user=DEPLOY_ROLE, login_password="deploy-pitr", login_db=database)
+    inventory = ("-i", str(BOOKSHELF / "inventory"))
+    first = run_playbook("deploy_migration.yml", state, deploy, tmp_path, *inventory,
+                         "-e", f"pgops_migration_target={CHAIN[0]}")
+    assert play_recap(first)["failed"] == 0, failure_message(first)
+    assert pgbackrest(settings, account, "--type=full", "backup").returncode == 0
+    return deploy, inventory, [f"{state['bindir']}/pg_ctl", "-D", state["datadir"]]
+
+
 def test_a_rollback_by_pitr_takes_the_cluster_back_to_the_deployments_restore_point_while_the_application_writes(
         tmp_path, live_writer):
     """rollback.yml -e method=pitr, as the deploy role, the application writing: refused until the discarded
@@ -433,26 +452,18 @@ def test_a_rollback_by_pitr_takes_the_cluster_back_to_the_deployments_restore_po
     changed, no write refused); then the whole cluster goes back to the point the deployment marked: its
     revision, its rows, every write before the point kept, writes refused only while the server was down, the
     state before the rollback marked and archived."""
-    from conftest import DEPLOY_ROLE, application_role, create_accounts
-    from test_any_project import BOOKSHELF, CHAIN, recorded
+    from conftest import application_role
+    from test_any_project import CHAIN, recorded
 
     with archived_cluster("pitr-rollback") as (state, params, settings, account):
-        assert run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(settings)).returncode == 0
-        create_accounts(state, "shelf")
-        query(dict(params, login_db="postgres"), f"ALTER ROLE {DEPLOY_ROLE} PASSWORD 'deploy-pitr'")
-        deploy = dict(params, login_user=DEPLOY_ROLE, login_password="deploy-pitr", login_db="shelf")
-        inventory = ("-i", str(BOOKSHELF / "inventory"))
-        first = run_playbook("deploy_migration.yml", state, deploy, tmp_path, *inventory,
-                             "-e", f"pgops_migration_target={CHAIN[0]}")
-        assert play_recap(first)["failed"] == 0, failure_message(first)
-        assert pgbackrest(settings, account, "--type=full", "backup").returncode == 0
-        server = [f"{state['bindir']}/pg_ctl", "-D", state["datadir"]]
+        deploy, inventory, server = bookshelf_at_its_first_revision_backed_up(state, params, settings, account,
+                                                                              tmp_path, "shelf_pitr")
         commands = json.dumps({
             "pgops_postgresql_stop_command": server + ["-m", "fast", "-w", "-t", "60", "stop"],
             "pgops_postgresql_start_command": server + ["-l", state["log"], "-o", f"-p {state['port']}", "-w", "-t",
                                                         "300", "start"]})
-        with application_role(dict(params, login_db="shelf")):
-            writer = live_writer(dict(params, login_db="shelf"), table="authors")
+        with application_role(dict(params, login_db="shelf_pitr")):
+            writer = live_writer(dict(params, login_db="shelf_pitr"), table="authors")
             before_deployment = len(writer.committed_names)
             deployed = run_playbook("deploy_migration.yml", state, deploy, tmp_path, *inventory,
                                     "-e", f"pgops_migration_target={CHAIN[2]}", "-e", "pgops_deploy_restore_point=true")
@@ -528,3 +539,38 @@ def test_a_rollback_by_pitr_takes_the_cluster_back_to_the_deployments_restore_po
         fetched = Path(settings["pgops_pgbackrest_log_path"]) / pitr["before"]["wal_file"]
         got = pgbackrest(settings, account, "archive-get", pitr["before"]["wal_file"], str(fetched))
         assert got.returncode == 0 and fetched.exists(), got.stderr
+
+
+def test_a_rollback_by_pitr_whose_server_does_not_start_says_it_is_down_and_keeps_the_lock(tmp_path):
+    """The other branch of the recovery: the start command fails after the restore. The play stops with the
+    reason, says the server is down since when and that the lock stays with the rollback; started by hand, the
+    server recovers to the point."""
+    from test_any_project import CHAIN, recorded
+
+    with archived_cluster("pitr-down") as (state, params, settings, account):
+        deploy, inventory, server = bookshelf_at_its_first_revision_backed_up(state, params, settings, account,
+                                                                              tmp_path, "shelf_down")
+        deployed = run_playbook("deploy_migration.yml", state, deploy, tmp_path, *inventory,
+                                "-e", f"pgops_migration_target={CHAIN[2]}", "-e", "pgops_deploy_restore_point=true")
+        assert play_recap(deployed)["failed"] == 0, failure_message(deployed)
+        record = max((tmp_path / "reports").glob("deploy-*.json"), key=os.path.getmtime)
+        point = json.loads(record.read_text())["restore_point"]
+        commands = {"pgops_postgresql_stop_command": server + ["-m", "fast", "-w", "-t", "60", "stop"],
+                    "pgops_postgresql_start_command": ["/bin/sh", "-c", "echo no start for you >&2; exit 3"]}
+        down = run_playbook("rollback.yml", state, deploy, tmp_path, *inventory, "-e", f"record={record}",
+                            "-e", "method=pitr", "-e", "confirm=yes", "-e", f"discard_writes={point['name']}",
+                            "-e", "pitr_other_databases=intowork", "-e", json.dumps({**settings, **commands}))
+        assert down.returncode != 0 and play_recap(down)["failed"] == 1, down.stdout[-3000:]
+        assert re.fullmatch(
+            rf"the server did not start after the restore to restore point {re.escape(point['name'])}: /bin/sh -c "
+            r"echo no start for you >&2; exit 3 exited 3 \(no start for you\); its data folder is restored and set to "
+            r"recover to the point when it starts\. The server is DOWN since \S+Z, stopped for the recovery: finish it "
+            r"as said above and start it; the deployment lock stays with this rollback \(rollback-\S+\)\.",
+            failure_message(down)), failure_message(down)
+
+        sandbox.run(server + ["-l", state["log"], "-o", f"-p {state['port']}", "-w", "-t", "120", "start"], account)
+        deadline = time.monotonic() + 60
+        while query(params, "SELECT pg_is_in_recovery()")[0][0]:
+            assert time.monotonic() < deadline, "the server did not finish its recovery"
+            time.sleep(0.5)
+        assert recorded(deploy) == CHAIN[0]
