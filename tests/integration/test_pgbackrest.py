@@ -98,14 +98,15 @@ def test_wal_reaches_the_repository_and_a_second_run_changes_nothing(cluster, tm
 
 
 def cron_lines(path):
-    """{the command's last word: (schedule, account, command)} of a cron file's lines."""
+    """{the backup type, verify or metrics: (schedule, account, command)} of a cron file's lines."""
     lines = {}
     for line in Path(path).read_text().splitlines():
         if not line or line.startswith("#") or re.match(r"^[A-Z]+=", line):
             continue
         fields = line.split(None, 6)
-        lines[fields[-1].split()[-1] if "--type=" not in fields[-1] else
-              re.search(r"--type=(\w+)", fields[-1])[1]] = (" ".join(fields[:5]), fields[5], fields[6])
+        kind = ("metrics" if "pgops_pgbackrest_metrics.py" in fields[6] else
+                re.search(r"--type=(\w+)", fields[6])[1] if "--type=" in fields[6] else fields[6].split()[-1])
+        lines[kind] = (" ".join(fields[:5]), fields[5], fields[6])
     return lines
 
 
@@ -113,7 +114,12 @@ def test_the_schedule_runs_as_cron_would_and_a_bad_schedule_writes_nothing(clust
     """The cron file's lines, run as cron runs them (the server's account, sh, a minimal PATH), take a full and an
     incremental backup and verify them; a schedule cron cannot read writes nothing."""
     state, params, settings, account = cluster
-    schedule = dict(settings, pgops_pgbackrest_stanza="scheduled")
+    work = Path(settings["pgops_pgbackrest_repo_path"]).parent
+    metrics = work / "textfile"
+    metrics.mkdir(mode=0o755, exist_ok=True)
+    os.chown(metrics, account.pw_uid, account.pw_gid)
+    schedule = dict(settings, pgops_pgbackrest_stanza="scheduled", pgops_backup_metrics_dir=str(metrics),
+                    pgops_pgbackrest_program_dir=str(work / "program-metrics"))
     bad = run_playbook("pgbackrest.yml", state, params, tmp_path, "-e",
                        json.dumps(dict(schedule, pgops_pgbackrest_schedule_incr="0 * * *",
                                        pgops_pgbackrest_schedule_full="61 1 * * 0")))
@@ -128,9 +134,13 @@ def test_the_schedule_runs_as_cron_would_and_a_bad_schedule_writes_nothing(clust
     done = run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(schedule))
     assert done.returncode == 0, done.stdout[-3000:]
     assert f"backups from cron ({cron_file}): full 30 1 * * 0, differential 30 1 * * 1-6, incremental 0 * * * *, " \
-        "verify 0 5 * * 6." in done.stdout, done.stdout[-2000:]
+        f"verify 0 5 * * 6, metrics every 5 minutes into {metrics}/pgops_pgbackrest_scheduled.prom." in done.stdout, \
+        done.stdout[-2000:]
     lines = cron_lines(cron_file)
-    assert sorted(lines) == ["diff", "full", "incr", "verify"], lines
+    assert sorted(lines) == ["diff", "full", "incr", "metrics", "verify"], lines
+    assert lines["metrics"][0] == "*/5 * * * *"
+    # The role wrote the figures once already: a stanza with no backup yet.
+    assert "pgops_pgbackrest_status{stanza=\"scheduled\"} 2\n" in (metrics / "pgops_pgbackrest_scheduled.prom").read_text()
     assert {line[1] for line in lines.values()} == {account.pw_name}
     for kind in ("full", "incr", "verify"):
         ran = subprocess.run(["/usr/sbin/runuser", "-u", account.pw_name, "--", "/bin/sh", "-c", lines[kind][2]],
@@ -140,10 +150,29 @@ def test_the_schedule_runs_as_cron_would_and_a_bad_schedule_writes_nothing(clust
     info = json.loads(pgbackrest(schedule, account, "--output=json", "info").stdout)[0]
     assert [backup["type"] for backup in info["backup"]] == ["full", "incr"], info["backup"]
     assert info["status"]["code"] == 0, info["status"]
+    # The metrics line, as cron runs it: each type's newest backup (a full one meets the differential schedule
+    # too), the ages the alerts allow, the earliest recoverable time, the repository's size, the status.
+    ran = subprocess.run(["/usr/sbin/runuser", "-u", account.pw_name, "--", "/bin/sh", "-c", lines["metrics"][2]],
+                         env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp"}, cwd="/",
+                         capture_output=True, text=True, check=False)
+    assert ran.returncode == 0, (ran.stdout, ran.stderr)
+    figures = dict(line.rsplit(" ", 1) for line in (metrics / "pgops_pgbackrest_scheduled.prom").read_text().splitlines()
+                   if not line.startswith("#"))
+    full, incr = info["backup"]
+    label = 'stanza="scheduled"'
+    assert figures[f'pgops_pgbackrest_backup_last_timestamp_seconds{{{label},type="full"}}'] == str(full["timestamp"]["stop"])
+    assert figures[f'pgops_pgbackrest_backup_last_timestamp_seconds{{{label},type="diff"}}'] == str(full["timestamp"]["stop"])
+    assert figures[f'pgops_pgbackrest_backup_last_timestamp_seconds{{{label},type="incr"}}'] == str(incr["timestamp"]["stop"])
+    assert figures[f'pgops_pgbackrest_backup_max_age_seconds{{{label},type="full"}}'] == str(192 * 3600)
+    assert figures[f'pgops_pgbackrest_backup_max_age_seconds{{{label},type="diff"}}'] == str(26 * 3600)
+    assert figures[f"pgops_pgbackrest_recoverable_since_timestamp_seconds{{{label}}}"] == str(full["timestamp"]["start"])
+    assert int(figures[f"pgops_pgbackrest_repository_size_bytes{{{label}}}"]) == sum(
+        backup["info"]["repository"]["delta"] for backup in info["backup"])
+    assert figures[f"pgops_pgbackrest_status{{{label}}}"] == "0"
 
     # An empty schedule leaves that kind out.
     fewer = run_playbook("pgbackrest.yml", state, params, tmp_path, "-e",
-                         json.dumps(dict(schedule, pgops_pgbackrest_schedule_incr="")))
+                         json.dumps(dict(schedule, pgops_pgbackrest_schedule_incr="", pgops_backup_metrics_dir="")))
     assert fewer.returncode == 0 and sorted(cron_lines(cron_file)) == ["diff", "full", "verify"], fewer.stdout[-2000:]
     assert ", incremental never, " in fewer.stdout
 
