@@ -317,12 +317,16 @@ def drill(params, check_mode):
     info = stanza_info(params)
     backup = choose_backup(info, target, params["stanza"])
     parent = os.path.dirname(scratch.path)
-    if not os.path.isdir(parent):
+    if not os.path.isdir(parent) and not check_mode:
         raise PgopsError("the drills' folder %s does not exist (the pitr_drill role makes it)" % parent)
     size = backup["info"]["size"]
     # The restored files, a quarter more for the WAL replayed and the server's own, and the reserve left free.
     needed = size + max(size // 4, 64 << 20) + params["reserve_mb"] * (1 << 20)
-    free = free_bytes(parent)
+    # In check mode the role has not made the drills' folder: the file system it would be made on.
+    existing = parent
+    while not os.path.isdir(existing):
+        existing = os.path.dirname(existing)
+    free = free_bytes(existing)
     if free < needed:
         raise PgopsError("not enough free space in %s for the drill: %d MB free, %d MB needed (the backup's %d MB, "
                          "a quarter more for WAL, and reserve_mb %d left free); free space or choose another "

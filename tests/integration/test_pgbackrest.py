@@ -355,11 +355,14 @@ def test_a_drill_refuses_what_it_cannot_do_and_fails_over_its_rto_target(cluster
         assert message in failure_message(refused), (options, failure_message(refused))
         assert not drills.exists() or list(drills.iterdir()) == []
 
-    foreseen = drill("--check", pitr_drill_target_age_seconds=0)
+    # Check mode on a host whose drills' folder is not made yet: it says what it would do and makes nothing.
+    unmade = work / "drills-not-made"
+    foreseen = drill("--check", pitr_drill_target_age_seconds=0, pgops_pitr_drill_folder=str(unmade))
     assert foreseen.returncode == 0, foreseen.stdout[-3000:]
     assert re.search(r"Check mode: would restore backup \S+F of stanza pytest and the archive to .+ into "
-                     + re.escape(str(drills)) + r"/pytest-\S+ \(.+ needed, .+ free\), check it and remove it\. "
+                     + re.escape(str(unmade)) + r"/pytest-\S+ \(.+ needed, .+ free\), check it and remove it\. "
                      r"Nothing was changed\.", foreseen.stdout), foreseen.stdout[-2000:]
+    assert not unmade.exists()
 
     slow = drill(pitr_drill_target_age_seconds=0, pgops_rto_target_seconds=1)
     assert slow.returncode != 0 and play_recap(slow)["failed"] == 1, slow.stdout[-3000:]
