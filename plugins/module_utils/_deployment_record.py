@@ -12,7 +12,9 @@ beside itself on hosts without the collection.
 The record, written by phase (deploy_lock state=acquired, merge):
   preflight:  revision_before, target, plan (revision ids, in order), mode (maintenance | online),
               irreversible (revision ids a downgrade cannot undo), writes_guarded (application roles were named)
-  backup:     backup (its path), backup_taken (words), row_counts_before, catalog_before, migration_started (UTC)
+  backup:     backup (its path; empty without pg_dump), backup_taken (words), row_counts_before, catalog_before,
+              restore_point ({name, lsn, wal_file}: the named point in the archived WAL, or null),
+              migration_started (UTC)
   migration:  nothing_ran (why; with migration_started cleared) when Alembic failed before its first revision
   finish:     finishing (the owner of the deployment another run finishes)
 """
@@ -72,18 +74,23 @@ def undo_plan(record, guard, owner):
 
     With writes on since the backup (online mode, a failure after they came back, or a guard no longer this
     deployment's) a restore would drop the application's writes: only a downgrade is automatic. With writes off,
-    revisions a downgrade cannot undo go back by the backup, and a failed downgrade falls through to it."""
+    revisions a downgrade cannot undo go back by the backup, and a failed downgrade falls through to it. Without a
+    backup (pgops_deploy_logical_backup false) the restore point takes its place: a point-in-time recovery of the
+    whole cluster, only with writes off since the point (what it discards is then the migration's own work)."""
     if not record.get("migration_started"):
         return None
     off = writes_off_since_backup(guard, owner)
     irreversible = list(record.get("irreversible") or [])
     backup = record.get("backup") or ""
+    point = record.get("restore_point") or {}
     target = record.get("revision_before") or "base"
     online = record.get("mode") == "online"
     unguarded = unguarded_maintenance(record)
     # What lets a restore run on its own: writes off since the backup, or nothing written since (measured).
     restores_when = ("writes were off since the backup" if off else
                      "no application roles are guarded: only if it would discard no write since the backup")
+    # A recovery takes back every write since the point: only automatic while nobody but the migration wrote.
+    recovers = bool(point) and not backup and off
     if online or not (off or unguarded):
         method = "downgrade"
         reason = ("%s: a restore would drop the application's writes since the backup, so only a downgrade to %s "
@@ -92,10 +99,19 @@ def undo_plan(record, guard, owner):
         method = "restore"
         reason = ("revision(s) %s cannot be undone by a downgrade (irreversible, or destroying data): restore %s "
                   "(%s)" % (", ".join(irreversible), backup, restores_when))
+    elif irreversible and recovers:
+        method = "pitr"
+        reason = ("revision(s) %s cannot be undone by a downgrade (irreversible, or destroying data) and no backup "
+                  "was taken: recover the cluster to restore point %s (writes were off since it)" % (
+                      ", ".join(irreversible), point["name"]))
     else:
         method = "auto"
+        fallback = ("the backup " + backup if backup else
+                    "a recovery of the cluster to restore point " + point["name"] if recovers else
+                    "no backup to fall back on")
         reason = "a downgrade to %s, and %s if it fails (%s)" % (
-            target, "the backup " + backup if backup else "no backup to fall back on", restores_when)
+            target, fallback, "writes were off since the restore point" if recovers and not backup else restores_when)
     return {"method": method, "target": target, "backup": backup, "interrupted_plan": list(record.get("plan") or []),
+            "restore_point": point if recovers else {},
             "row_counts": record.get("row_counts_before") or {}, "catalog": record.get("catalog_before") or "",
             "writes_off_since_backup": off, "row_count_policy": "equal" if off else "no_loss", "reason": reason}

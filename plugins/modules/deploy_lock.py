@@ -184,9 +184,12 @@ undo:
     - How the deployment's rescue undoes it, decided from the record and the write guard (read in the same
       transaction); null when its migration never started. C(method) is V(downgrade) when writes were on since
       the backup (a restore would drop the application's writes), V(restore) when a revision cannot be downgraded
-      and writes were off, else V(auto) (downgrade, the backup if that fails); C(reason) says why.
-    - Also C(target), C(backup), C(interrupted_plan), C(row_counts), C(catalog), C(writes_off_since_backup) and
-      C(row_count_policy) (V(equal) with writes off since the backup, else V(no_loss)).
+      and writes were off, V(pitr) when such a revision has no backup to restore but a restore point with writes
+      off since it, else V(auto) (downgrade, then the backup, or else the restore point, if that fails);
+      C(reason) says why.
+    - Also C(target), C(backup), C(restore_point) (the point a recovery may go back to on its own, or empty),
+      C(interrupted_plan), C(row_counts), C(catalog), C(writes_off_since_backup) and C(row_count_policy)
+      (V(equal) with writes off since the backup, else V(no_loss)).
   returned: when O(state=status)
   type: dict
 ended_sessions:

@@ -606,3 +606,88 @@ def test_a_rollback_by_pitr_whose_server_does_not_start_says_it_is_down_and_keep
             assert time.monotonic() < deadline, "the server did not finish its recovery"
             time.sleep(0.5)
         assert recorded(deploy) == CHAIN[0]
+
+
+def test_a_deployment_without_pg_dump_goes_back_by_its_restore_point_on_its_own_while_the_application_writes(
+        tmp_path, live_writer):
+    """pgops_deploy_logical_backup false: no pg_dump in the window, the restore point is the way back. A revision
+    a downgrade cannot undo fails the deployment (writes guarded, the application writing): while the cluster
+    holds a database the inventory does not name, the rescue recovers nothing, keeps writes off, and names the
+    rollback.yml command, which then recovers it; named in pgops_pitr_other_databases, the next deployment's
+    rescue recovers the cluster on its own. Every committed write survives both."""
+    from conftest import APP, application_role, assert_application_survived
+    from test_any_project import CHAIN, FAILING, project_copy, recorded
+
+    with archived_cluster("pitr-auto") as (state, params, settings, account):
+        deploy, inventory, server = bookshelf_at_its_first_revision_backed_up(state, params, settings, account,
+                                                                              tmp_path, "shelf_auto")
+        project = project_copy(tmp_path)
+        (project / "migrations" / "versions" / "6e5f6a7b8c9d_fails.py").write_text(FAILING)
+        shelf = dict(params, login_db="shelf_auto")
+        # The data a revision of the plan destroys (it drops isbn): a downgrade would bring it back empty.
+        query(deploy, "INSERT INTO authors (id, name) VALUES (1000000, 'Ursula K. Le Guin')")
+        query(deploy, "INSERT INTO books (author_id, title, isbn) VALUES (1000000, 'The Dispossessed', '978-0061054884')")
+        inventory_vars = {**settings, "pgops_alembic_project_dir": str(project), "pgops_app_roles": [APP],
+                          "pgops_allow_destructive": [CHAIN[3]], "pgops_deploy_restore_point": True,
+                          "pgops_deploy_logical_backup": False,
+                          "pgops_postgresql_stop_command": server + ["-m", "fast", "-w", "-t", "60", "stop"],
+                          "pgops_postgresql_start_command": server + ["-l", state["log"], "-o", f"-p {state['port']}",
+                                                                      "-w", "-t", "300", "start"]}
+
+        # Refused before anything: no pg_dump and no restore point leaves nothing to go back to.
+        neither = run_playbook("deploy_migration.yml", state, deploy, tmp_path, *inventory,
+                               "-e", json.dumps(dict(inventory_vars, pgops_deploy_restore_point=False)))
+        assert neither.returncode != 0 and play_recap(neither)["failed"] == 1
+        assert failure_message(neither) == (
+            "Bad settings, nothing was changed: pgops_deploy_logical_backup false needs pgops_deploy_restore_point "
+            "true (with pgBackRest archiving the WAL): a deployment with neither has nothing to go back to.")
+
+        with application_role(shelf):
+            writer = live_writer(shelf, table="authors")
+            refused = run_playbook("deploy_migration.yml", state, deploy, tmp_path, *inventory,
+                                   "-e", json.dumps(inventory_vars))
+            assert refused.returncode != 0 and play_recap(refused)["failed"] == 1
+            record = max((tmp_path / "reports").glob("deploy-*.json"), key=os.path.getmtime)
+            report = json.loads(record.read_text())
+            point = report["restore_point"]
+            assert report["backup"] is None and point["name"] == report["deployment"], report
+            last = failure_message(refused)
+            assert f"the database is now at revision {CHAIN[4]}. THE ROLLBACK FAILED TOO (the cluster also holds " \
+                   "the database(s) intowork, which a point-in-time recovery takes back to the restore point too: " \
+                   "name them with -e pitr_other_databases=intowork to mean it. Nothing was recovered). " in last, last
+            command = (f"ansible-playbook playbooks/rollback.yml -e record={record} -e method=pitr "
+                       f"-e discard_writes={point['name']} -e pitr_other_databases=intowork -e confirm=yes")
+            assert f"The database is at revision {CHAIN[4]}; writes are kept OFF. Recover the cluster to the restore " \
+                   f"point taken before the deployment with: {command} (see docs/runbooks/rollback.md)." in last, last
+            assert recorded(deploy) == CHAIN[4]
+            assert writer.missing(shelf) == [] and writer.failed[-1] > time.time() - 2, writer.figures()
+
+            # The command it names, as it names it: the cluster back at the point, writes back on.
+            kept_off = len(writer.committed)
+            recovered = run_playbook("rollback.yml", state, deploy, tmp_path, *inventory, *command.split()[2:],
+                                     "-e", json.dumps(inventory_vars))
+            assert recovered.returncode == 0 and play_recap(recovered)["failed"] == 0, recovered.stdout[-3000:]
+            assert recorded(deploy) == CHAIN[0]
+            assert query(deploy, "SELECT isbn FROM books") == [("978-0061054884",)]
+            time.sleep(1)
+            writer.stop()
+            assert writer.missing(shelf) == [] and len(writer.committed) > kept_off, writer.figures()
+
+            # Named in the inventory: the rescue recovers the cluster itself.
+            writer = live_writer(shelf, table="authors")
+            on_its_own = run_playbook("deploy_migration.yml", state, deploy, tmp_path, *inventory,
+                                      "-e", json.dumps(dict(inventory_vars, pgops_pitr_other_databases=["intowork"])))
+            assert on_its_own.returncode != 0 and play_recap(on_its_own)["failed"] == 1
+            record = max((tmp_path / "reports").glob("deploy-*.json"), key=os.path.getmtime)
+            report = json.loads(record.read_text())
+            last = failure_message(on_its_own)
+            assert re.search(
+                rf"Rolled back by pitr: the database is at revision {CHAIN[0]}, as before the deployment, .*; the "
+                rf"whole cluster recovered to restore point {re.escape(report['restore_point']['name'])} ", last), last
+            # The downgrade would bring back empty the column the deployment dropped: it falls to the point.
+            assert report["rollback_decided"]["reason"] == (
+                f"a downgrade to {CHAIN[0]}, and a recovery of the cluster to restore point "
+                f"{report['restore_point']['name']} if it fails (writes were off since the restore point)"), report
+            assert query(deploy, "SELECT isbn FROM books") == [("978-0061054884",)]
+            assert recorded(deploy) == CHAIN[0]
+            assert_application_survived(writer, shelf, report["write_off_seconds"])

@@ -107,3 +107,30 @@ def test_with_writes_on_only_a_downgrade_is_automatic(record, guard):
 
 def test_the_first_deployment_of_a_project_goes_back_to_base():
     assert undo_plan(dict(STARTED, revision_before=None), MY_GUARD, "deploy-1")["target"] == "base"
+
+
+POINT = {"name": "deploy-1", "lsn": "0/3000028", "wal_file": "000000010000000000000003"}
+
+
+def test_without_a_backup_the_restore_point_takes_its_place_only_with_writes_off():
+    """pgops_deploy_logical_backup false: an irreversible revision goes back by a recovery of the cluster to the
+    deployment's restore point, and a failed downgrade falls through to it; never while writes were on."""
+    pointed = dict(STARTED, backup="", restore_point=POINT)
+    undo = undo_plan(dict(pointed, irreversible=["r2"]), MY_GUARD, "deploy-1")
+    assert (undo["method"], undo["restore_point"], undo["row_count_policy"]) == ("pitr", POINT, "equal"), undo
+    assert undo["reason"] == ("revision(s) r2 cannot be undone by a downgrade (irreversible, or destroying data) and "
+                              "no backup was taken: recover the cluster to restore point deploy-1 (writes were off "
+                              "since it)"), undo["reason"]
+    fallback = undo_plan(pointed, MY_GUARD, "deploy-1")
+    assert (fallback["method"], fallback["restore_point"]) == ("auto", POINT)
+    assert fallback["reason"] == ("a downgrade to r0, and a recovery of the cluster to restore point deploy-1 if it "
+                                  "fails (writes were off since the restore point)"), fallback["reason"]
+    # Writes on since (online, or the guard gone) or never guarded: a recovery would take the application's back.
+    for record, guard in [(dict(pointed, mode="online", irreversible=["r2"]), None),
+                          (dict(pointed, irreversible=["r2"]), None),
+                          (dict(pointed, irreversible=["r2"], writes_guarded=False), None)]:
+        undo = undo_plan(record, guard, "deploy-1")
+        assert undo["method"] != "pitr" and undo["restore_point"] == {}, undo
+    # With a backup too, the backup restores this database alone: the cluster's others are left as they are.
+    both = undo_plan(dict(pointed, backup="/b/db.dump", irreversible=["r2"]), MY_GUARD, "deploy-1")
+    assert (both["method"], both["restore_point"]) == ("restore", {})
