@@ -175,7 +175,8 @@ SELECT s.schemaname || '.' || s.sequencename, s.last_value, s.min_value, s.max_v
 
 TYPE_LIMITS = {"int2": (-32768, 32767), "int4": (-2147483648, 2147483647)}
 
-ARCHIVER = "SELECT failed_count, last_failed_wal, last_failed_time, last_archived_time FROM pg_stat_archiver"
+ARCHIVER = ("SELECT failed_count, last_failed_wal, last_failed_time, last_archived_time, "
+            "extract(epoch FROM pg_catalog.now() - last_archived_time)::float8 FROM pg_stat_archiver")
 
 ARCHIVE_READY = "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%%.ready'"
 
@@ -350,6 +351,50 @@ class Findings(object):
     def lines(self):
         return ["%s (threshold: %s)" % (p["detail"], p["threshold"]) if p["threshold"] else p["detail"]
                 for p in self.problems]
+
+
+def pgbackrest_findings(read, limits, found, archive_lag_seconds):
+    """pgBackRest's view of the cluster (pitr_restore state=repository: `repository`, `problem`) as the report's facts,
+    and its findings: not readable, a stanza that cannot be recovered from, a newest backup past the age limit."""
+    repository = read.get("repository")
+    if not repository:
+        found.add("physical backup", "critical", "pgBackRest",
+                  "pgBackRest's repository could not be read: %s" % (read.get("problem") or "no answer"), None)
+        return None
+    stanza = repository["stanza"]
+    if repository["status_code"] != 0:
+        found.add("physical backup", "critical", stanza,
+                  "stanza %s: %s (status %d): nothing can be recovered from it; run playbooks/pgbackrest.yml and a "
+                  "full backup" % (stanza, repository["status"], repository["status_code"]), None)
+    newest = repository["newest"].get("incr")
+    if newest and newest["age_seconds"] > limits["max_backup_age_hours"] * 3600:
+        found.add("physical backup", "critical", stanza,
+                  "the newest backup of stanza %s (%s) is %.0f hours old (over %d): check the pgBackRest cron and "
+                  "its log" % (stanza, newest["label"], newest["age_seconds"] / 3600.0, limits["max_backup_age_hours"]),
+                  "max_backup_age_hours %d" % limits["max_backup_age_hours"])
+    return dict(repository, rows=physical_rows(repository, archive_lag_seconds))
+
+
+def physical_rows(repository, archive_lag_seconds):
+    """The report's pgBackRest section, (label, text) per row, the same in the Markdown and the HTML."""
+    def utc(seconds):
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+
+    rows = []
+    for kind, words in (("full", "full"), ("diff", "differential"), ("incr", "incremental")):
+        newest = repository["newest"].get(kind)
+        rows.append(["newest %s (or fuller)" % words, "%s (%s), ended %s, %.1f h ago, %s" % (
+            newest["label"], newest["type"], utc(newest["stop"]), newest["age_seconds"] / 3600.0,
+            size_text(newest["bytes"])) if newest else "none"])
+    rows.append(["recoverable since", utc(repository["recoverable_since"]) if repository["recoverable_since"]
+                 else "nothing: no backup"])
+    rows.append(["repository", "%d backup(s), %s (stanza %s: %s)" % (
+        repository["backups"], size_text(repository["repository_bytes"]), repository["stanza"], repository["status"])])
+    rows.append(["archived WAL", "%s to %s" % (repository["archive_min"], repository["archive_max"])
+                 if repository["archive_max"] else "none"])
+    rows.append(["archive lag", "%d s since a WAL segment last reached the archive" % archive_lag_seconds
+                 if archive_lag_seconds is not None else "nothing archived yet"])
+    return rows
 
 
 def chain_root(pid, blockers_of, seen=None):
@@ -579,12 +624,14 @@ def gather(params, check_mode):
 
     # WAL archiving.
     archiving = {"archive_mode": archive_mode, "failed_count": None, "last_failed_wal": None,
-                 "last_failed_time": None, "last_archived_time": None,
+                 "last_failed_time": None, "last_archived_time": None, "archive_lag_seconds": None,
                  "ready_segments": ready[0][0] if ready else None}
     if archiver:
-        failed_count, failed_wal, failed_time, archived_time = archiver[0]
+        failed_count, failed_wal, failed_time, archived_time, lag = archiver[0]
+        # The archive's lag: how long since a segment last reached it (writes since then are only in pg_wal).
         archiving.update(failed_count=failed_count, last_failed_wal=failed_wal, last_failed_time=_iso(failed_time),
-                         last_archived_time=_iso(archived_time))
+                         last_archived_time=_iso(archived_time),
+                         archive_lag_seconds=round(lag) if lag is not None else None)
         if archive_mode != "off" and failed_time and (archived_time is None or failed_time > archived_time):
             found.add("WAL archiving", "critical", name,
                       "WAL archiving is failing: the last attempt, on %s at %s, failed (%d failures so far, last "
@@ -687,6 +734,8 @@ def gather(params, check_mode):
                   "newest verified backup is %.0f hours old (over %d): check the backup cron and its log" % (
                       backup["age_hours"], limits["max_backup_age_hours"]),
                   "max_backup_age_hours %d" % limits["max_backup_age_hours"])
+    physical = (pgbackrest_findings(params["pgbackrest"], limits, found, archiving["archive_lag_seconds"])
+                if params["pgbackrest"] else None)
 
     # Security.
     security = []
@@ -738,6 +787,7 @@ def gather(params, check_mode):
         "archiving": archiving,
         "not_valid_constraints": not_valid,
         "backup": backup,
+        "pgbackrest": physical,
         "disk": disk_of(data_directory),
         "security": security,
         "problems": found.problems,

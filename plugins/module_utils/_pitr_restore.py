@@ -8,7 +8,8 @@ Its steps, each its own run, for the runbook puts the server's stop and start be
 - backup: the backup a recovery starts from (as the account that reads the repository);
 - check: what recovering there would discard, and what else it would take back, before anything changes;
 - restore: with the server stopped, pgBackRest's delta restore of the backup before the point, to stop there;
-- promoted: the server answers again, out of recovery, analyzed.
+- promoted: the server answers again, out of recovery, analyzed;
+and repository: what a recovery can reach now, for the health report (reads the repository only).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -28,6 +29,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
     one_line,
     sql,
 )
+from ansible_collections.intowork.pgops.plugins.module_utils._pgbackrest_info import summary
 from ansible_collections.intowork.pgops.plugins.module_utils._pitr_drill import (
     pgbackrest,
     repository_paths,
@@ -100,6 +102,21 @@ def backup(params, check_mode):
     chosen = backup_before(info, params["restore_point"], params["stanza"])
     return {"changed": False, "backup": {"label": chosen["label"], "type": chosen["type"],
                                          "lsn_stop": chosen["lsn"]["stop"]}}
+
+
+def info(params, check_mode):
+    """The stanza as pgBackRest reports it, summarized; a repository that cannot be read is the report's finding,
+    said in its words, not a failure."""
+    try:
+        ran = pgbackrest(params, "--output=json", "info")
+    except PgopsError as error:
+        return {"changed": False, "repository": None, "problem": str(error)}
+    try:
+        stanza = json.loads(ran.stdout)[0]
+    except (ValueError, IndexError):
+        return {"changed": False, "repository": None,
+                "problem": "pgbackrest info of stanza %s failed: %s" % (params["stanza"], tail(ran.stderr or ran.stdout))}
+    return {"changed": False, "repository": summary(stanza, time.time()), "problem": ""}
 
 
 def rows_before(params):

@@ -41,6 +41,14 @@ options:
   backup_dir:
     description: Folder of the verified backups (with their manifests) on this host; empty skips the backup age.
     type: path
+  pgbackrest:
+    description:
+      - pgBackRest's view of the cluster, as M(intowork.pgops.pitr_restore) O(intowork.pgops.pitr_restore#module:state=repository)
+        returns it (C(repository), C(problem)); the report then shows each backup type's newest backup, the
+        earliest recoverable time and the repository's size, and names a repository it could not read, a stanza
+        with no valid backup, or a newest backup older than C(max_backup_age_hours).
+      - Omitted where the cluster has no pgBackRest.
+    type: dict
   index_spec_file:
     description:
       - The project's index strategy (the O(intowork.pgops.index_verify#module:spec_file) format). The indexes it
@@ -293,7 +301,9 @@ replication:
   returned: always
   type: dict
 archiving:
-  description: archive_mode, the archiver's counters and the segments waiting; null counters when not readable.
+  description:
+    - archive_mode, the archiver's counters and the segments waiting; null counters when not readable.
+    - C(archive_lag_seconds) is the time since a WAL segment last reached the archive.
   returned: always
   type: dict
 not_valid_constraints:
@@ -303,6 +313,10 @@ not_valid_constraints:
   elements: dict
 backup:
   description: The newest verified backup (path, ended, age_hours); null when none or not checked.
+  returned: always
+  type: dict
+pgbackrest:
+  description: O(pgbackrest)'s C(repository) (pgBackRest's view of the cluster); null without it or when unreadable.
   returned: always
   type: dict
 disk:
@@ -348,6 +362,7 @@ def main():
         app_roles=dict(type="list", elements="str", default=[]),
         privileged_roles_allowed=dict(type="list", elements="str", default=[]),
         backup_dir=dict(type="path"),
+        pgbackrest=dict(type="dict"),
         index_spec_file=dict(type="path"),
         previous=dict(type="dict"),
         include_maintenance_statements=dict(type="bool", default=False),

@@ -27,16 +27,20 @@ description:
     delta restore of O(backup_label) into the cluster's data folder, with recovery set to stop at the restore
     point and promote.
   - O(state=promoted) waits until the restarted server answers out of recovery, then analyzes the database.
+  - O(state=repository) only reads the repository, for the health report; it returns what a recovery can reach (the
+    newest backup per type, the earliest recoverable time, the archived WAL, the repository's size).
+    pgBackRest's failure to answer is returned as RV(problem), not failed.
 options:
   state:
     description: The step.
     type: str
-    choices: [backup, check, restore, promoted]
+    choices: [backup, check, promoted, repository, restore]
     required: true
   restore_point:
-    description: The deployment's restore point, as its record keeps it (C(name) and C(lsn)).
+    description:
+      - The deployment's restore point, as its record keeps it (C(name) and C(lsn)).
+      - Required unless O(state=repository).
     type: dict
-    required: true
   row_counts_before:
     description: The deployment's row counts (table to rows), taken when writes went off.
     type: dict
@@ -141,6 +145,19 @@ recovery_seconds:
   description: Seconds until the server answered out of recovery.
   returned: state is promoted
   type: float
+repository:
+  description:
+    - The stanza as pgBackRest reports it (null when it could not be read), times in Unix seconds.
+    - C(stanza), C(status_code) and C(status) (0, V(ok)), C(backups) (how many), C(newest) (by type V(full),
+      V(diff) or V(incr), the newest backup meeting that type's schedule with its C(label), C(type), C(stop),
+      C(age_seconds), C(bytes)), C(recoverable_since), C(repository_bytes), C(archive_min) and C(archive_max)
+      (the archived WAL's first and last segment).
+  returned: state is repository
+  type: dict
+problem:
+  description: Why pgBackRest could not be read (empty when it was).
+  returned: state is repository
+  type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -151,9 +168,9 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
     run_module,
 )
 from ansible_collections.intowork.pgops.plugins.module_utils._pitr_drill import PGBACKREST_SPEC
-from ansible_collections.intowork.pgops.plugins.module_utils._pitr_restore import backup, check, promoted, restore
+from ansible_collections.intowork.pgops.plugins.module_utils._pitr_restore import backup, check, info, promoted, restore
 
-STEPS = {"backup": backup, "check": check, "restore": restore, "promoted": promoted}
+STEPS = {"backup": backup, "check": check, "repository": info, "restore": restore, "promoted": promoted}
 
 
 def main():
@@ -161,7 +178,7 @@ def main():
     argument_spec.update(PGBACKREST_SPEC)
     argument_spec.update(
         state=dict(type="str", choices=sorted(STEPS), required=True),
-        restore_point=dict(type="dict", required=True),
+        restore_point=dict(type="dict"),
         row_counts_before=dict(type="dict", default={}),
         catalog_file=dict(type="path"),
         other_databases=dict(type="list", elements="str", default=[]),
@@ -171,7 +188,9 @@ def main():
         timeout_seconds=dict(type="float", default=1800.0),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           required_if=[("state", "restore", ["backup_label", "keep_wal_as"])])
+                           required_if=[("state", "restore", ["backup_label", "keep_wal_as", "restore_point"]),
+                                        ("state", "backup", ["restore_point"]), ("state", "check", ["restore_point"]),
+                                        ("state", "promoted", ["restore_point"])])
     require_psycopg2(module)
     run_module(module, lambda params, check_mode: STEPS[params["state"]](params, check_mode))
 

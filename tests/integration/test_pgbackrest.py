@@ -97,6 +97,47 @@ def test_wal_reaches_the_repository_and_a_second_run_changes_nothing(cluster, tm
     assert again.returncode == 0 and play_recap(again)["changed"] == 0, again.stdout[-3000:]
 
 
+def test_the_health_report_shows_what_a_recovery_can_reach_and_names_a_stanza_it_cannot_read(cluster, tmp_path):
+    """health_report.yml where pgops_pgbackrest_stanza is set: each backup type's newest backup, the earliest
+    recoverable time, the repository's size, the archived WAL and its lag, read as the repository's account; a
+    stanza pgBackRest does not know is a critical finding, the report still written."""
+    state, params, settings, account = cluster
+    assert run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(settings)).returncode == 0
+    assert pgbackrest(settings, account, "--type=full", "backup").returncode == 0
+    info = json.loads(pgbackrest(settings, account, "--output=json", "info").stdout)[0]
+    newest = max(info["backup"], key=lambda backup: backup["timestamp"]["stop"])
+
+    report = run_playbook("health_report.yml", state, params, tmp_path, "-e", json.dumps(settings))
+    assert report.returncode == 0 and play_recap(report)["failed"] == 0, report.stdout[-3000:]
+    folder = tmp_path / "reports" / "health" / params["login_db"]
+    (facts,) = [json.loads(path.read_text()) for path in folder.glob("health-*.json")]
+    seen = facts["pgbackrest"]
+    assert seen["newest"]["full"]["label"] == newest["label"] and seen["status"] == "ok", seen
+    assert seen["recoverable_since"] == min(backup["timestamp"]["start"] for backup in info["backup"])
+    assert seen["repository_bytes"] == sum(backup["info"]["repository"]["delta"] for backup in info["backup"])
+    assert not [p for p in facts["problems"] if p["check"] == "physical backup"], facts["problems"]
+    (markdown,) = folder.glob("health-*.md")
+    text = markdown.read_text()
+    assert "## Physical backups (pgBackRest)" in text, text
+    assert re.search(rf"\| newest full \(or fuller\) \| {re.escape(newest['label'])} \(full\), ended \S+ \S+ UTC, "
+                     r"[0-9.]+ h ago, [0-9.]+ [kMG]B \|", text), text
+    assert re.search(r"\| recoverable since \| \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \|", text), text
+    assert re.search(rf"\| repository \| {len(info['backup'])} backup\(s\), [0-9.]+ [kMG]B \(stanza pytest: ok\) \|",
+                     text), text
+    assert re.search(r"\| archive lag \| \d+ s since a WAL segment last reached the archive \|", text), text
+    (html,) = folder.glob("health-*.html")
+    assert '<table id="pgbackrest">' in html.read_text() and newest["label"] in html.read_text()
+
+    # A stanza pgBackRest does not know: named as critical, and the rest of the report still written.
+    time.sleep(1.1)  # report names carry the second
+    unknown = run_playbook("health_report.yml", state, params, tmp_path, "-e",
+                           json.dumps(dict(settings, pgops_pgbackrest_stanza="nosuch")))
+    assert unknown.returncode == 0 and play_recap(unknown)["failed"] == 0, unknown.stdout[-3000:]
+    assert "NEEDS ACTION: " in unknown.stdout
+    assert re.search(r"stanza nosuch: missing stanza path \(status 1\): nothing can be recovered from it; run "
+                     r"playbooks/pgbackrest.yml and a full backup", unknown.stdout), unknown.stdout[-3000:]
+
+
 def cron_lines(path):
     """{the backup type, verify or metrics: (schedule, account, command)} of a cron file's lines."""
     lines = {}

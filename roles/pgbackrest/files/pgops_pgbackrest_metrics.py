@@ -19,18 +19,9 @@ import subprocess
 import sys
 import time
 
-TYPES = ("full", "diff", "incr")
-
-
-def newest_per_type(backups):
-    """The stop time of the newest backup of each type; a differential schedule is also met by a full backup,
-    and an incremental one by either."""
-    newest = {}
-    for backup in backups:
-        stop = backup["timestamp"]["stop"]
-        for kind in {"full": TYPES, "diff": ("diff", "incr"), "incr": ("incr",)}[backup["type"]]:
-            newest[kind] = max(newest.get(kind, 0), stop)
-    return newest
+# The collection's reading of `pgbackrest info`, installed beside this program: one implementation.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pgops_pgbackrest_info import TYPES, newest_per_type, recoverable_since, repository_bytes  # noqa: E402
 
 
 def metric_lines(stanza, info, max_ages, now):
@@ -44,14 +35,14 @@ def metric_lines(stanza, info, max_ages, now):
 
     newest = newest_per_type(backups)
     gauge("backup_last_timestamp_seconds", "End of the newest backup that meets this type's schedule.",
-          [('%s,type="%s"' % (label, kind), newest[kind]) for kind in TYPES if kind in newest])
+          [('%s,type="%s"' % (label, kind), newest[kind]["timestamp"]["stop"]) for kind in TYPES if kind in newest])
     gauge("backup_max_age_seconds", "The age the newest backup of this type may reach (its schedule).",
           [('%s,type="%s"' % (label, kind), age) for kind, age in sorted(max_ages.items())])
     if backups:
         gauge("recoverable_since_timestamp_seconds", "Start of the oldest backup: the earliest time a recovery reaches.",
-              [(label, min(backup["timestamp"]["start"] for backup in backups))])
+              [(label, recoverable_since(backups))])
     gauge("repository_size_bytes", "The stanza's backups in the repository (compressed).",
-          [(label, sum(backup["info"]["repository"]["delta"] for backup in backups))])
+          [(label, repository_bytes(backups))])
     gauge("status", "pgBackRest's status code of the stanza (0: ok, 2: no valid backups).",
           [(label, info["status"]["code"])])
     gauge("metrics_timestamp_seconds", "When these figures were read.", [(label, round(now, 3))])
