@@ -16,7 +16,10 @@ set up by playbooks/pgbackrest.yml as an operator would.
 - Backup cost per scale: a full backup, and an incremental one after a deployment's changes (every revision
   after h8c2d6e5f4g3), against pg_dump -Fc of the same database.
 - The maintenance window per scale: what a deployment holds writes off for to secure its way back, a restore
-  point archived (restore_point) against a pg_dump of the database.
+  point archived (restore_point) against a pg_dump of the database; then the whole window of two maintenance-mode
+  deployments through deploy_migration.yml (every revision after h8c2d6e5f4g3, the application role guarded), on
+  two copies of a fresh database: one with its pg_dump inside the window (the default), one with a restore point
+  and no pg_dump (pgops_deploy_logical_backup false).
 """
 
 import argparse
@@ -226,6 +229,35 @@ def rpo_try(number, rate, archive_timeout):
         cluster.down()
 
 
+def deployment_windows(cluster, scale):
+    """The write-off window of the same deployment both ways, on two copies of one fresh database: with its pg_dump
+    inside the window, and with a restore point instead (pgops_deploy_logical_backup false)."""
+    env = dict(cluster.env, PGDATABASE="window_dump")
+    cluster.sql("CREATE DATABASE window_dump", dbname="postgres")
+    alembic = [sys.executable, "-m", "alembic", "-c", str(APP / "alembic.ini"), "upgrade"]
+    subprocess.run(alembic + ["a7f3b2c1d9e8"], env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, str(APP / "generate_data.py"), "--scale", str(scale)], env=env, check=True,
+                   capture_output=True)
+    subprocess.run(alembic + ["h8c2d6e5f4g3"], env=env, check=True, capture_output=True)
+    cluster.sql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bench_window_app') THEN "
+                "CREATE ROLE bench_window_app LOGIN PASSWORD 'bench-window'; END IF; END $$", dbname="postgres")
+    cluster.sql("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO bench_window_app",
+                dbname="window_dump")
+    cluster.sql("CREATE DATABASE window_point TEMPLATE window_dump", dbname="postgres")
+    figures = {}
+    for database, way in (("window_dump", {}), ("window_point", {"pgops_deploy_restore_point": True,
+                                                                  "pgops_deploy_logical_backup": False})):
+        cluster.playbook("deploy_migration.yml", pgops_db_name=database, pgops_deploy_mode="maintenance",
+                         pgops_app_roles=["bench_window_app"], verification_query_fail_on=[],
+                         verification_integrity_fail_on=["orphans", "timeouts"], **way)
+        record = max(Path(cluster.settings["pgops_reports_dir"]).glob("deploy-*.json"), key=os.path.getmtime)
+        report = json.loads(record.read_text())
+        phases = {phase["phase"]: phase["ended_epoch"] for phase in report.get("phases", [])}
+        figures[database] = {"write_off_seconds": float(report["write_off_seconds"]),
+                             "migration_seconds": phases.get("migration", 0) - phases.get("backup", 0)}
+    return {"window_dump": figures["window_dump"], "window_point": figures["window_point"]}
+
+
 def scale_figures(scale, archive_timeout):
     cluster = Cluster(f"scale{scale:g}".replace(".", "_"), archive_timeout)
     try:
@@ -274,13 +306,15 @@ def scale_figures(scale, archive_timeout):
         started = time.monotonic()
         subprocess.run(["pg_dump", "-Fc", "-f", str(dump), "intowork"], env=env, check=True)
         dump_after_seconds, dump_after_bytes = time.monotonic() - started, dump.stat().st_size
+        dump.unlink()
+        windows = deployment_windows(cluster, scale)
         return {"scale": scale, "size": size, "full_seconds": full_seconds,
                 "full_repo_bytes": full["info"]["repository"]["delta"], "incr_seconds": incr_seconds,
                 "incr_repo_bytes": incr["info"]["repository"]["delta"], "dump_seconds": dump_seconds,
                 "dump_bytes": dump_bytes, "dump_after_seconds": dump_after_seconds,
                 "dump_after_bytes": dump_after_bytes, "logical_rto": logical_rto, "physical_rto": drill["rto_seconds"],
                 "physical_restore": drill["restore_seconds"], "physical_recovery": drill["recovery_seconds"],
-                "point_seconds": point_seconds, "drill": drill}
+                "point_seconds": point_seconds, "drill": drill, **windows}
     finally:
         cluster.down()
 
@@ -297,7 +331,8 @@ def main():
     mb = 1e6
     header = (f"{'scale':>5} {'db MB':>7} | {'full s':>6} {'repo MB':>7} | {'incr s':>6} {'repo MB':>7} | "
               f"{'dump s':>6} {'dump MB':>7} {'after s':>7} | {'RTO phys s':>10} {'(restore':>8} {'replay)':>7} "
-              f"{'RTO logical s':>13} {'x':>5} | {'window: point s':>15} {'pg_dump s':>9}")
+              f"{'RTO logical s':>13} {'x':>5} | {'window: point s':>15} {'pg_dump s':>9} | "
+              f"{'deploy off: dump s':>18} {'point s':>7} {'(migration s)':>13}")
     rows, scales = [], []
     for scale in args.scales:
         print(f"scale {scale:g}: generating, backing up, restoring both ways ...", flush=True)
@@ -308,7 +343,9 @@ def main():
                     f"{row['dump_seconds']:6.1f} {row['dump_bytes'] / mb:7.1f} {row['dump_after_seconds']:7.1f} | "
                     f"{row['physical_rto']:10.1f} {row['physical_restore']:8.1f} {row['physical_recovery']:7.1f} "
                     f"{row['logical_rto']:13.1f} {row['logical_rto'] / row['physical_rto']:5.1f} | "
-                    f"{row['point_seconds']:15.2f} {row['dump_seconds']:9.1f}")
+                    f"{row['point_seconds']:15.2f} {row['dump_seconds']:9.1f} | "
+                    f"{row['window_dump']['write_off_seconds']:18.1f} {row['window_point']['write_off_seconds']:7.1f} "
+                    f"{row['window_point']['migration_seconds']:13.1f}")
         print(header + "\n" + rows[-1], flush=True)
     print(f"RPO: {args.tries} tries, {args.rate:g} acknowledged transactions a second, the host lost at a random "
           "moment", flush=True)
