@@ -245,8 +245,9 @@ def deployment_windows(cluster, scale):
                 dbname="window_dump")
     cluster.sql("CREATE DATABASE window_point TEMPLATE window_dump", dbname="postgres")
     figures = {}
-    for database, way in (("window_dump", {}), ("window_point", {"pgops_deploy_restore_point": True,
-                                                                  "pgops_deploy_logical_backup": False})):
+    ways = (("window_dump", {}),
+            ("window_point", {"pgops_deploy_restore_point": True, "pgops_deploy_logical_backup": False}))
+    for database, way in ways:
         cluster.playbook("deploy_migration.yml", pgops_db_name=database, pgops_deploy_mode="maintenance",
                          pgops_app_roles=["bench_window_app"], verification_query_fail_on=[],
                          verification_integrity_fail_on=["orphans", "timeouts"], **way)

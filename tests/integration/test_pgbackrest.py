@@ -138,6 +138,38 @@ def test_the_health_report_shows_what_a_recovery_can_reach_and_names_a_stanza_it
                      r"playbooks/pgbackrest.yml and a full backup", unknown.stdout), unknown.stdout[-3000:]
 
 
+def test_more_repository_options_reach_the_config_and_a_bad_one_writes_nothing(cluster, tmp_path):
+    """pgops_pgbackrest_repo_options (object storage's settings, or any repo1 option): a name pgBackRest cannot
+    read, one the role sets itself, or a value that would break its line is refused before anything is written;
+    a good one is a repo1- line of the config, proven by pgbackrest check, and the secret-bearing file is 0640."""
+    state, params, settings, account = cluster
+    config = Path(settings["pgops_pgbackrest_config_file"])
+    assert run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(settings)).returncode == 0
+    before = config.read_text()
+    bad = run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(dict(
+        settings, pgops_pgbackrest_repo_options={"S3 Bucket": "x", "path": "/elsewhere",
+                                                 "s3-key-secret": "line\nrepo1-path=/tmp"})))
+    assert bad.returncode != 0 and play_recap(bad)["failed"] == 1
+    assert failure_message(bad) == (
+        "Bad pgBackRest settings, nothing was changed: pgbackrest_repo_options \"S3 Bucket\" is not an option name "
+        "(lower-case letters, digits and -, without repo1-); pgbackrest_repo_options \"path\" is set by the role "
+        "itself: use pgops_pgbackrest_repo_path instead; pgbackrest_repo_options s3-key-secret must be one value on "
+        "one line."), failure_message(bad)
+    assert config.read_text() == before
+
+    good = run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(dict(
+        settings, pgops_pgbackrest_repo_options={"bundle": True, "storage-upload-chunk-size": "8MiB"})))
+    try:
+        assert good.returncode == 0 and play_recap(good)["failed"] == 0, good.stdout[-3000:]
+        written = config.read_text()
+        assert "repo1-bundle=y\nrepo1-storage-upload-chunk-size=8MiB\n" in written, written
+        assert "checked: a forced WAL switch reached the repository" in good.stdout
+        assert stat.S_IMODE(config.stat().st_mode) == 0o640 and config.stat().st_uid == account.pw_uid
+    finally:
+        assert run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(settings)).returncode == 0
+    assert config.read_text() == before
+
+
 def cron_lines(path):
     """{the backup type, verify or metrics: (schedule, account, command)} of a cron file's lines."""
     lines = {}
