@@ -388,7 +388,22 @@ def drill(params, check_mode):
         # and the target is in it (on a quiet database that gap is only time without writes).
         "rpo_seconds": round(target.timestamp() - last_transaction.timestamp(), 3) if last_transaction else None,
     })
+    if params.get("rto_target_seconds") is not None:
+        result["summary"] = report_line(result, params["rto_target_seconds"])
     return result
+
+
+def report_line(report, rto_target_seconds):
+    """A drill in one line, the same from the playbook and from cron: the backup, the recovery, RTO against its
+    target, the RPO achieved, the rows."""
+    rpo = ("RPO achieved %s s (the last transaction recovered committed at %s)" % (
+        report["rpo_seconds"], report["last_transaction_time"]) if report["rpo_seconds"] is not None else
+        "RPO not measured (no transaction between the backup and the target)")
+    return ("backup %s (%s) restored in %s s and recovered to %s in %s s (%s); RTO %s s against a %s s target; %s; "
+            "%d tables, %d rows" % (
+                report["backup"]["label"], report["backup"]["type"], report["restore_seconds"], report["target_time"],
+                report["recovery_seconds"], report["recovery_stop"], report["rto_seconds"],
+                "%g" % rto_target_seconds, rpo, len(report["row_counts"]), sum(report["row_counts"].values())))
 
 
 def remove(scratch, check_mode):

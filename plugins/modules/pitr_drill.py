@@ -83,6 +83,9 @@ options:
     description: Seconds from the restore's start to wait for the first answered query.
     type: float
     default: 1800
+  rto_target_seconds:
+    description: The RTO target the one-line RV(summary) holds the drill's RTO against (the module does not fail on it).
+    type: float
   mark:
     description: Commit and mark a restore point on the primary first, archived (see the description).
     type: bool
@@ -201,6 +204,10 @@ timeline:
   description: The scratch server's timeline after its promotion.
   returned: success and not check mode
   type: int
+summary:
+  description: The drill in one line (backup, recovery, RTO against O(rto_target_seconds), RPO, rows).
+  returned: success and not check mode, with O(rto_target_seconds)
+  type: str
 stopped:
   description: Whether O(state=absent) stopped a running server.
   returned: state is absent
@@ -236,6 +243,7 @@ def main():
         wait_archived_seconds=dict(type="float", default=120.0),
         poll_interval=dict(type="float", default=0.2),
         maintenance_db=dict(type="str", default="postgres"),
+        rto_target_seconds=dict(type="float"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_if=[("state", "present", ["scratch_database"])])

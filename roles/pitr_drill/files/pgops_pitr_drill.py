@@ -73,14 +73,7 @@ def main(argv=None):
             removed = "the scratch copy was removed"
         except code["_connection"].PgopsError as error:
             removed = "the scratch copy was NOT removed: %s" % error
-    rpo = ("RPO achieved %s s" % report["rpo_seconds"] if report["rpo_seconds"] is not None else
-           "RPO not measured (no transaction between the backup and the target)")
-    print("%s: backup %s restored in %s s and recovered to %s in %s s (%s); RTO %s s against a %s s target; %s; "
-          "%d tables, %d rows; %s." % (
-              label, report["backup"]["label"], report["restore_seconds"], report["target_time"],
-              report["recovery_seconds"], report["recovery_stop"], report["rto_seconds"],
-              config["rto_target_seconds"], rpo, len(report["row_counts"]), sum(report["row_counts"].values()),
-              removed))
+    print("%s: %s; %s." % (label, drill.report_line(report, config["rto_target_seconds"]), removed))
     if not removed.endswith("removed"):
         return 1
     if report["rto_seconds"] > config["rto_target_seconds"]:
