@@ -2,6 +2,7 @@
 server's account owns, proven by `pgbackrest check`; a second run changes nothing; a bad value changes nothing."""
 
 import contextlib
+import datetime
 import json
 import os
 import pwd
@@ -343,6 +344,20 @@ def test_check_mode_on_a_new_stanza_says_what_it_would_do_and_changes_nothing(cl
     assert query(params, "SELECT current_setting('archive_command')")[0][0] == before
 
 
+@contextlib.contextmanager
+def the_application_writing_untouched(params, live_writer):
+    """The application writing on the primary for the block, which must neither fail nor lose any of its writes."""
+    from conftest import application_role
+
+    query(params, "CREATE TABLE IF NOT EXISTS companies (id serial PRIMARY KEY, name text NOT NULL, "
+                  "created_at timestamptz NOT NULL DEFAULT clock_timestamp())")
+    with application_role(params):
+        writer = live_writer(params)
+        yield writer
+        writer.stop()
+        assert writer.failed == [] and writer.missing() == [], writer.figures()
+
+
 def drill_settings(settings, state, work, **extra):
     return json.dumps({**settings, "pgops_pitr_drill_folder": str(work / "drills"), "pgops_db_name": "intowork",
                        "pgops_pitr_drill_reserve_mb": 0, "pitr_drill_user": state["user"],
@@ -401,11 +416,17 @@ def test_a_drill_recovers_to_the_target_into_a_scratch_server_while_the_applicat
     assert subprocess.run(["pgrep", "-f", str(work / "drills")], capture_output=True, check=False).returncode == 1
 
 
-def test_a_drill_refuses_what_it_cannot_do_and_fails_over_its_rto_target(cluster, tmp_path):
+def test_a_drill_refuses_what_it_cannot_do_and_fails_over_its_rto_target(cluster, tmp_path, live_writer):
     """The other branches, each through the playbook: a target without its offset, a target before every backup,
     too little free space (each before anything is written), and a drill slower than its RTO target (its copy
-    removed all the same); check mode restores nothing."""
+    removed all the same); check mode restores nothing. The application writes throughout: none of it touches
+    the primary's writes."""
     state, params, settings, account = cluster
+    with the_application_writing_untouched(params, live_writer):
+        drill_branches(state, params, settings, account, tmp_path)
+
+
+def drill_branches(state, params, settings, account, tmp_path):
     assert run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(settings)).returncode == 0
     assert pgbackrest(settings, account, "--type=full", "backup").returncode == 0
     work = Path(settings["pgops_pgbackrest_repo_path"]).parent
@@ -496,10 +517,16 @@ def test_the_scheduled_drill_runs_as_cron_would_and_a_bad_schedule_writes_nothin
     assert "No scheduled PITR drill of stanza pytest." in absent.stdout
 
 
-def test_backups_read_the_standby_and_a_standby_that_is_gone_stops_the_role(cluster, tmp_path):
+def test_backups_read_the_standby_and_a_standby_that_is_gone_stops_the_role(cluster, tmp_path, live_writer):
     """With the cluster's streaming standby named, pgBackRest knows it as pg2 and a full backup reads its files
-    from the standby (the manifest says so); with the standby gone, the role's check stops and says why."""
+    from the standby (the manifest says so); with the standby gone, the role's check stops and says why. The
+    application writes on the primary throughout and loses and fails nothing."""
     state, params, settings, account = cluster
+    with the_application_writing_untouched(params, live_writer):
+        standby_branches(state, params, settings, account, tmp_path)
+
+
+def standby_branches(state, params, settings, account, tmp_path):
     standby = sandbox.standby(f"{state['name']}-standby", state["name"])
     work = Path(settings["pgops_pgbackrest_repo_path"]).parent
     stanza = dict(settings, pgops_pgbackrest_stanza="fromstandby",
@@ -648,39 +675,54 @@ def test_a_rollback_by_pitr_takes_the_cluster_back_to_the_deployments_restore_po
         assert got.returncode == 0 and fetched.exists(), got.stderr
 
 
-def test_a_rollback_by_pitr_whose_server_does_not_start_says_it_is_down_and_keeps_the_lock(tmp_path):
-    """The other branch of the recovery: the start command fails after the restore. The play stops with the
-    reason, says the server is down since when and that the lock stays with the rollback; started by hand, the
-    server recovers to the point."""
+def test_a_rollback_by_pitr_whose_server_does_not_start_says_it_is_down_and_keeps_the_lock(tmp_path, live_writer):
+    """The other branch of the recovery: the start command fails after the restore, the application writing. The
+    play stops with the reason, says the server is down since when and that the lock stays with the rollback;
+    the application's writes failed only from then on; started by hand, the server recovers to the point with
+    every write from before the deployment."""
+    from conftest import application_role
     from test_any_project import CHAIN, recorded
 
     with archived_cluster("pitr-down") as (state, params, settings, account):
         deploy, inventory, server = bookshelf_at_its_first_revision_backed_up(state, params, settings, account,
                                                                               tmp_path, "shelf_down")
-        deployed = run_playbook("deploy_migration.yml", state, deploy, tmp_path, *inventory,
-                                "-e", f"pgops_migration_target={CHAIN[2]}", "-e", "pgops_deploy_restore_point=true")
-        assert play_recap(deployed)["failed"] == 0, failure_message(deployed)
-        record = max((tmp_path / "reports").glob("deploy-*.json"), key=os.path.getmtime)
-        point = json.loads(record.read_text())["restore_point"]
-        commands = {"pgops_postgresql_stop_command": server + ["-m", "fast", "-w", "-t", "60", "stop"],
-                    "pgops_postgresql_start_command": ["/bin/sh", "-c", "echo no start for you >&2; exit 3"]}
-        down = run_playbook("rollback.yml", state, deploy, tmp_path, *inventory, "-e", f"record={record}",
-                            "-e", "method=pitr", "-e", "confirm=yes", "-e", f"discard_writes={point['name']}",
-                            "-e", "pitr_other_databases=intowork", "-e", json.dumps({**settings, **commands}))
-        assert down.returncode != 0 and play_recap(down)["failed"] == 1, down.stdout[-3000:]
-        assert re.fullmatch(
-            rf"the server did not start after the restore to restore point {re.escape(point['name'])}: /bin/sh -c "
-            r"echo no start for you >&2; exit 3 exited 3 \(no start for you\); its data folder is restored and set to "
-            r"recover to the point when it starts\. The server is DOWN since \S+Z, stopped for the recovery: finish it "
-            r"as said above and start it; the deployment lock stays with this rollback \(rollback-\S+\)\.",
-            failure_message(down)), failure_message(down)
+        shelf = dict(params, login_db="shelf_down")
+        with application_role(shelf):
+            writer = live_writer(shelf, table="authors")
+            before_deployment = len(writer.committed_names)
+            deployed = run_playbook("deploy_migration.yml", state, deploy, tmp_path, *inventory,
+                                    "-e", f"pgops_migration_target={CHAIN[2]}", "-e", "pgops_deploy_restore_point=true")
+            assert play_recap(deployed)["failed"] == 0, failure_message(deployed)
+            record = max((tmp_path / "reports").glob("deploy-*.json"), key=os.path.getmtime)
+            point = json.loads(record.read_text())["restore_point"]
+            commands = {"pgops_postgresql_stop_command": server + ["-m", "fast", "-w", "-t", "60", "stop"],
+                        "pgops_postgresql_start_command": ["/bin/sh", "-c", "echo no start for you >&2; exit 3"]}
+            down = run_playbook("rollback.yml", state, deploy, tmp_path, *inventory, "-e", f"record={record}",
+                                "-e", "method=pitr", "-e", "confirm=yes", "-e", f"discard_writes={point['name']}",
+                                "-e", "pitr_other_databases=intowork", "-e", json.dumps({**settings, **commands}))
+            assert down.returncode != 0 and play_recap(down)["failed"] == 1, down.stdout[-3000:]
+            said = re.fullmatch(
+                rf"the server did not start after the restore to restore point {re.escape(point['name'])}: /bin/sh -c "
+                r"echo no start for you >&2; exit 3 exited 3 \(no start for you\); its data folder is restored and set "
+                r"to recover to the point when it starts\. The server is DOWN since (\S+Z), stopped for the recovery: "
+                r"finish it as said above and start it; the deployment lock stays with this rollback "
+                r"\(rollback-\S+\)\.", failure_message(down))
+            assert said, failure_message(down)
+            # No application role is guarded here: writes went on until the stop the line names (its second).
+            down_since = datetime.datetime.strptime(said.group(1), "%Y-%m-%dT%H:%M:%SZ").replace(
+                tzinfo=datetime.timezone.utc).timestamp()
+            assert writer.failed and min(writer.failed) >= down_since, (min(writer.failed, default=None), down_since)
 
-        sandbox.run(server + ["-l", state["log"], "-o", f"-p {state['port']}", "-w", "-t", "120", "start"], account)
-        deadline = time.monotonic() + 60
-        while query(params, "SELECT pg_is_in_recovery()")[0][0]:
-            assert time.monotonic() < deadline, "the server did not finish its recovery"
-            time.sleep(0.5)
+            sandbox.run(server + ["-l", state["log"], "-o", f"-p {state['port']}", "-w", "-t", "120", "start"],
+                        account)
+            deadline = time.monotonic() + 60
+            while query(params, "SELECT pg_is_in_recovery()")[0][0]:
+                assert time.monotonic() < deadline, "the server did not finish its recovery"
+                time.sleep(0.5)
+            writer.stop()
         assert recorded(deploy) == CHAIN[0]
+        live = {row[0] for row in query(deploy, "SELECT name FROM authors")}
+        assert set(writer.committed_names[:before_deployment]) <= live, "a write from before the deployment is lost"
 
 
 def test_a_deployment_without_pg_dump_goes_back_by_its_restore_point_on_its_own_while_the_application_writes(
