@@ -135,6 +135,8 @@ EVERY_RUNBOOK = [
     ("deploy_migration.yml", {"pgops_notify_mail_to": ["ops@example.com\nBcc: x@example.org"],
                               "pgops_alembic_project_dir": "/srv/app"},
      'pgops_notify_mail_to: "ops@example.com\\nBcc: x@example.org" is not one mail address'),
+    ("deploy_migration.yml", {"pgops_pitr_other_databases": "intowork", "pgops_alembic_project_dir": "/srv/app"},
+     'pgops_pitr_other_databases must be a list of database names (got "intowork")'),
     ("deploy_migration.yml", {"pgops_notify_webhook_url": "file:///etc/passwd", "pgops_alembic_project_dir": "/srv/app"},
      'pgops_notify_webhook_url "file:///etc/passwd" is not an http or https URL'),
     ("backup.yml", {"pgops_backup_alert_webhook": "https://hooks.example.com/x\r\nX-Injected: 1"},
