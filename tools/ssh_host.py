@@ -4,6 +4,11 @@
     python tools/ssh_host.py status --name remote --json
     python tools/ssh_host.py down --name remote    # stop it and remove everything it made
 
+``up(name, also_allow=[account, ...], session_env={...})`` lets more local accounts in (the database server's,
+for a backup host that reaches it over SSH as production's does): each gets a client key, an ssh config and one
+``ssh`` wrapper for all (``state["ssh_command"]``, which picks the calling account's config), a login shell if
+it had none and an unlocked password field ('*', never a password); every session gets ``session_env``.
+
 The distribution's sshd runs with a configuration of its own under the sandbox folder (never the system's
 /etc/ssh/sshd_config), listens on 127.0.0.1 only, and lets one account in: ``pgops-host``, by key only, with
 passwordless sudo (as a deployment account on a database host has). The client key and the known_hosts line
@@ -51,6 +56,16 @@ StrictModes no
 PrintMotd no
 Subsystem sftp internal-sftp
 LogLevel ERROR
+"""
+
+CLIENT_CONFIG = """\
+# The loopback host's ssh client settings for {user}: its own key, the host's key known.
+Host *
+  IdentityFile {key}
+  IdentitiesOnly yes
+  UserKnownHostsFile {known_hosts}
+  StrictHostKeyChecking yes
+  BatchMode yes
 """
 
 
@@ -161,7 +176,35 @@ def restore(state: dict) -> None:
         start_sshd(Path(state["pid_file"]).parent, state["port"])
 
 
-def up(name: str) -> dict:
+def let_in(account: str) -> None:
+    """A local account the host also lets in: a shell to run a command in, a password field sshd does not read as
+    locked ('*': no password). Both can change while the account's processes run."""
+    entry = pwd.getpwnam(account)
+    if entry.pw_shell.endswith(("nologin", "false")):
+        subprocess.run(["chsh", "--shell", "/bin/sh", account], check=True, capture_output=True)
+    subprocess.run(["usermod", "--password", "*", account], check=True, capture_output=True)
+
+
+def clients(root: Path, users: list[str]) -> dict:
+    """A key and an ssh config per account, and the wrapper that runs ssh with the calling account's."""
+    made = {}
+    for user in users:
+        key = root / f"client-{user}"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"pgops-{user}", "-f", str(key)],
+                       check=True, capture_output=True)
+        entry = pwd.getpwnam(user)
+        os.chown(key, entry.pw_uid, entry.pw_gid)
+        config = root / f"ssh_config-{user}"
+        config.write_text(CLIENT_CONFIG.format(user=user, key=key, known_hosts=root / "known_hosts"))
+        config.chmod(0o644)
+        made[user] = {"key": str(key), "config": str(config)}
+    wrapper = root / "ssh"
+    wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/ssh -F {root}/ssh_config-"$(id -un)" "$@"\n')
+    wrapper.chmod(0o755)
+    return made
+
+
+def up(name: str, also_allow: list[str] | tuple = (), session_env: dict | None = None) -> dict:
     if os.geteuid() != 0:
         raise HostError("the SSH test host needs root (sshd, its account and sudo): run as root")
     if not SSHD.exists():
@@ -180,20 +223,30 @@ def up(name: str) -> dict:
     for key in ("ssh_host_ed25519_key", "id_ed25519"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"pgops-{name}", "-f", str(root / key)],
                        check=True, capture_output=True)
-    shutil.copy(root / "id_ed25519.pub", root / "authorized_keys")
+    users = [HOST_USER] + [user for user in also_allow if user != HOST_USER]
+    for user in users[1:]:
+        let_in(user)
+    made = clients(root, users) if also_allow else {}
+    keys = [(root / "id_ed25519.pub").read_text()] + [Path(client["key"] + ".pub").read_text() for client in made.values()]
+    (root / "authorized_keys").write_text("".join(keys))
     os.chmod(root / "authorized_keys", 0o644)
     # sshd drops to the account to read its keys: let it through the folder, nothing more.
     os.chmod(root, 0o711)
     port = sandbox.free_port()
-    (root / "sshd_config").write_text(SSHD_CONFIG.format(port=port, root=root, user=HOST_USER))
+    config = SSHD_CONFIG.format(port=port, root=root, user=" ".join(users))
+    if session_env:
+        config += "SetEnv " + " ".join(f"{key}={value}" for key, value in session_env.items()) + "\n"
+    (root / "sshd_config").write_text(config)
     host_key = (root / "ssh_host_ed25519_key.pub").read_text().split()
     (root / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
+    os.chmod(root / "known_hosts", 0o644)
     start_sshd(root, port)
     state = {
         "name": name, "host": "127.0.0.1", "port": port, "user": HOST_USER, "home": account.pw_dir,
         "private_key": str(root / "id_ed25519"), "known_hosts": str(root / "known_hosts"),
         "pid_file": str(root / "sshd.pid"), "log": str(root / "sshd.log"),
         "ssh_args": f"-o UserKnownHostsFile={root / 'known_hosts'} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes",
+        "clients": made, "ssh_command": str(root / "ssh") if made else "",
     }
     sandbox.write_private(root / "state.json", json.dumps(state, indent=2))
     return state

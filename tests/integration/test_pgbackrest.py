@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import sandbox
-from conftest import artifacts, failure_message, play_recap, query, run_playbook
+from conftest import ROOT, artifacts, failure_message, play_recap, query, run_playbook
 
 
 @contextlib.contextmanager
@@ -169,6 +169,95 @@ def test_more_repository_options_reach_the_config_and_a_bad_one_writes_nothing(c
     finally:
         assert run_playbook("pgbackrest.yml", state, params, tmp_path, "-e", json.dumps(settings)).returncode == 0
     assert config.read_text() == before
+
+
+def test_a_repository_on_a_backup_host_over_ssh_archives_backs_up_and_recovers(tmp_path, live_writer):
+    """pgBackRest's repository host, as production runs it: the repository, the stanza and the backups on a backup
+    host of their own account, which reads the server over SSH; the server pushes its WAL there over SSH (both
+    through the project's loopback sshd). The role proves both ways and a second run changes nothing; a backup
+    taken there is recovered by the drill run from the database host; the application writes throughout. The
+    other branches: each direction's SSH broken, said in the terms of the two hosts, no schedule written."""
+    import ssh_host
+
+    with archived_cluster("pitr-repohost") as (state, params, settings, account):
+        work = Path(settings["pgops_pgbackrest_repo_path"]).parent
+        host = ssh_host.up(f"repohost-{os.getpid()}", also_allow=[account.pw_name],
+                           session_env={"PGPASSFILE": settings["pgops_pgbackrest_pgpass_file"]})
+        try:
+            backup_side = work / "backup-host"
+            backup_side.mkdir(mode=0o755)
+            inventory = tmp_path / "backup-host.yml"
+            inventory.write_text("backup_hosts:\n  hosts:\n    backup-local:\n      ansible_connection: local\n"
+                                 "      ansible_python_interpreter: /usr/bin/python3\n")
+            remote = dict(settings, pgops_pgbackrest_stanza="remote", pgops_pgbackrest_repo_host="backup-local",
+                          pgops_pgbackrest_repo_host_address="127.0.0.1", pgops_pgbackrest_repo_host_ssh_port=host["port"],
+                          pgops_pgbackrest_repo_host_user=host["user"],
+                          pgops_pgbackrest_repo_host_config_file=str(backup_side / "etc" / "pgbackrest.conf"),
+                          pgops_pgbackrest_repo_host_log_path=str(backup_side / "log"),
+                          pgops_pgbackrest_repo_host_lock_path=str(backup_side / "lock"),
+                          pgops_pgbackrest_repo_path=str(backup_side / "repo"),
+                          pgops_pgbackrest_pg_host_address="127.0.0.1", pgops_pgbackrest_pg_host_ssh_port=host["port"],
+                          pgops_pgbackrest_ssh_command=host["ssh_command"], pgops_cron_dir=str(backup_side / "cron.d"))
+
+            # The local inventory, and the backup host beside it.
+            inventories = ("-i", str(ROOT / "inventories" / "local"), "-i", str(inventory))
+
+            def role(**changes):
+                return run_playbook("pgbackrest.yml", state, params, tmp_path, *inventories, "-e",
+                                    json.dumps(dict(remote, **changes)))
+
+            def stopped_saying(pattern, **changes):
+                stopped = role(**changes)
+                assert stopped.returncode != 0 and play_recap(stopped)["failed"] == 1, stopped.stdout[-3000:]
+                assert re.fullmatch(pattern, failure_message(stopped)), failure_message(stopped)
+
+            with the_application_writing_untouched(params, live_writer):
+                # The backup host cannot reach the server (a port nothing listens on): said, nothing scheduled.
+                stopped_saying(
+                    rf"pgBackRest on the backup host backup-local \(as {host['user']}\) could not check stanza remote on "
+                    rf"this host over SSH \({account.pw_name}@127\.0\.0\.1 port 1\): .+\. The backup host needs key-based "
+                    r"SSH to that account, with this host's key known \(docs/backups\.md\)\. Archiving is set on the "
+                    r"server; no backup schedule was written\.", pgops_pgbackrest_pg_host_ssh_port=1)
+                assert not (backup_side / "cron.d" / "pgops-pgbackrest-remote").exists()
+
+                done = role()
+                assert done.returncode == 0 and play_recap(done)["failed"] == 0, done.stdout[-3000:]
+                assert f"to {host['user']}@backup-local:{backup_side / 'repo'} over SSH, backups run there; checked: " \
+                       "a forced WAL switch reached the repository" in done.stdout, done.stdout[-2000:]
+                assert play_recap(role())["changed"] == 0
+
+                database_side = Path(settings["pgops_pgbackrest_config_file"]).read_text()
+                assert f"repo1-host=127.0.0.1\nrepo1-host-port={host['port']}\nrepo1-host-user={host['user']}\n" \
+                       in database_side and "repo1-path" not in database_side, database_side
+                backup_config = backup_side / "etc" / "pgbackrest.conf"
+                assert f"pg1-host=127.0.0.1\npg1-host-port={host['port']}\npg1-host-user={account.pw_name}\n" \
+                       in backup_config.read_text(), backup_config.read_text()
+                owner = pwd.getpwnam(host["user"])
+                repository = backup_side / "repo"
+                assert (repository.stat().st_uid, stat.S_IMODE(repository.stat().st_mode)) == (owner.pw_uid, 0o750)
+                assert (backup_config.stat().st_uid, stat.S_IMODE(backup_config.stat().st_mode)) == (owner.pw_uid, 0o640)
+                _schedule, runs_as, command = cron_lines(backup_side / "cron.d" / "pgops-pgbackrest-remote")["full"]
+                assert runs_as == host["user"] and f"--config={backup_config}" in command, command
+
+                # A backup taken on the backup host, as its cron line does, and recovered from the database host.
+                backed_up = subprocess.run(["/usr/sbin/runuser", "-u", host["user"], "--", "/usr/bin/pgbackrest",
+                                            f"--config={backup_config}", "--stanza=remote", "--type=full", "backup"],
+                                           capture_output=True, text=True, check=False, cwd="/")
+                assert backed_up.returncode == 0, backed_up.stderr
+                drill = run_playbook("pitr_drill.yml", state, params, tmp_path, *inventories, "-e", drill_settings(
+                    remote, state, work, pitr_drill_target_age_seconds=0))
+                assert drill.returncode == 0 and play_recap(drill)["failed"] == 0, drill.stdout[-3000:]
+                assert "PITR drill of stanza remote: backup " in drill.stdout
+
+                # This host cannot reach the backup host: said before the backup host's check would wait for WAL.
+                stopped_saying(
+                    rf"pgBackRest on this host \(as {account.pw_name}\) could not reach the repository on the backup host "
+                    rf"over SSH \({host['user']}@127\.0\.0\.1 port 1\): .+\. This account needs key-based SSH to the "
+                    r"backup host's, with its key known \(docs/backups\.md\): until then archive-push fails and WAL "
+                    r"piles up in pg_wal\. No backup schedule was written\.", pgops_pgbackrest_repo_host_ssh_port=1)
+                assert role().returncode == 0
+        finally:
+            ssh_host.down(f"repohost-{os.getpid()}")
 
 
 def cron_lines(path):
