@@ -286,10 +286,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["up", "down", "status"])
     parser.add_argument("--name", default="remote")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--also-allow", action="append", default=[], metavar="ACCOUNT",
+                        help="another local account the host lets in, with a client key and config of its own")
+    parser.add_argument("--session-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable every session gets")
     args = parser.parse_args(argv)
     try:
         if args.action == "up":
-            state = up(args.name)
+            state = up(args.name, also_allow=args.also_allow,
+                       session_env=dict(item.split("=", 1) for item in args.session_env))
         elif args.action == "down":
             print(f"ssh host {args.name}: " + ("removed" if down(args.name) else "nothing to remove"))
             return 0
