@@ -668,6 +668,17 @@ def bookshelf_at_its_first_revision_backed_up(state, params, settings, account, 
     return deploy, inventory, [f"{state['bindir']}/pg_ctl", "-D", state["datadir"]]
 
 
+def deployed_with_a_restore_point(state, deploy, tmp_path, inventory):
+    """The bookshelf deployed on to its third revision with a restore point: (its record's path, the point)."""
+    from test_any_project import CHAIN
+
+    deployed = run_playbook("deploy_migration.yml", state, deploy, tmp_path, *inventory,
+                            "-e", f"pgops_migration_target={CHAIN[2]}", "-e", "pgops_deploy_restore_point=true")
+    assert play_recap(deployed)["failed"] == 0, failure_message(deployed)
+    record = max((tmp_path / "reports").glob("deploy-*.json"), key=os.path.getmtime)
+    return record, json.loads(record.read_text())["restore_point"]
+
+
 def test_a_rollback_by_pitr_takes_the_cluster_back_to_the_deployments_restore_point_while_the_application_writes(
         tmp_path, live_writer):
     """rollback.yml -e method=pitr, as the deploy role, the application writing: refused until the discarded
@@ -688,11 +699,7 @@ def test_a_rollback_by_pitr_takes_the_cluster_back_to_the_deployments_restore_po
         with application_role(dict(params, login_db="shelf_pitr")):
             writer = live_writer(dict(params, login_db="shelf_pitr"), table="authors")
             before_deployment = len(writer.committed_names)
-            deployed = run_playbook("deploy_migration.yml", state, deploy, tmp_path, *inventory,
-                                    "-e", f"pgops_migration_target={CHAIN[2]}", "-e", "pgops_deploy_restore_point=true")
-            assert play_recap(deployed)["failed"] == 0, failure_message(deployed)
-            record = max((tmp_path / "reports").glob("deploy-*.json"), key=os.path.getmtime)
-            point = json.loads(record.read_text())["restore_point"]
+            record, point = deployed_with_a_restore_point(state, deploy, tmp_path, inventory)
             time.sleep(2)  # the application's writes after the deployment: a recovery to the point discards them
             rollback = ("rollback.yml", state, deploy, tmp_path, *inventory, "-e", f"record={record}",
                         "-e", "method=pitr", "-e", "confirm=yes", "-e", json.dumps(settings), "-e", commands)
@@ -779,11 +786,7 @@ def test_a_rollback_by_pitr_whose_server_does_not_start_says_it_is_down_and_keep
         with application_role(shelf):
             writer = live_writer(shelf, table="authors")
             before_deployment = len(writer.committed_names)
-            deployed = run_playbook("deploy_migration.yml", state, deploy, tmp_path, *inventory,
-                                    "-e", f"pgops_migration_target={CHAIN[2]}", "-e", "pgops_deploy_restore_point=true")
-            assert play_recap(deployed)["failed"] == 0, failure_message(deployed)
-            record = max((tmp_path / "reports").glob("deploy-*.json"), key=os.path.getmtime)
-            point = json.loads(record.read_text())["restore_point"]
+            record, point = deployed_with_a_restore_point(state, deploy, tmp_path, inventory)
             commands = {"pgops_postgresql_stop_command": server + ["-m", "fast", "-w", "-t", "60", "stop"],
                         "pgops_postgresql_start_command": ["/bin/sh", "-c", "echo no start for you >&2; exit 3"]}
             down = run_playbook("rollback.yml", state, deploy, tmp_path, *inventory, "-e", f"record={record}",
