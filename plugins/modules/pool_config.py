@@ -15,8 +15,11 @@ description:
   - Computes the peak number of connections the application can open, O(instances) x O(workers) x
     (O(pool_size) + O(max_overflow)), and compares it with what the server can give it, which is
     C(max_connections) minus C(superuser_reserved_connections), C(reserved_connections) (PostgreSQL 16 and
-    later), the connections other clients hold now and O(reserve_connections) kept for operators and jobs.
-  - Fails with the sizing arithmetic when the peak does not fit, before anything is written.
+    later), the most connections other clients held over O(sample_seconds) and O(reserve_connections) kept
+    for operators and jobs.
+  - The peak must also fit under the C(CONNECTION LIMIT) of each of O(roles) that can log in, and under the
+    database's own, less what other clients (not superusers) hold in it.
+  - Fails with the sizing arithmetic, naming the limit the peak does not fit under, before anything is written.
   - With O(apply=true), sets C(statement_timeout) and C(idle_in_transaction_session_timeout) on each of
     O(roles) in O(login_db) (C(ALTER ROLE ... IN DATABASE ... SET)), idempotently, with diff and check mode.
   - Reports the live connections per user, application name and state (C(pg_stat_activity)), and the
@@ -66,8 +69,17 @@ options:
     description: Connections kept free for operators, monitoring, backups and cron jobs.
     type: int
     default: 5
+  sample_seconds:
+    description:
+      - Seconds over which other clients' connections are counted, about twice a second; the most seen counts
+        (a cron job or a report holds connections for moments, never in a single look). 0 looks once.
+    type: float
+    default: 5
   roles:
-    description: The application's roles; their live connections are not counted as other clients.
+    description:
+      - The application's roles; their live connections are not counted as other clients.
+      - The peak must fit under the C(CONNECTION LIMIT) of each that can log in (the application may log in as
+        any of them).
     type: list
     elements: str
     default: []
@@ -113,13 +125,14 @@ demand:
   sample: {per_process: 60, processes: 8, steady: 160, peak: 480}
 capacity:
   description: >-
-    The server's connection budget - max_connections, superuser_reserved, reserved, other_clients (open now
-    by others), reserve (O(reserve_connections)) - what is left for the application (C(available)), and
-    C(summary), that sum in words, every term named.
+    The server's connection budget - max_connections, superuser_reserved, reserved, other_clients (the most
+    held by others over O(sample_seconds), in C(samples) looks), reserve (O(reserve_connections)) - what is
+    left for the application (C(available)), and C(summary), that sum in words, every term named; C(limits),
+    each limit the peak must fit under (C(name), C(available)), the server's first.
   returned: always
   type: dict
 headroom:
-  description: C(available) minus the peak; negative fails the task.
+  description: The smallest of the C(limits) minus the peak; negative fails the task.
   returned: always
   type: int
 usage:
@@ -138,6 +151,8 @@ environment:
   sample: {DATABASE_TIMEOUT: "10", STATEMENT_TIMEOUT: "30000", POOL_SIZE: "20", MAX_OVERFLOW: "40"}
 """
 
+import time
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import (
@@ -151,25 +166,38 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
 
 TIMEOUTS = ("statement_timeout", "idle_in_transaction_session_timeout")
 
-# One round trip: the budget, the live usage and the roles' settings in this database.
+# One round trip: the budget, the limits, the roles' settings in this database, and a first look at usage.
 STATE = """
 SELECT current_setting('max_connections')::int,
        current_setting('superuser_reserved_connections')::int,
        coalesce((SELECT setting::int FROM pg_settings WHERE name = 'reserved_connections'), 0),
-       (SELECT coalesce(json_agg(u ORDER BY u.connections DESC, u.usename, u.application_name), '[]')
-          FROM (SELECT usename, application_name, coalesce(state, 'unknown') AS state, count(*) AS connections
-                  FROM pg_stat_activity
-                 WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
-                 GROUP BY 1, 2, 3) u),
-       (SELECT coalesce(json_object_agg(r.rolname, (SELECT s.setconfig FROM pg_db_role_setting s
-                                                      JOIN pg_database d ON d.oid = s.setdatabase
-                                                     WHERE s.setrole = r.oid AND d.datname = current_database())),
+       (SELECT coalesce(json_object_agg(r.rolname, json_build_object(
+                 'setconfig', (SELECT s.setconfig FROM pg_db_role_setting s
+                                 JOIN pg_database d ON d.oid = s.setdatabase
+                                WHERE s.setrole = r.oid AND d.datname = current_database()),
+                 'connection_limit', CASE WHEN r.rolcanlogin AND NOT r.rolsuper THEN r.rolconnlimit ELSE -1 END)),
                         '{}')
-          FROM pg_roles r WHERE r.rolname = ANY(%(roles)s))
+          FROM pg_roles r WHERE r.rolname = ANY(%(roles)s)),
+       (SELECT datconnlimit FROM pg_database WHERE datname = current_database())
 """
+
+# Live client connections per user, application and state, with whether they count against the database's
+# own limit (in it, and not a superuser's).
+USAGE = """
+SELECT coalesce(json_agg(u ORDER BY u.connections DESC, u.usename, u.application_name), '[]')
+  FROM (SELECT a.usename, a.application_name, coalesce(a.state, 'unknown') AS state,
+               a.datname IS NOT DISTINCT FROM current_database() AND NOT coalesce(r.rolsuper, false) AS in_database,
+               count(*) AS connections
+          FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid
+         WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()
+         GROUP BY 1, 2, 3, 4) u
+"""
+SAMPLE_EVERY_SECONDS = 0.5
 
 
 def validate(params):
+    if params["sample_seconds"] < 0 or params["sample_seconds"] > 600:
+        raise PgopsError("sample_seconds=%s is out of range: give 0 (one look) to 600" % params["sample_seconds"])
     for name, low in (("pool_size", 1), ("max_overflow", 0), ("pool_timeout", 1), ("pool_recycle", 1),
                       ("database_timeout", 1), ("statement_timeout", 0), ("idle_in_transaction_session_timeout", 0),
                       ("instances", 1), ("workers", 1), ("reserve_connections", 0)):
@@ -189,13 +217,41 @@ def settings_of(setconfig):
     return found
 
 
+def others(usage, roles):
+    """(connections of other clients on the server, those of them the database's own limit counts)."""
+    rows = [row for row in usage if row["usename"] not in roles]
+    return sum(row["connections"] for row in rows), sum(row["connections"] for row in rows if row["in_database"])
+
+
+def sample_others(cur, roles, seconds):
+    """The usage of the first look, and the most connections other clients held at any look over `seconds`."""
+    def look():
+        cur.execute(USAGE)
+        found = cur.fetchone()[0]
+        # pg_stat_activity is read once per transaction: each look is a transaction of its own.
+        cur.connection.commit()
+        return found
+
+    deadline = time.monotonic() + seconds
+    usage = look()
+    most_server, most_database = others(usage, roles)
+    looks = 1
+    while time.monotonic() + SAMPLE_EVERY_SECONDS <= deadline:
+        time.sleep(SAMPLE_EVERY_SECONDS)
+        server, database = others(look(), roles)
+        most_server, most_database, looks = max(most_server, server), max(most_database, database), looks + 1
+    return usage, most_server, most_database, looks
+
+
 def size(params, check_mode):
     validate(params)
     conn = connect(params)
     try:
         cur = conn.cursor()
         cur.execute(STATE, {"roles": params["roles"]})
-        max_connections, superuser_reserved, reserved, usage, role_config = cur.fetchone()
+        max_connections, superuser_reserved, reserved, role_state, database_limit = cur.fetchone()
+        conn.commit()
+        role_config = dict((role, state["setconfig"]) for role, state in role_state.items())
         unknown = [role for role in params["roles"] if role not in role_config]
         if unknown:
             raise PgopsError("application role(s) %s do not exist on %s: create them, or fix roles" % (
@@ -204,24 +260,43 @@ def size(params, check_mode):
         processes = params["instances"] * params["workers"]
         demand = {"per_process": per_process, "processes": processes, "steady": processes * params["pool_size"],
                   "peak": processes * per_process}
-        others = sum(row["connections"] for row in usage if row["usename"] not in params["roles"])
+        usage, others_on_server, others_in_database, looks = sample_others(cur, params["roles"], params["sample_seconds"])
         capacity = {"max_connections": max_connections, "superuser_reserved": superuser_reserved,
-                    "reserved": reserved, "other_clients": others, "reserve": params["reserve_connections"]}
-        capacity["available"] = max_connections - superuser_reserved - reserved - others - params["reserve_connections"]
+                    "reserved": reserved, "other_clients": others_on_server, "reserve": params["reserve_connections"],
+                    "samples": looks}
+        capacity["available"] = (max_connections - superuser_reserved - reserved - others_on_server
+                                 - params["reserve_connections"])
         # Every term of the sum on screen, so the figures an operator reads add up.
         capacity["summary"] = (
             "%(available)d available (max_connections %(max_connections)d - superuser_reserved %(superuser_reserved)d "
             "- reserved %(reserved)d - %(other_clients)d held by other clients - %(reserve)d kept for operators)"
             % capacity)
-        headroom = capacity["available"] - demand["peak"]
-        if headroom < 0:
+        limits = [{"name": "the server has " + capacity["summary"], "available": capacity["available"],
+                   "fix": "raise max_connections"}]
+        for role in params["roles"]:
+            if role_state[role]["connection_limit"] >= 0:
+                limits.append({"name": "role %s has CONNECTION LIMIT %d" % (role, role_state[role]["connection_limit"]),
+                               "available": role_state[role]["connection_limit"],
+                               "fix": "raise it (ALTER ROLE %s CONNECTION LIMIT %d)" % (role, demand["peak"])})
+        if database_limit >= 0:
+            limits.append({
+                "name": "database %s has CONNECTION LIMIT %d, %d of it held by other clients" % (
+                    conn.info.dbname, database_limit, others_in_database),
+                "available": database_limit - others_in_database,
+                "fix": "raise it (ALTER DATABASE %s CONNECTION LIMIT %d)" % (
+                    conn.info.dbname, demand["peak"] + others_in_database)})
+        capacity["limits"] = [{"name": limit["name"], "available": limit["available"]} for limit in limits]
+        headroom = min(limit["available"] for limit in limits) - demand["peak"]
+        short = [limit for limit in limits if limit["available"] < demand["peak"]]
+        if short:
             raise PgopsError(
                 "pool oversubscribed: peak demand %(instances)d instance(s) x %(workers)d worker(s) x (pool_size %(pool)d "
-                "+ max_overflow %(overflow)d) = %(peak)d connections, but the server has %(capacity)s: lower "
-                "pool_size, max_overflow or workers, raise max_connections, or put PgBouncer in front. Nothing was "
-                "changed." % {
+                "+ max_overflow %(overflow)d) = %(peak)d connections, but %(limits)s: lower pool_size, max_overflow or "
+                "workers, %(fixes)s, or put PgBouncer in front. Nothing was changed." % {
                     "instances": params["instances"], "workers": params["workers"], "pool": params["pool_size"],
-                    "overflow": params["max_overflow"], "peak": demand["peak"], "capacity": capacity["summary"]})
+                    "overflow": params["max_overflow"], "peak": demand["peak"],
+                    "limits": "; ".join(limit["name"] for limit in short),
+                    "fixes": ", ".join(limit["fix"] for limit in short)})
         wanted = {"statement_timeout": str(params["statement_timeout"]),
                   "idle_in_transaction_session_timeout": str(params["idle_in_transaction_session_timeout"])}
         before = dict((role, settings_of(role_config[role])) for role in params["roles"])
@@ -274,6 +349,7 @@ def main():
         instances=dict(type="int", default=1),
         workers=dict(type="int", default=1),
         reserve_connections=dict(type="int", default=5),
+        sample_seconds=dict(type="float", default=5),
         roles=dict(type="list", elements="str", default=[]),
         apply=dict(type="bool", default=False),
     )
