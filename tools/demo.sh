@@ -71,7 +71,7 @@ with_writes() {
   ansible-playbook "$@" -e "@$WORK/vars.yml" > "$WORK/$label.log" || { tail -n 20 "$WORK/$label.log"; kill "$writer"; exit 1; }
   sleep 2
   kill "$writer" && wait "$writer"
-  said "Print what happened" "$WORK/$label.log"
+  said "intowork.pgops.deploy : Print what happened" "$WORK/$label.log"
 }
 
 step "Maintenance mode: ansible-playbook playbooks/deploy_migration.yml (writes off while it migrates)"
@@ -86,7 +86,7 @@ with_writes online playbooks/deploy_migration.yml -e pgops_deploy_mode=online
 
 step "Second run: nothing pending, so nothing may change"
 ansible-playbook playbooks/deploy_migration.yml -e "@$WORK/vars.yml" > "$WORK/second.log"
-said "Print what happened" "$WORK/second.log"
+said "intowork.pgops.deploy : Print what happened" "$WORK/second.log"
 grep -Eq "changed=0 +unreachable=0 +failed=0" "$WORK/second.log"
 
 step "What the application's writes met"
