@@ -78,6 +78,12 @@ def at(seconds):
     return datetime.fromtimestamp(seconds, timezone.utc)
 
 
+def drill_target(target_time, target_age_seconds, now):
+    """The time to recover to: target_time, else now less target_age_seconds, to the microsecond (a target cut to
+    the second would leave out what was committed in that second: with age 0, the writes just made)."""
+    return parse_target(target_time) if target_time else now - timedelta(seconds=target_age_seconds)
+
+
 def utc_text(moment):
     return moment.strftime("%Y-%m-%d %H:%M:%S") + (".%06d" % moment.microsecond if moment.microsecond else "") + "+00"
 
@@ -298,8 +304,7 @@ def drill(params, check_mode):
     if params["state"] == "absent":
         return remove(scratch, check_mode)
     now = datetime.now(timezone.utc)
-    target = parse_target(params["target_time"]) if params["target_time"] else (
-        now - timedelta(seconds=params["target_age_seconds"])).replace(microsecond=0)
+    target = drill_target(params["target_time"], params["target_age_seconds"], now)
     if target > now:
         raise PgopsError("target_time %s is in the future (now %s): recovery can stop only at a time already "
                          "archived" % (utc_text(target), utc_text(now)))

@@ -269,6 +269,9 @@ def test_weekly_report_shows_growth_and_its_charts_in_a_browser(server, unhealth
     assert [q for q in earlier["slow_queries"] if "pgops_slow_probe" in q["query"]][0]["calls"] == 1
     markdown = reports[-1].with_suffix(".md").read_text()
     assert "## Needs action: " in markdown and "ck_jobs_title_short" in markdown and "(threshold: " in markdown
+    # Each finding says what it is once: the label is not repeated by a text that starts with it.
+    assert re.search(r"\*\* slow query: \d+ call\(s\)", markdown) and "slow query: slow query" not in markdown
+    assert "** security: app_web has CREATEROLE" in markdown and "security: security" not in markdown
 
     dom = browser_dom(reports[-1].with_suffix(".html"))
     critical = sum(1 for p in latest["problems"] + latest["trend"]["problems"] if p["severity"] == "critical")
@@ -287,6 +290,7 @@ def test_weekly_report_shows_growth_and_its_charts_in_a_browser(server, unhealth
         assert chart.count('class="legend"') == 1
     assert 'aria-label="job_applications"' in dom
     assert "pgops_slow_probe" in dom[dom.index('id="slow-queries"'):]
+    assert re.search(r"<td>slow query</td>\s*<td>\d+ call\(s\)", dom), "the check column names it, the text does not"
 
 
 def test_a_clean_database_after_a_fresh_build_gives_no_finding_four_times(server, database, tmp_path):

@@ -8,6 +8,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
 from ansible_collections.intowork.pgops.plugins.module_utils._pitr_drill import (
     Scratch,
     choose_backup,
+    drill_target,
     overlaps,
     parse_target,
     server_options,
@@ -23,6 +24,15 @@ from ansible_collections.intowork.pgops.plugins.module_utils._pitr_drill import 
 ])
 def test_a_target_with_its_offset_is_read_as_utc(text, expected):
     assert utc_text(parse_target(text)) == expected
+
+
+def test_a_target_by_age_keeps_the_second_it_falls_in():
+    """Rows committed at 23:16:00.085 and a drill "as it is now" at 23:16:00.9: the target must not be cut back to
+    23:16:00, before them (a Molecule run lost its 250 rows that way)."""
+    now = datetime(2026, 12, 7, 23, 16, 0, 900000, tzinfo=timezone.utc)
+    assert utc_text(drill_target("", 0, now)) == "2026-12-07 23:16:00.900000+00"
+    assert utc_text(drill_target("", 300, now)) == "2026-12-07 23:11:00.900000+00"
+    assert utc_text(drill_target("2026-12-07 14:30:00+00", 0, now)) == "2026-12-07 14:30:00+00"
 
 
 @pytest.mark.parametrize("text, says", [
