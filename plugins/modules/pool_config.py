@@ -166,7 +166,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
 
 TIMEOUTS = ("statement_timeout", "idle_in_transaction_session_timeout")
 
-# One round trip: the budget, the limits, the roles' settings in this database, and a first look at usage.
+# One round trip: the budget, the roles' and the database's connection limits, the roles' settings in this database.
 STATE = """
 SELECT current_setting('max_connections')::int,
        current_setting('superuser_reserved_connections')::int,
