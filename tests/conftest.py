@@ -438,6 +438,11 @@ def assert_application_survived(writer, params, reported_write_off_seconds=0.0, 
         conn.close()
 
 
+def last_line(result):
+    """The message of the play's last debug task: the runbook's summary."""
+    return re.findall(r'"msg": "(.*)"', result.stdout)[-1]
+
+
 def failure_message(result):
     """The message of the last task that failed the play (not of one whose failure was ignored)."""
     messages = []

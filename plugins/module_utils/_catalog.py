@@ -172,6 +172,9 @@ SELECT json_build_object(
                 'comment', obj_description(c.oid, 'pg_class'),
                 'owner', pg_get_userbyid(c.relowner),
                 'persistence', c.relpersistence,
+                -- A materialized view not populated (WITH NO DATA, or a restore that skipped its refresh) fails reads.
+                'populated', CASE WHEN c.relkind = 'm' THEN c.relispopulated END,
+                'row_security', CASE WHEN c.relkind IN ('r', 'p') THEN c.relrowsecurity END,
                 'rows_estimate', c.reltuples::bigint,
                 'columns', (SELECT coalesce(json_agg(json_build_object(
                                 'name', a.attname,

@@ -22,6 +22,18 @@ FINDING_KINDS = {
     "rows_lost": "fail",            # fewer rows in a table that is still there
     "index_duplicate": "warn",      # a new index with the definition of another: waste, not breakage
     "constraint_not_valid": "warn",  # a new constraint added NOT VALID: existing rows not checked yet
+    # What verify.yml finds changed since the baseline catalog (the last deployment's, or one recorded): drift.
+    "object_gone": "fail",          # a table, key, foreign key, index, trigger, function, type ... gone
+    "object_added": "warn",         # an object the baseline did not have (a hand-made index, say)
+    "column_changed": "fail",       # a column gone, or its type, NOT NULL, default, identity changed
+    "column_added": "warn",
+    "constraint_changed": "fail",   # its definition: columns, action, deferrability
+    "index_changed": "fail",        # its definition: unique, columns, predicate
+    "trigger_disabled": "fail",
+    "matview_unpopulated": "fail",  # reads fail until it is refreshed
+    "row_security_off": "fail",
+    "privilege_added": "warn",      # a grant the baseline did not have
+    "definition_changed": "fail",   # a view's, function's, type's, sequence's or trigger's definition
 }
 
 

@@ -14,6 +14,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import time
 
 from ansible_collections.intowork.pgops.plugins.module_utils._catalog import SCHEMA_SNAPSHOT
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError, sql
@@ -23,6 +24,8 @@ from ansible_collections.intowork.pgops.plugins.module_utils._write_guard import
 SECTIONS = ("schemas", "relations", "indexes", "constraints", "types", "functions", "triggers", "extensions")
 # Attributes that say nothing about the schema: the oid changes with a restore, the estimate with every ANALYZE.
 VOLATILE = ("oid", "rows_estimate")
+# Attributes added to snapshots later: an older snapshot (a file a deployment wrote before) has none to compare.
+LATER = ("comment", "populated", "row_security")
 # Privileges GRANT accepts per object kind, as aclexplode names them.
 PRIVILEGES = {"table": {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN"},
               "sequence": {"SELECT", "UPDATE", "USAGE"},
@@ -32,8 +35,13 @@ GRANT_TARGET = {"table": "TABLE", "view": "TABLE", "materialized view": "TABLE",
                 "sequence": "SEQUENCE", "schema": "SCHEMA"}
 
 
-def take(conn, schemas=(), exact_count_max_rows=1000000):
-    """The snapshot of `conn`'s database: its objects, and the rows of every table."""
+# Alembic's version table: always counted, an empty one is how Alembic records base.
+VERSION_TABLE = "alembic_version"
+
+
+def take(conn, schemas=(), exact_count_max_rows=1000000, count=True):
+    """The snapshot of `conn`'s database: its objects, and the rows of every table (without `count`, the
+    planner's estimates, but for the version table's)."""
     with conn.cursor() as cur:
         cur.execute(SCHEMA_SNAPSHOT, {"schemas": list(schemas)})
         objects = cur.fetchone()[0]
@@ -44,7 +52,9 @@ def take(conn, schemas=(), exact_count_max_rows=1000000):
                 continue
             estimate = max(relation["rows_estimate"], 0)
             name = key.split(" ", 1)[1] if relation["kind"] != "m" else key.split(" ", 2)[2]
-            if estimate <= exact_count_max_rows:
+            if relation.get("populated") is False:
+                rows[name] = {"rows": 0, "exact": True}  # reading it fails until it is refreshed
+            elif estimate <= exact_count_max_rows and (count or key.rsplit(".", 1)[-1] == VERSION_TABLE):
                 counted.append((name, relation["oid"]))
             else:
                 rows[name] = {"rows": estimate, "exact": False}
@@ -52,12 +62,12 @@ def take(conn, schemas=(), exact_count_max_rows=1000000):
             rows[name] = {"rows": count, "exact": True}
         held = with_guarded_grants(cur, objects)
     snapshot = {"objects": objects, "rows": rows, "exact_count_max_rows": exact_count_max_rows,
-                "grants_held_by_write_guard": held}
+                "grants_held_by_write_guard": held, "taken": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     snapshot["object_count"] = sum(len(objects[section]) for section in SECTIONS)
     return snapshot
 
 
-def without_new_empty_version_table(before, after, version_table="alembic_version"):
+def without_new_empty_version_table(before, after, version_table=VERSION_TABLE):
     """`after` without Alembic's version table where it is empty and `before` has none: a downgrade to base
     leaves the table empty, which is how Alembic records base, the same state as no table at all."""
     relations = after["objects"].get("relations", {})
@@ -220,8 +230,7 @@ def compare(before, after, rows=True):
             lines.append("new %s" % key)
         for key in sorted(set(old) & set(new)):
             for attribute in sorted(set(old[key]) | set(new[key])):
-                # A snapshot taken before comments were part of it has none to compare.
-                if attribute in VOLATILE or (attribute == "comment" and attribute not in old[key]):
+                if attribute in VOLATILE or (attribute in LATER and attribute not in old[key]):
                     continue
                 was, now = old[key].get(attribute), new[key].get(attribute)
                 if was == now:
@@ -322,6 +331,81 @@ def findings_by_change(before, after, rows=True):
     words = set(finding[2] for finding in findings)
     changes = [line for line in compare(before, after, rows=False) if line not in words]
     return findings, changes
+
+
+def findings_by_drift(before, after):
+    """What changed in the catalog since `before`, the baseline (the catalog the last deployment or rollback proved,
+    or one an operator recorded), as (kind, object key, words) with kind one of FINDING_KINDS: what an outage, a
+    restore or a hand fix leave behind while every name may still be in place. Rows are not compared (the
+    application writes) and comments are not (they change no behaviour)."""
+    findings = []
+    for section in SECTIONS:
+        if section not in before["objects"]:
+            continue  # a snapshot taken before the section was part of it
+        old, new = before["objects"][section], after["objects"].get(section, {})
+        for key in sorted(set(old) - set(new)):
+            findings.append(("object_gone", key, "%s%s is gone" % (key, defined_as(old[key]))))
+        for key in sorted(set(new) - set(old)):
+            findings.append(("object_added", key, "new %s%s" % (key, defined_as(new[key]))))
+        for key in sorted(set(old) & set(new)):
+            findings.extend(drift_of(key, old[key], new[key]))
+    return findings
+
+
+def defined_as(entry):
+    definition = entry.get("definition") if isinstance(entry, dict) else None
+    return " (%s)" % show(definition) if definition and not entry.get("kind") else ""
+
+
+TRIGGER_STATES = {"O": "enabled", "D": "disabled", "R": "enabled on replicas only", "A": "enabled always"}
+
+
+def drift_of(key, was, now):
+    """The findings of one object both catalogs have (see findings_by_drift)."""
+    findings = []
+    for attribute in sorted(set(was) | set(now)):
+        if attribute in VOLATILE or attribute == "comment" or (attribute in LATER and attribute not in was):
+            continue
+        old, new = was.get(attribute), now.get(attribute)
+        if old == new:
+            continue
+        if attribute == "acl":
+            findings.extend(("privilege_lost" if line.endswith(" is gone") else "privilege_added", key, line)
+                            for line in compare_acl(key, old or [], new or []))
+        elif attribute == "owner":
+            findings.append(("owner_changed", key, "%s: owner was %s, is %s" % (key, old, new)))
+        elif attribute == "columns":
+            findings.extend(("column_added" if line.startswith(key + ": new column ") else "column_changed", key, line)
+                            for line in compare_columns(key, old or [], new or []) if ": comment was " not in line)
+        elif attribute == "validated":
+            if old and not new:
+                findings.append(("constraint_invalidated", key, "%s is NOT VALID: the rows it held were never "
+                                                                "checked against it" % key))
+        elif attribute == "valid":
+            if old and not new:
+                findings.append(("index_invalid", key, "%s is not valid (a concurrent build that failed): drop it "
+                                                       "and build it again" % key))
+        elif attribute == "definition" and key.startswith("constraint "):
+            # Validity is its own finding: a definition that differs only by it is the same constraint.
+            if old.replace(" NOT VALID", "") != new.replace(" NOT VALID", ""):
+                findings.append(("constraint_changed", key, "%s was %s, is %s" % (key, show(old), show(new))))
+        elif attribute == "definition" and key.startswith("index "):
+            findings.append(("index_changed", key, "%s was %s, is %s" % (key, show(old), show(new))))
+        elif attribute == "enabled" and new == "D":
+            findings.append(("trigger_disabled", key, "%s is disabled (ALTER TABLE ... ENABLE TRIGGER)" % key))
+        elif attribute == "populated" and not new:
+            findings.append(("matview_unpopulated", key, "%s is not populated: reads fail until REFRESH "
+                                                         "MATERIALIZED VIEW" % key))
+        elif attribute == "row_security" and not new:
+            findings.append(("row_security_off", key, "%s: row level security is off (ALTER TABLE ... ENABLE ROW "
+                                                      "LEVEL SECURITY)" % key))
+        elif attribute == "body_md5":
+            findings.append(("definition_changed", key, "%s: its body changed" % key))
+        else:
+            shown = dict(enabled=TRIGGER_STATES).get(attribute, {})
+            findings.append(("definition_changed", key, "%s: %s was %s, is %s" % (
+                key, attribute, shown.get(old, show(old)), shown.get(new, show(new)))))
+    return findings
 
 
 def judge_findings(findings, levels=None):

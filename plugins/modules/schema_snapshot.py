@@ -38,7 +38,7 @@ options:
   exact_count_max_rows:
     description:
       - Largest planner estimate of a table whose rows are counted exactly.
-      - When comparing, the earlier snapshot's value is used, so that both count alike.
+      - When comparing rows (O(compare_rows)), the earlier snapshot's value is used, so that both count alike.
     type: int
     default: 1000000
   compare_to:
@@ -51,13 +51,21 @@ options:
     description:
       - Write the snapshot to this file on the managed host (mode 0600, replaced whole), for a later run's
         O(compare_to_file); a rollback started from another machine, or after this one died, finds it there.
+      - With O(compare_to) or O(compare_to_file), written only when the comparison proves the catalog (no
+        difference, or with O(judge=deployment) or O(judge=drift) nothing at level V(fail)), so that the file holds
+        the catalog a later O(judge=drift) compares with.
       - Not written in check mode.
     type: path
+  label:
+    description:
+      - Words kept in the file written to O(path) that say what the snapshot is (for example C(the catalog
+        deployment 20261208-0102 proved)); a later comparison with it names it so.
+    type: str
   owner:
     description:
       - The account that owns the file written to O(path), which stays 0600. Give the account that reads it
         next, for example the backup account that owns the folder it lands in, when the play runs as root.
-      - By default the account the module runs as.
+      - By default the account the module runs as; run as root, the account that owns the folder of O(path).
     type: str
   restore_grants:
     description:
@@ -85,19 +93,29 @@ options:
         and a unique index on the same columns) and a new constraint added NOT VALID (C(constraint_not_valid)).
         O(findings) changes the level of a kind. The other differences are the migration's own changes
         (RV(changes)). What was already there before is never a finding.
+      - V(drift) judges what changed since a baseline, the catalog the last deployment proved or one recorded on
+        purpose, as an outage, a restore or a hand fix leave it while every name may still be in place. It
+        fails on an object gone (C(object_gone)), a column gone or changed (C(column_changed)), a
+        constraint's definition changed, deferrability included (C(constraint_changed)), a constraint now NOT
+        VALID (C(constraint_invalidated)), an index not valid (C(index_invalid)) or changed (C(index_changed)), a
+        trigger disabled (C(trigger_disabled)), a materialized view not populated (C(matview_unpopulated)), row
+        level security off (C(row_security_off)), a privilege gone (C(privilege_lost)), an owner changed
+        (C(owner_changed)), and any other definition changed (C(definition_changed)); it warns of what is new
+        (C(object_added), C(column_added), C(privilege_added)). Rows and comments are not compared.
     type: str
-    choices: [rollback, deployment]
+    choices: [rollback, deployment, drift]
     default: rollback
   findings:
     description:
-      - With O(judge=deployment), the level of each finding kind (see O(judge)), V(fail), V(warn) or V(ignore).
+      - With O(judge=deployment) or O(judge=drift), the level of each finding kind (see O(judge)), V(fail),
+        V(warn) or V(ignore).
         A kind maps to a level for every object, or to a mapping of object keys (as the findings name them,
         for example C(table public.audit_log)) to levels, with V(default) for the other objects.
       - A kind or level not known fails the task before anything is read.
     type: dict
     default: {}
   fail_on_difference:
-    description: Fail when the comparison finds a difference (with O(judge=deployment), a broken one).
+    description: Fail when the comparison finds a difference (with O(judge=deployment) or O(judge=drift), a broken one).
     type: bool
     default: true
 extends_documentation_fragment:
@@ -119,6 +137,12 @@ EXAMPLES = r"""
 - name: Snapshot the catalog before the deployment
   intowork.pgops.schema_snapshot:
   register: catalog_before
+
+- name: Name what changed in the catalog since the last deployment proved it
+  intowork.pgops.schema_snapshot:
+    compare_to_file: /var/backups/pgops/intowork.catalog-baseline.json
+    judge: drift
+    compare_rows: false
 
 - name: After a rollback, prove the catalog and rows are as before, granting lost privileges back
   intowork.pgops.schema_snapshot:
@@ -144,6 +168,11 @@ estimated_tables:
   returned: always
   type: list
   elements: str
+compared_with:
+  description: What the earlier snapshot is, in words (its O(label), and when it was taken).
+  returned: when O(compare_to) is given
+  type: str
+  sample: the catalog deployment 20261208T010203-alice proved (2026-12-08T01:02:09Z)
 differences:
   description: One line per difference from O(compare_to), after any privileges were granted back.
   returned: when O(compare_to) is given
@@ -151,18 +180,18 @@ differences:
   elements: str
   sample: ["table public.books: column isbn is gone", "table public.books: 5 rows before, 0 now (5 lost)"]
 broken:
-  description: With O(judge=deployment), the findings at level V(fail), one line each, the kind in brackets.
-  returned: when O(compare_to) is given and O(judge=deployment)
+  description: With O(judge=deployment) or O(judge=drift), the findings at level V(fail), one line each, the kind in brackets.
+  returned: when O(compare_to) is given and O(judge) is V(deployment) or V(drift)
   type: list
   elements: str
 warned:
-  description: With O(judge=deployment), the findings at level V(warn), one line each, the kind in brackets.
-  returned: when O(compare_to) is given and O(judge=deployment)
+  description: With O(judge=deployment) or O(judge=drift), the findings at level V(warn), one line each, the kind in brackets.
+  returned: when O(compare_to) is given and O(judge) is V(deployment) or V(drift)
   type: list
   elements: str
 ignored:
-  description: With O(judge=deployment), the findings O(findings) set to V(ignore), one line each.
-  returned: when O(compare_to) is given and O(judge=deployment)
+  description: With O(judge=deployment) or O(judge=drift), the findings O(findings) set to V(ignore), one line each.
+  returned: when O(compare_to) is given and O(judge) is V(deployment) or V(drift)
   type: list
   elements: str
 changes:
@@ -215,6 +244,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._schema_snapshot im
     destroyed,
     estimated_tables,
     findings_by_change,
+    findings_by_drift,
     judge_findings,
     with_privileges_of,
     privilege_changes,
@@ -225,10 +255,10 @@ from ansible_collections.intowork.pgops.plugins.module_utils._schema_snapshot im
 )
 
 
-def read(conn, params):
+def read(conn, params, count=True):
     conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
     try:
-        return take(conn, params["schemas"], params["exact_count_max_rows"])
+        return take(conn, params["schemas"], params["exact_count_max_rows"], count)
     finally:
         conn.rollback()
         conn.set_session(isolation_level="DEFAULT", readonly=False)
@@ -252,10 +282,20 @@ def account_ids(owner):
     return entry.pw_uid, entry.pw_gid
 
 
+def folder_owner(folder):
+    """Run as root with no owner given, the account owning the folder the file lands in (the backup account's
+    folder): whoever reads the file next is that folder's owner, not root."""
+    try:
+        info = os.stat(folder)
+    except OSError:
+        return None  # said when the file is written
+    return (info.st_uid, info.st_gid) if os.geteuid() == 0 and info.st_uid != 0 else None
+
+
 def write(path, snapshot, owner=None):
     """Replace `path` whole with the snapshot, readable by its owner only (`owner`, given before it has its name)."""
-    ids = account_ids(owner) if owner else None
     folder = os.path.dirname(os.path.abspath(path))
+    ids = account_ids(owner) if owner else folder_owner(folder)
     partial = None
     try:
         handle, partial = tempfile.mkstemp(dir=folder, prefix=".%s." % os.path.basename(path), suffix=".partial")
@@ -276,6 +316,22 @@ def write(path, snapshot, owner=None):
             os.unlink(partial)
 
 
+# The inventory variable an operator sets a finding kind's level in, per judge.
+FINDINGS_VARIABLE = {"deployment": "pgops_catalog_findings", "drift": "pgops_drift_findings"}
+
+
+def described(snapshot):
+    """What an earlier snapshot is, in words: its label, and when it was taken."""
+    taken = snapshot.get("taken")
+    if snapshot.get("label"):
+        return "%s%s" % (snapshot["label"], " (%s)" % taken if taken else "")
+    return "the snapshot taken %s" % taken if taken else "the snapshot"
+
+
+def labelled(snapshot, label):
+    return dict(snapshot, label=label) if label else snapshot
+
+
 def snapshot(params, check_mode):
     problems = finding_level_problems(params["findings"])
     if problems:
@@ -286,22 +342,24 @@ def snapshot(params, check_mode):
     before = load(params["compare_to_file"]) if params["compare_to_file"] else params["compare_to"]
     if before is not None and not isinstance(before.get("objects"), dict):
         raise PgopsError("compare_to is not a snapshot (it has no objects): give an earlier result's snapshot")
-    if before is not None and "exact_count_max_rows" in before:
+    # Rows compared are counted alike on both sides.
+    if before is not None and "exact_count_max_rows" in before and params["compare_rows"]:
         params = dict(params, exact_count_max_rows=before["exact_count_max_rows"])
     conn = connect(params)
     try:
         started = time.monotonic()
-        now = read(conn, params)
+        # Rows are counted for a comparison of rows, or for a snapshot a later run compares with.
+        now = read(conn, params, count=before is None or params["compare_rows"])
         result = {"changed": False, "snapshot": now, "object_count": now["object_count"],
                   "estimated_tables": estimated_tables(now)}
         if before is None:
             result["seconds"] = round(time.monotonic() - started, 3)
             if params["path"] and not check_mode:
-                write(params["path"], now, params["owner"])
+                write(params["path"], labelled(now, params["label"]), params["owner"])
                 result["changed"] = True
             return result
         now = without_new_empty_version_table(before, now)
-        result.update(snapshot=now, object_count=now["object_count"])
+        result.update(snapshot=now, object_count=now["object_count"], compared_with=described(before))
         changes = []
         if params["restore_grants"]:
             changes = privilege_changes(before, now)
@@ -311,7 +369,7 @@ def snapshot(params, check_mode):
                     for statement in statements:
                         cur.execute(statement)
                 conn.commit()
-                now = without_new_empty_version_table(before, read(conn, params))
+                now = without_new_empty_version_table(before, read(conn, params, count=params["compare_rows"]))
                 result["snapshot"] = now
             result["changed"] = bool(statements)
         result["grants_restored"] = [privilege_line(*change) for change in changes if change[0].startswith("GRANT")]
@@ -322,20 +380,34 @@ def snapshot(params, check_mode):
         result["differences"] = compare(before, now, rows=params["compare_rows"])
         result["destroyed"] = destroyed(before, now)
         result["seconds"] = round(time.monotonic() - started, 3)
-        if params["judge"] == "deployment":
-            findings, result["changes"] = findings_by_change(before, now, rows=params["compare_rows"])
+        if params["judge"] == "rollback":
+            proven = not result["differences"]
+            if not proven and params["fail_on_difference"]:
+                result["failed"] = True
+                result["msg"] = "%s differs from the snapshot in %d way(s): %s" % (
+                    target_label(params), len(result["differences"]), "; ".join(result["differences"]))
+        else:
+            if params["judge"] == "deployment":
+                findings, result["changes"] = findings_by_change(before, now, rows=params["compare_rows"])
+            else:
+                findings = findings_by_drift(before, now)
             judged = judge_findings(findings, params["findings"])
             result.update(broken=judged["fail"], warned=judged["warn"], ignored=judged["ignore"])
+            proven = not result["broken"]
             if result["broken"] and params["fail_on_difference"]:
+                if params["judge"] == "deployment":
+                    what = "the deployment broke %d thing(s) on %s" % (len(result["broken"]), target_label(params))
+                else:
+                    what = "%s changed in %d way(s) since %s" % (target_label(params), len(result["broken"]),
+                                                                  described(before))
                 result["failed"] = True
-                result["msg"] = ("the deployment broke %d thing(s) on %s: %s. Each kind (in brackets) can be set to "
-                                 "warn, for one object or all, in findings (pgops_catalog_findings)" % (
-                                     len(result["broken"]), target_label(params), "; ".join(result["broken"])))
-            return result
-        if result["differences"] and params["fail_on_difference"]:
-            result["failed"] = True
-            result["msg"] = "%s differs from the snapshot in %d way(s): %s" % (
-                target_label(params), len(result["differences"]), "; ".join(result["differences"]))
+                result["msg"] = ("%s: %s. Each kind (in brackets) can be set to warn, for one object or all, in "
+                                 "findings (%s)" % (what, "; ".join(result["broken"]),
+                                                    FINDINGS_VARIABLE[params["judge"]]))
+        # Only a catalog the comparison proved becomes the file a later run compares with.
+        if proven and params["path"] and not check_mode:
+            write(params["path"], labelled(now, params["label"]), params["owner"])
+            result["changed"] = True
         return result
     finally:
         conn.close()
@@ -353,7 +425,8 @@ def main():
         restore_grants=dict(type="bool", default=False),
         fail_on_difference=dict(type="bool", default=True),
         compare_rows=dict(type="bool", default=True),
-        judge=dict(type="str", default="rollback", choices=["rollback", "deployment"]),
+        judge=dict(type="str", default="rollback", choices=["rollback", "deployment", "drift"]),
+        label=dict(type="str"),
         findings=dict(type="dict", default={}),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,

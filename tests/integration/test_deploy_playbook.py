@@ -62,6 +62,16 @@ def test_deploy_check_then_real_then_nothing(server, database, tmp_path):
     assert record["revision_before"] == BASELINE and record["revision_after"] == HEAD
     assert int(record["indexes_ok"]) == int(record["indexes_expected"]) == 23
     assert database["login_password"] not in result.stdout
+    # The catalog the deployment proved is what verify.yml finds drift from, with no spec file.
+    baseline = json.loads((tmp_path / "backups" / f"{database['login_db']}.catalog-baseline.json").read_text())
+    assert baseline["label"] == f"the catalog deployment {record['deployment']} proved"
+    query(database, "ALTER TABLE users ALTER COLUMN role DROP DEFAULT")
+    drifted = run_playbook("verify.yml", server, database, tmp_path)
+    assert drifted.returncode != 0
+    assert ("table public.users: column role was role text NOT NULL DEFAULT 'candidate'::text, is role text NOT NULL "
+            "(column_changed)") in failure_message(drifted)
+    assert f"since the catalog deployment {record['deployment']} proved (" in failure_message(drifted)
+    query(database, "ALTER TABLE users ALTER COLUMN role SET DEFAULT 'candidate'")
 
     result, recap = playbook(server, database, tmp_path)
     assert recap["failed"] == 0 and recap["changed"] == 0, result.stdout

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import (APP, BASELINE, HEAD, assert_application_survived, assert_writes_kept_off, failure_message,
-                      query, run_module, run_playbook)
+                      last_line, query, run_module, run_playbook)
 from test_deploy_faults import app_can_write, counts
 from test_deploy_interruptions import SETTINGS, alembic_processes, cut_off_deployment, kill_alembic
 from test_deploy_playbook import revision
@@ -39,11 +39,6 @@ def playbook_killed(server, params, tmp_path, and_then=lambda: None):
     assert holder["owner"].startswith("deploy-") and holder["details"]["migration_started"], holder
     assert not app_can_write(params), "the dead deployment left writes off"
     return holder
-
-
-def last_line(result):
-    """The message of the play's last debug task: the runbook's summary."""
-    return re.findall(r'"msg": "(.*)"', result.stdout)[-1]
 
 
 @pytest.mark.one_server_version

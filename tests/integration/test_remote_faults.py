@@ -15,7 +15,7 @@ import pytest
 
 import ssh_host
 from conftest import (BASELINE, HEAD, ROOT, Hook, assert_application_survived, assert_writes_kept_off,
-                      failure_message, hold_lock, query, run_module, run_playbook, start_playbook)
+                      failure_message, hold_lock, last_line, query, run_module, run_playbook, start_playbook)
 from test_backup_program import client_bin
 from test_deploy_faults import app_can_write, counts
 from test_deploy_interruptions import (BLOCKED_TABLE, SETTINGS, TOLERATE_BLOCKER, assert_back_where_it_was, let_go,
@@ -256,7 +256,7 @@ def test_a_migration_that_completes_after_its_host_is_cut_off_is_recorded_as_it_
     finished = run_playbook("finish_deployment.yml", server, deployable, tmp_path, "-e", SETTINGS, *remote_inventory,
                             "-e", "force_unlock=yes", "-e", "confirm=yes")
     assert finished.returncode == 0, finished.stdout[-3000:]
-    line = re.findall(r'"msg": "(.*)"', finished.stdout)[-1]
+    line = last_line(finished)
     # The lock the controller's clean-up fenced the job with, and kept with the plan.
     assert line.startswith(f"Finished {report['deployment']}-from-controller: ") and "every check passed" in line, line
     reported = float(re.search(r"Writes were off for ([0-9.]+) s ", line)[1])
