@@ -398,8 +398,8 @@ def snapshot(params, check_mode):
                 if params["judge"] == "deployment":
                     what = "the deployment broke %d thing(s) on %s" % (len(result["broken"]), target_label(params))
                 else:
-                    what = "%s changed in %d way(s) since %s" % (target_label(params), len(result["broken"]),
-                                                                  described(before))
+                    what = "%s changed in %d way(s) since %s" % (
+                        target_label(params), len(result["broken"]), described(before))
                 result["failed"] = True
                 result["msg"] = ("%s: %s. Each kind (in brackets) can be set to warn, for one object or all, in "
                                  "findings (%s)" % (what, "; ".join(result["broken"]),
