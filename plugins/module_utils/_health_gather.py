@@ -44,7 +44,8 @@ SELECT current_database(), pg_database_size(current_database()), current_setting
        (SELECT setting FROM pg_settings WHERE name = 'data_directory'),
        current_setting('block_size')::int, pg_is_in_recovery(), current_setting('archive_mode'),
        (SELECT oid FROM pg_database WHERE datname = current_database()),
-       (SELECT rolname FROM pg_roles WHERE oid = 10), now()
+       (SELECT rolname FROM pg_roles WHERE oid = 10), now(), current_setting('autovacuum')::bool,
+       current_setting('track_counts')::bool
 """
 
 # Relation sizes, the statistics' row counts and the average row width (pg_stats, from the last ANALYZE)
@@ -57,7 +58,9 @@ SELECT c.oid::regclass::text, c.oid, coalesce(s.n_live_tup, 0), coalesce(s.n_dea
             THEN w.width END,
        coalesce((SELECT option_value FROM pg_options_to_table(c.reloptions) WHERE option_name = 'fillfactor'),
                 '100')::int,
-       c.relkind
+       c.relkind,
+       coalesce((SELECT option_value FROM pg_options_to_table(c.reloptions) WHERE option_name = 'autovacuum_enabled'),
+                'true')::bool
   FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
   LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
@@ -149,6 +152,27 @@ SELECT w.pid, w.usename, extract(epoch FROM now() - w.state_change), left(regexp
 HOLDERS = """
 SELECT pid, usename, state, left(regexp_replace(query, '\\s+', ' ', 'g'), 200), pg_blocking_pids(pid)
   FROM pg_stat_activity WHERE pid = ANY(%s)
+"""
+
+# What holds the xmin horizon back, oldest first: VACUUM keeps every row version one of these may still see.
+# Sessions of this database (a snapshot or a transaction ID), standbys' feedback, slots, prepared transactions.
+HORIZON = """
+SELECT 'session', pid::text, usename, application_name, state, greatest(age(backend_xmin), age(backend_xid)),
+       extract(epoch FROM now() - xact_start)
+  FROM pg_stat_activity
+ WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()
+   AND (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL)
+UNION ALL
+SELECT 'standby', application_name, usename, NULL, state, age(backend_xmin), NULL
+  FROM pg_stat_replication WHERE backend_xmin IS NOT NULL
+UNION ALL
+SELECT 'replication slot', slot_name, NULL, slot_type, CASE WHEN active THEN 'active' ELSE 'inactive' END, age(xmin),
+       NULL
+  FROM pg_replication_slots WHERE xmin IS NOT NULL
+UNION ALL
+SELECT 'prepared transaction', gid, owner, NULL, NULL, age(transaction), extract(epoch FROM now() - prepared)
+  FROM pg_prepared_xacts WHERE database = current_database()
+ ORDER BY 6 DESC
 """
 
 WRAPAROUND = """
@@ -397,6 +421,25 @@ def physical_rows(repository, archive_lag_seconds):
     return rows
 
 
+def horizon_holder(rows, session_min_seconds):
+    """The oldest of what holds the xmin horizon back (HORIZON's rows, oldest first), in words; None when nothing
+    does: a session only once its transaction is older than `session_min_seconds` (a busy database always has
+    young ones), a standby's feedback, a slot or a prepared transaction always."""
+    for kind, name, user, detail, state, xid_age, seconds in rows:
+        if xid_age is None or (kind == "session" and (seconds is None or seconds < session_min_seconds)):
+            continue
+        if kind == "session":
+            return "pid %s (%s, %s, %s, its transaction open %s, %d transactions old)" % (
+                name, user, detail or "no application_name", state, duration_text(seconds), xid_age)
+        if kind == "prepared transaction":
+            return ("prepared transaction %s (%s, prepared %s ago, %d transactions old: COMMIT PREPARED or ROLLBACK "
+                    "PREPARED it)" % (json.dumps(name), user, duration_text(seconds), xid_age))
+        if kind == "standby":
+            return "standby %s's feedback (hot_standby_feedback, %d transactions old)" % (name, xid_age)
+        return "replication slot %s (%s, %s, %d transactions old)" % (name, detail, state, xid_age)
+    return None
+
+
 def chain_root(pid, blockers_of, seen=None):
     """The session at the head of a lock chain: follow the blockers until one is not itself blocked."""
     seen = seen or set()
@@ -419,7 +462,7 @@ def gather(params, check_mode):
         cur.execute(OWN_MARK + SERVER)
         (name, size, version, version_num, max_connections, hit_ratio, blocks_read, by_state, stats_reset,
          public_create, data_directory, block_size, in_recovery, archive_mode, database_oid, bootstrap_role,
-         now) = cur.fetchone()
+         now, autovacuum, track_counts) = cur.fetchone()
         stats_since = stats_reset
         if stats_since is None:
             created = reader.all(DATABASE_CREATED, (str(database_oid),), what="the age of the statistics")
@@ -428,7 +471,8 @@ def gather(params, check_mode):
         maintained = {}
         table_rows = reader.all(TABLES)
         sizes = relation_sizes(reader, [row[1] for row in table_rows])
-        for (table, oid, live, dead, changes, vacuumed, analysed, width, fillfactor, kind) in table_rows:
+        for (table, oid, live, dead, changes, vacuumed, analysed, width, fillfactor, kind,
+             table_autovacuum) in table_rows:
             if oid not in sizes:
                 continue  # dropped while the report read
             total, heap, index_bytes, estimated = sizes[oid]
@@ -436,7 +480,8 @@ def gather(params, check_mode):
                            "live_rows": live, "dead_rows": dead, "changes_since_analyze": changes,
                            "last_vacuum": _iso(vacuumed), "last_analyze": _iso(analysed),
                            "bloat_bytes": heap_bloat_bytes(heap, live, width, fillfactor, block_size)
-                           if kind != "p" else None, "size_estimated": estimated})
+                           if kind != "p" else None, "size_estimated": estimated,
+                           "autovacuum": table_autovacuum})
             maintained[table] = (vacuumed, analysed)
         tables.sort(key=lambda item: -item["total_bytes"])
         locked = [item["name"] for item in tables if item["size_estimated"]]
@@ -465,6 +510,7 @@ def gather(params, check_mode):
         sessions = [row[:9] + (without_secrets(row[9]),) + row[10:] for row in sessions]
         waits = [row[:3] + (without_secrets(row[3]),) + row[4:] for row in waits]
         holders = [row[:3] + (without_secrets(row[3]),) + row[4:] for row in holders]
+        horizon = reader.all(HORIZON, what="what holds the xmin horizon") or []
         wraparound = reader.all(WRAPAROUND)
         sequences = reader.all(SEQUENCES, what="sequences") or []
         # On a standby the WAL positions of the primary are not there to compare with.
@@ -526,15 +572,32 @@ def gather(params, check_mode):
                                    head["user"], head["state"], head["query"], query),
                   "lock_wait_seconds %d" % limits["lock_wait_seconds"])
 
+    # Autovacuum off, for the server or a table: nothing else is vacuumed or analysed without someone's hand.
+    if not autovacuum or not track_counts:
+        found.add("autovacuum off", "critical", "server",
+                  "autovacuum is off on the server (%s): no table is vacuumed or analysed unless someone runs it, "
+                  "and only vacuums against wraparound start on their own; turn it on (ALTER SYSTEM SET %s = on; "
+                  "SELECT pg_reload_conf())" % (
+                      "autovacuum = off" if not autovacuum else "track_counts = off, so it cannot see what changed",
+                      "autovacuum" if not autovacuum else "track_counts"), None)
+    for table in tables:
+        if not table["autovacuum"]:
+            found.add("autovacuum off", "warning", table["name"],
+                      "table %s has autovacuum off (autovacuum_enabled = false): its dead rows and statistics wait for "
+                      "a hand-run VACUUM and ANALYZE; ALTER TABLE %s RESET (autovacuum_enabled)" % (
+                          table["name"], table["name"]), None)
+
     # Dead rows, bloat, and vacuum and analyse that are overdue.
+    holder = horizon_holder(horizon, min(limits["long_query_seconds"], limits["idle_in_transaction_seconds"]))
     for table in tables:
         rows = table["live_rows"] + table["dead_rows"]
         if table["dead_rows"] >= limits["dead_tuple_min_rows"] and table["dead_rows"] > limits["dead_tuple_ratio"] * rows:
             found.add("dead rows", "warning", table["name"],
-                      "table %s has %d dead rows, %.0f%% of its %d rows (last vacuum %s): VACUUM it, and check what "
-                      "holds vacuum back (long transactions, slots)" % (
+                      "table %s has %d dead rows, %.0f%% of its %d rows (last vacuum %s%s): %s" % (
                           table["name"], table["dead_rows"], 100.0 * table["dead_rows"] / rows, rows,
-                          table["last_vacuum"] or "never"),
+                          table["last_vacuum"] or "never", "" if table["autovacuum"] else ", autovacuum off on it",
+                          ("the xmin horizon is held back by %s: end it if it is stuck, then VACUUM" % holder)
+                          if holder else "nothing holds the xmin horizon back: VACUUM it"),
                       "dead_tuple_ratio %s with at least %d dead rows" % (
                           limits["dead_tuple_ratio"], limits["dead_tuple_min_rows"]))
         vacuumed, analysed = maintained[table["name"]]

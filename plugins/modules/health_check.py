@@ -13,7 +13,8 @@ short_description: Read the weekly health facts of a PostgreSQL database, with t
 version_added: 0.1.0
 description:
   - Reads, without changing anything, what a DBA checks every week, at the breadth of check_postgres and pghero -
-    long-running and idle-in-transaction sessions, blocking lock chains, dead rows and estimated bloat of tables and
+    long-running and idle-in-transaction sessions, blocking lock chains, autovacuum off (for the server or a
+    table), dead rows (naming what holds the xmin horizon back) and estimated bloat of tables and
     B-tree indexes, the age of the last vacuum and analyse, transaction-ID and multixact wraparound headroom,
     sequences and identity columns near the end of their range, invalid, duplicate and unused indexes, replication
     lag and inactive slots, WAL archiving failures, roles with SUPERUSER, CREATEROLE or BYPASSRLS that are not on

@@ -148,7 +148,8 @@ def test_health_facts_name_each_planted_problem_with_its_threshold(planted):
         f"pid {waiter} (pgops) has waited ",
         f"for a lock held by pid {holder}; the chain starts at pid {holder} (pgops, idle in transaction)",
         "(threshold: lock_wait_seconds 0)",
-        "table pgops_churn has 40000 dead rows, 67% of its 60000 rows (last vacuum never)",
+        "table pgops_churn has 40000 dead rows, 67% of its 60000 rows (last vacuum never, autovacuum off on it): ",
+        "table pgops_churn has autovacuum off (autovacuum_enabled = false)",
         "(threshold: dead_tuple_ratio 0.2 with at least 1000 dead rows)",
         "table pgops_churn: no vacuum in 0 days of statistics, with 40000 dead rows",
         "(threshold: maintenance_max_age_days 0 with at least 1000 dead rows)",
@@ -309,3 +310,37 @@ def test_a_clean_database_after_a_fresh_build_gives_no_finding_four_times(server
         assert "No finding needs action; report " in result.stdout and "NEEDS ACTION" not in result.stdout
         assert not [note for note in report["notes"] if "not checked" in note], report["notes"]
     assert report["trend"]["bytes_per_day"] is None and "min_span_days" in report["trend"]["projection"]
+
+
+def test_dead_rows_name_what_holds_the_horizon_or_that_nothing_does(server, database, tmp_path):
+    """A table with autovacuum off is named; its dead-row advice names the session whose snapshot holds the xmin
+    horizon back while it does, and says nothing holds it once it has ended: through the runbook."""
+    alembic(database, "upgrade", HEAD)
+    for statement in ("CREATE TABLE pgops_churn (id int, v int) WITH (autovacuum_enabled = false)",
+                      "INSERT INTO pgops_churn SELECT i, i FROM generate_series(1, 5000) i", "ANALYZE pgops_churn",
+                      "UPDATE pgops_churn SET v = v + 1"):
+        query(database, statement)
+    settings = json.dumps({"pgops_backup_dir": str(tmp_path / "backups"), "pgops_health_thresholds": {
+        "dead_tuple_min_rows": 1000, "idle_in_transaction_seconds": 1}})
+    holder = connect_as(database, application_name="pgops-snapshot-holder")
+    holder.set_session(isolation_level="REPEATABLE READ")
+    holder.cursor().execute("SELECT count(*) FROM pgops_churn")
+    try:
+        time.sleep(1.5)  # older than idle_in_transaction_seconds
+        held = run_playbook("health_report.yml", server, database, tmp_path, "-e", settings)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert held.returncode == 0, held.stdout[-3000:]
+    assert ("table pgops_churn has autovacuum off (autovacuum_enabled = false): its dead rows and statistics "
+            "wait for a hand-run VACUUM and ANALYZE; ALTER TABLE pgops_churn RESET (autovacuum_enabled)"
+            in held.stdout), held.stdout[-3000:]
+    assert re.search(r"table pgops_churn has 5000 dead rows, 50% of its 10000 rows \(last vacuum never, "
+                     r"autovacuum off on it\): the xmin horizon is held back by pid \d+ \(pgops, pgops-snapshot-holder, "
+                     r"idle in transaction, its transaction open [\d.]+ s, \d+ transactions old\): end it if it is "
+                     r"stuck, then VACUUM", held.stdout), held.stdout[-3000:]
+    time.sleep(1.1)  # report names carry the second
+    released = run_playbook("health_report.yml", server, database, tmp_path, "-e", settings)
+    assert released.returncode == 0, released.stdout[-3000:]
+    assert ("table pgops_churn has 5000 dead rows, 50% of its 10000 rows (last vacuum never, autovacuum off on "
+            "it): nothing holds the xmin horizon back: VACUUM it") in released.stdout, released.stdout[-3000:]
