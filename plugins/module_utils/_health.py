@@ -54,7 +54,12 @@ MAINTENANCE = re.compile(
     r"^\s*(vacuum|analy[sz]e|create|alter|drop|reindex|cluster|copy|refresh|truncate|grant|revoke|comment|"
     r"begin|start|commit|end|rollback|savepoint|release|set|reset|show|lock|checkpoint|discard|deallocate|"
     r"listen|notify|do|select\s+pg_(stat_statements_reset|terminate_backend|cancel_backend|create_\w+|drop_\w+|"
-    r"switch_wal|reload_conf))\b", re.IGNORECASE)
+    r"switch_wal|reload_conf)|select\s+set_config|"
+    # Alembic's bookkeeping of the revision a migration reached.
+    r"(insert\s+into|update|delete\s+from)\s+alembic_version)\b", re.IGNORECASE)
+WRITE = re.compile(r"^\s*(insert|update|delete|merge)\b", re.IGNORECASE)
+# A write of this many rows per call is a load or a backfill, not the application's own writing.
+BULK_ROWS_PER_CALL = 1000
 
 
 def _align(value, to=8):
@@ -62,13 +67,21 @@ def _align(value, to=8):
 
 
 # The health check's own statements carry this mark (pg_stat_statements keeps the text as first seen), so
-# that the report never lists its own reading among the slow queries.
+# that the report never lists its own reading among the slow queries. Inside the statement: PostgreSQL 18 keeps
+# a statement's text from its first word, without the comments before it.
 OWN_MARK = "/* pgops health_check */"
+FIRST_WORD = re.compile(r"^(\s*\w+)")
 
 
-def is_maintenance(query):
-    """Schema changes, loads, maintenance and the health check's own reading."""
-    return bool(MAINTENANCE.match(query or "")) or (query or "").startswith(OWN_MARK)
+def marked(statement):
+    return FIRST_WORD.sub(lambda found: found.group(1) + " " + OWN_MARK, statement, count=1)
+
+
+def is_maintenance(query, rows=0, calls=0):
+    """Schema changes, loads (a bulk write), maintenance and the health check's own reading."""
+    query = query or ""
+    bulk = bool(WRITE.match(query)) and calls > 0 and rows >= BULK_ROWS_PER_CALL * calls
+    return bool(MAINTENANCE.match(query)) or OWN_MARK in query or bulk
 
 
 def heap_bloat_bytes(heap_bytes, rows, row_width, fillfactor, block_size):

@@ -19,7 +19,7 @@ import time
 from ansible_collections.intowork.pgops.plugins.module_utils._catalog import INDEX_CATALOG
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import connect, psycopg2
 from ansible_collections.intowork.pgops.plugins.module_utils._health import (
-    OWN_MARK,
+    marked,
     WRAPAROUND_LIMIT,
     btree_bloat_bytes,
     heap_bloat_bytes,
@@ -249,6 +249,19 @@ def _plain(value):
     return value
 
 
+class MarkedCursor(object):
+    """A cursor whose every statement carries the health check's mark."""
+
+    def __init__(self, cur):
+        self.cur = cur
+
+    def execute(self, statement, args=None):
+        return self.cur.execute(marked(statement), args)
+
+    def __getattr__(self, name):
+        return getattr(self.cur, name)
+
+
 class Reader(object):
     """Runs the read-only queries; one that this login may not run becomes a note, not a failure."""
 
@@ -259,7 +272,7 @@ class Reader(object):
     def all(self, statement, args=None, what=None, quiet_codes=()):
         """The rows, or None (with a note unless the error's code is in quiet_codes) when `what` may fail."""
         def rows(cur):
-            cur.execute(OWN_MARK + statement, args)
+            cur.execute(statement, args)
             return [tuple(_plain(value) for value in row) for row in cur.fetchall()]
         return self.call(rows, what, quiet_codes)
 
@@ -268,7 +281,7 @@ class Reader(object):
         error is raised."""
         self.cur.execute("SAVEPOINT fact")
         try:
-            value = function(self.cur)
+            value = function(MarkedCursor(self.cur))
         except psycopg2.Error as error:
             self.cur.execute("ROLLBACK TO SAVEPOINT fact")
             if what is None:
@@ -288,9 +301,9 @@ def read_statements(reader, version_num, limit):
     schema = '"%s"' % rows[0][0].replace('"', '""')
     reader.cur.execute("SAVEPOINT statements")
     try:
-        reader.cur.execute(OWN_MARK + statements_query(version_num, schema), (limit,))
+        reader.cur.execute(marked(statements_query(version_num, schema)), (limit,))
         statements = [{"queryid": queryid, "role": role, "calls": calls, "total_ms": round(total, 1), "rows": rows_,
-                       "query": without_secrets(query), "maintenance": is_maintenance(query)}
+                       "query": without_secrets(query), "maintenance": is_maintenance(query, rows_, calls)}
                       for queryid, role, calls, total, rows_, query in reader.cur.fetchall()]
     except psycopg2.Error as error:
         reader.cur.execute("ROLLBACK TO SAVEPOINT statements")
@@ -459,7 +472,7 @@ def gather(params, check_mode):
         conn.set_session(readonly=True)
         cur = conn.cursor()
         reader = Reader(cur)
-        cur.execute(OWN_MARK + SERVER)
+        cur.execute(marked(SERVER))
         (name, size, version, version_num, max_connections, hit_ratio, blocks_read, by_state, stats_reset,
          public_create, data_directory, block_size, in_recovery, archive_mode, database_oid, bootstrap_role,
          now, autovacuum, track_counts) = cur.fetchone()
@@ -834,7 +847,9 @@ def gather(params, check_mode):
                      "in_recovery": in_recovery},
         "tables": tables,
         "indexes": indexes,
-        "unused_indexes": unused,
+        # Listed only once the statistics are old enough to tell (the note says so before).
+        "unused_indexes": [] if young else large_unused,
+        "unused_indexes_too_early": young,
         "statements": snapshot or [],
         "statements_reset": statements_reset,
         "slow_queries": slow,

@@ -241,10 +241,17 @@ indexes:
   type: list
   elements: dict
 unused_indexes:
-  description: Indexes never scanned that enforce nothing, back no foreign key and are not in the strategy.
+  description:
+    - Indexes never scanned, of O(thresholds.unused_index_min_bytes) or more, that enforce nothing, back no foreign
+      key and are not in the strategy.
+    - Empty while the statistics are younger than O(thresholds.unused_index_min_stats_days) (RV(unused_indexes_too_early)).
   returned: always
   type: list
   elements: dict
+unused_indexes_too_early:
+  description: The statistics are too young to call an index unused; the notes name those never scanned so far.
+  returned: always
+  type: bool
 statements:
   description: The snapshot of pg_stat_statements kept for the next report (queryid, role, calls, total_ms, rows,
     query, maintenance).
