@@ -17,6 +17,11 @@ description:
     of the growth is dead rows (which vacuum reclaims), and the days until the data directory's file system is
     full at that rate.
   - Adds a finding when the disk fills within O(warn_days).
+  - Names the findings new since the previous report and those resolved since (by check and subject).
+  - Adds a finding for each statement whose mean time over the period since the previous report is at least
+    O(regression_ratio) times its mean over the period before (the two reports before), with at least
+    O(regression_min_calls) calls in each period and a mean of at least O(regression_min_ms) now. Maintenance
+    statements (schema changes, loads, the report's own) are left out.
 options:
   _input:
     description: The current facts (a health_check result).
@@ -41,6 +46,18 @@ options:
         minutes apart measure a load or a batch, not growth).
     type: int
     default: 7
+  regression_ratio:
+    description: A statement's mean time up by at least this factor from one period to the next is a finding.
+    type: float
+    default: 2.0
+  regression_min_calls:
+    description: Calls a statement needs in each of the two periods for its means to be compared.
+    type: int
+    default: 50
+  regression_min_ms:
+    description: A regression is a finding only from this mean time on (milliseconds), not microseconds doubling.
+    type: float
+    default: 1.0
 author:
   - INTOWORK platform team (@intowork)
 """
@@ -57,7 +74,9 @@ _value:
     previous_taken, series (taken, size_bytes, tables), table_growth and index_growth (name, bytes,
     previous_bytes, delta_bytes), span_days, bytes_per_day (null until the reports span min_span_days),
     dead_bytes and dead_bytes_delta (the estimated bytes of dead rows now, and their change since the previous
-    report), projection (why there is none, or the days), days_until_full, problems and findings.
+    report), projection (why there is none, or the days), days_until_full, new_findings and resolved_findings
+    (lines of the current and the previous report, null without a previous one), regressions (queryid, role,
+    calls, mean_ms, previous_calls, previous_mean_ms, ratio, query), problems and findings.
   type: dict
 """
 
@@ -65,6 +84,7 @@ import calendar
 import time
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.intowork.pgops.plugins.module_utils._health import statement_delta
 
 
 def _epoch(stamp):
@@ -107,7 +127,49 @@ def _dead_bytes(report):
     return int(total)
 
 
-def health_trend(current, history, window_days=28, warn_days=90, min_span_days=7):
+def _line(problem):
+    return "%s (threshold: %s)" % (problem["detail"], problem["threshold"]) if problem.get("threshold") \
+        else problem["detail"]
+
+
+def _changes(current_problems, previous):
+    """(new, resolved): the lines of findings the previous report did not have, and of those it had that are gone;
+    a finding is its check and subject (its numbers change from week to week)."""
+    before = (previous.get("problems") or []) + ((previous.get("trend") or {}).get("problems") or [])
+    keys_before = set((p.get("check"), p.get("subject")) for p in before)
+    keys_now = set((p.get("check"), p.get("subject")) for p in current_problems)
+    return ([_line(p) for p in current_problems if (p.get("check"), p.get("subject")) not in keys_before],
+            [_line(p) for p in before if (p.get("check"), p.get("subject")) not in keys_now])
+
+
+def _period(later, earlier):
+    """{(queryid, role): the statement over the period between two reports}, maintenance statements left out."""
+    if later.get("statements") is None or earlier.get("statements") is None:
+        return {}
+    return dict(((s["queryid"], s.get("role")), s) for s in statement_delta(
+        later["statements"], earlier["statements"], earlier.get("statements_reset"), later.get("statements_reset"))
+        if not s.get("maintenance") and s["calls"] > 0)
+
+
+def _regressions(current, reports, ratio, min_calls, min_ms):
+    if len(reports) < 2:
+        return []
+    now, before = _period(current, reports[-1]), _period(reports[-1], reports[-2])
+    found = []
+    for key, statement in sorted(now.items()):
+        old = before.get(key)
+        if (old is None or statement["calls"] < min_calls or old["calls"] < min_calls or statement["mean_ms"] < min_ms
+                or statement["mean_ms"] < ratio * max(old["mean_ms"], 0.001)):
+            continue
+        found.append({"queryid": key[0], "role": key[1], "calls": statement["calls"], "mean_ms": statement["mean_ms"],
+                      "previous_calls": old["calls"], "previous_mean_ms": old["mean_ms"],
+                      "ratio": round(statement["mean_ms"] / max(old["mean_ms"], 0.001), 1),
+                      "query": statement["query"]})
+    return sorted(found, key=lambda item: -item["ratio"])
+
+
+def health_trend(current, history, window_days=28, warn_days=90, min_span_days=7, regression_ratio=2.0,
+                 regression_min_calls=50, regression_min_ms=1.0):
     if not isinstance(current, dict) or "taken" not in current:
         raise AnsibleFilterError("health_trend: the input must be a health_check result")
     reports = sorted((r for r in history or [] if isinstance(r, dict) and r.get("taken") and
@@ -148,8 +210,23 @@ def health_trend(current, history, window_days=28, warn_days=90, min_span_days=7
                           "add space or archive data" % (disk.get("path"), days, span_days, rate / 1048576.0,
                                                          dead_share),
                 "threshold": "warn_days %d" % warn_days})
+    regressions = _regressions(current, reports, float(regression_ratio), int(regression_min_calls),
+                               float(regression_min_ms))
+    for item in regressions:
+        problems.append({
+            "check": "query regression", "severity": "warning", "subject": item["queryid"],
+            "detail": "query regression: %.1f ms on average over %d call(s), %.1fx the previous period's %.1f ms "
+                      "(%d call(s)) (%s): %s" % (item["mean_ms"], item["calls"], item["ratio"],
+                                                 item["previous_mean_ms"], item["previous_calls"], item["role"],
+                                                 item["query"][:160]),
+            "threshold": "regression_ratio %s with at least %d calls in each period" % (
+                regression_ratio, regression_min_calls)})
+    new, resolved = _changes((current.get("problems") or []) + problems, previous) if previous else (None, None)
     return {
         "previous_taken": previous.get("taken"),
+        "new_findings": new,
+        "resolved_findings": resolved,
+        "regressions": regressions,
         "series": series,
         "table_growth": _growth(current.get("tables", []), previous.get("tables"), "total_bytes"),
         "index_growth": _growth(current.get("indexes", []), previous.get("indexes"), "bytes"),
@@ -160,7 +237,7 @@ def health_trend(current, history, window_days=28, warn_days=90, min_span_days=7
         "projection": projection,
         "days_until_full": days,
         "problems": problems,
-        "findings": ["%s (threshold: %s)" % (p["detail"], p["threshold"]) for p in problems],
+        "findings": [_line(p) for p in problems],
     }
 
 

@@ -356,3 +356,45 @@ def test_dead_rows_name_what_holds_the_horizon_or_that_nothing_does(server, data
     assert released.returncode == 0, released.stdout[-3000:]
     assert ("table pgops_churn has 5000 dead rows, 50% of its 10000 rows (last vacuum never, autovacuum off on "
             "it): nothing holds the xmin horizon back: VACUUM it") in released.stdout, released.stdout[-3000:]
+
+
+def test_the_report_names_what_is_new_resolved_and_regressed_since_the_last_one(server, database, tmp_path):
+    """Three weekly reports through the runbook: a finding that appears is new in the next, and resolved in the one
+    after it goes; a statement whose mean doubled from one period to the next, with enough calls, is a finding."""
+    alembic(database, "upgrade", HEAD)
+    query(database, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    settings = json.dumps({"pgops_backup_dir": str(tmp_path / "backups")})
+
+    def report(statement=None, calls=0):
+        for _call in range(calls):
+            query(database, statement)
+        time.sleep(1.1)  # report names carry the second
+        result = run_playbook("health_report.yml", server, database, tmp_path, "-e", settings)
+        assert result.returncode == 0, result.stdout[-3000:]
+        (published,) = artifacts(result)["pgops_health_reports"].values()
+        return published
+
+    first = report()
+    assert first["trend"]["new_findings"] is None, "no earlier report: nothing is new"
+    query(database, "GRANT CREATE ON SCHEMA public TO PUBLIC")
+    try:
+        second = report("SELECT pg_sleep(0.001) AS pgops_regression_probe", 60)
+    finally:
+        query(database, "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    (new,) = second["trend"]["new_findings"]
+    assert "PUBLIC may CREATE in schema public" in new, second["trend"]
+    assert second["trend"]["resolved_findings"] == [] and second["trend"]["regressions"] == []
+    third = report("SELECT pg_sleep(0.006) AS pgops_regression_probe", 60)
+    assert any("PUBLIC may CREATE in schema public" in line for line in third["trend"]["resolved_findings"]), third
+    (regression,) = third["trend"]["regressions"]
+    assert "pgops_regression_probe" in regression["query"] and regression["calls"] == regression["previous_calls"] == 60
+    assert regression["ratio"] >= 2.0, regression
+    assert re.search(r"query regression: [\d.]+ ms on average over 60 call\(s\), [\d.]+x the previous period's [\d.]+ ms "
+                     r"\(60 call\(s\)\) \(pgops\): SELECT pg_sleep\(\$1\) AS pgops_regression_probe \(threshold: "
+                     r"regression_ratio 2.0 with at least 50 calls in each period\)", "\n".join(third["trend"]["findings"]))
+    folder = tmp_path / "reports" / "health" / database["login_db"]
+    markdown = sorted(folder.glob("health-*.md"))[-1].read_text()
+    since = markdown.split("## Since the report of ")[1].split("\n## ")[0]
+    assert "PUBLIC may CREATE in schema public" in since.split("Resolved:")[1], since
+    html = sorted(folder.glob("health-*.html"))[-1].read_text()
+    assert "PUBLIC may CREATE in schema public" in html.split('id="resolved-findings"')[1].split("</ul>")[0]
