@@ -291,11 +291,19 @@ def test_weekly_report_shows_growth_and_its_charts_in_a_browser(server, unhealth
         y_axis = re.search(r'<g class="y-axis">(.*?)</g>', chart, re.S).group(1)
         assert re.search(r">\d\d-\d\d \d\d:\d\d<", x_axis) and "report time (UTC)" in x_axis, x_axis
         assert re.search(r">[\d.]+ (B|kB|MB|GB)<", y_axis) and ">size<" in y_axis, y_axis
+        # From zero, three ticks that read differently: a small change is not drawn as a climb.
+        ticks = re.findall(r'class="tick"[^>]*>([^<]+)<', y_axis)
+        assert len(ticks) == len(set(ticks)) == 3 and ticks[0] == "0 B", ticks
         assert chart.count('class="line"') == 1 and chart.count("<circle") == 2, "one point per report"
         assert chart.count('class="legend"') == 1
     assert 'aria-label="job_applications"' in dom
     assert "pgops_slow_probe" in dom[dom.index('id="slow-queries"'):]
     assert re.search(r"<td>slow query</td>\s*<td>\d+ call\(s\)", dom), "the check column names it, the text does not"
+    # Every section of the Markdown is on the page too.
+    headings = [line[3:].split(" (")[0].split(":")[0] for line in markdown.splitlines() if line.startswith("## ")]
+    shown = re.findall(r"<h2>([^<]*)</h2>", dom)
+    assert not [heading for heading in headings if not any(h.startswith(heading) for h in shown)], (headings, shown)
+    assert "pgops_slow_probe" in dom[dom.index('id="slow-queries-by-mean"'):]
 
 
 def test_a_clean_database_after_a_fresh_build_gives_no_finding_four_times(server, database, tmp_path):
