@@ -96,12 +96,18 @@ def pgbackrest(params, *arguments):
         raise PgopsError("cannot run %s: %s (check pgbackrest_bin)" % (params["pgbackrest_bin"], error))
 
 
-def stanza_info(params):
+def read_stanza(params):
+    """pgBackRest's info of the stanza, parsed; PgopsError in its words when it cannot be read."""
     ran = pgbackrest(params, "--output=json", "info")
     try:
-        info = json.loads(ran.stdout)[0]
+        return json.loads(ran.stdout)[0]
     except (ValueError, IndexError):
         raise PgopsError("pgbackrest info of stanza %s failed: %s" % (params["stanza"], tail(ran.stderr or ran.stdout)))
+
+
+def stanza_info(params):
+    """The stanza's info, once it is one a backup can be restored from."""
+    info = read_stanza(params)
     if info["status"]["code"] not in (0, 2):
         raise PgopsError("stanza %s cannot be restored from: %s (run playbooks/pgbackrest.yml)" % (
             params["stanza"], info["status"]["message"]))

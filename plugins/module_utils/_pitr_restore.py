@@ -32,6 +32,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
 from ansible_collections.intowork.pgops.plugins.module_utils._pgbackrest_info import summary
 from ansible_collections.intowork.pgops.plugins.module_utils._pitr_drill import (
     pgbackrest,
+    read_stanza,
     repository_paths,
     stanza_info,
     tail,
@@ -108,14 +109,9 @@ def info(params, check_mode):
     """The stanza as pgBackRest reports it, summarized; a repository that cannot be read is the report's finding,
     said in its words, not a failure."""
     try:
-        ran = pgbackrest(params, "--output=json", "info")
+        stanza = read_stanza(params)
     except PgopsError as error:
         return {"changed": False, "repository": None, "problem": str(error)}
-    try:
-        stanza = json.loads(ran.stdout)[0]
-    except (ValueError, IndexError):
-        return {"changed": False, "repository": None,
-                "problem": "pgbackrest info of stanza %s failed: %s" % (params["stanza"], tail(ran.stderr or ran.stdout))}
     return {"changed": False, "repository": summary(stanza, time.time()), "problem": ""}
 
 
