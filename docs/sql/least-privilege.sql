@@ -14,8 +14,8 @@ SET client_min_messages = warning;
 -- The deploy role runs the runbooks: it owns the database, so its migrations own the schema they create.
 SELECT format('CREATE ROLE %I LOGIN', :'deploy_role')
  WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = :'deploy_role') \gexec
--- CREATEDB: the restore drill restores into a scratch database of its own.
-ALTER ROLE :"deploy_role" LOGIN NOSUPERUSER NOCREATEROLE CREATEDB NOREPLICATION NOBYPASSRLS;
+-- No CREATEDB: a restore drill restores into a server of its own, never this one.
+ALTER ROLE :"deploy_role" LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS;
 SELECT format('CREATE DATABASE %I OWNER %I', :'database', :'deploy_role')
  WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_database WHERE datname = :'database') \gexec
 ALTER DATABASE :"database" OWNER TO :"deploy_role";
@@ -30,8 +30,8 @@ GRANT pg_read_all_stats TO :"deploy_role";
 -- and nothing else (no other database's data, no role's password), and writes nothing.
 SELECT format('CREATE ROLE %I LOGIN', :'backup_role')
  WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = :'backup_role') \gexec
--- CREATEDB: the scheduled restore drill restores into a scratch database it owns and drops.
-ALTER ROLE :"backup_role" LOGIN NOSUPERUSER NOCREATEROLE CREATEDB NOREPLICATION NOBYPASSRLS;
+-- No CREATEDB: the restore drill (scheduled or not) restores into a server of its own, never this one.
+ALTER ROLE :"backup_role" LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS;
 GRANT CONNECT ON DATABASE :"database" TO :"backup_role";
 -- Earlier versions of this file granted pg_read_all_data, which reads every database of the server and the
 -- password verifiers in pg_authid. Run this file again for each database the backup role backs up.

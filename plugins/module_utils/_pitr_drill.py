@@ -28,6 +28,14 @@ except ImportError:
 
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError
 from ansible_collections.intowork.pgops.plugins.module_utils._restore_point import create as create_restore_point
+from ansible_collections.intowork.pgops.plugins.module_utils import _scratch_server as scratch_server
+from ansible_collections.intowork.pgops.plugins.module_utils._scratch_server import (
+    free_bytes,
+    log_problems,
+    pg_ctl,
+    shell_quote,
+    tail,
+)
 
 # How a module finds pgBackRest: its stanza, config and program (doc fragment intowork.pgops._pgbackrest).
 PGBACKREST_SPEC = {"stanza": dict(type="str", default="main"),
@@ -148,52 +156,9 @@ def overlaps(one, other):
     return one == other or one.startswith(other.rstrip("/") + "/") or other.startswith(one.rstrip("/") + "/")
 
 
-def free_bytes(path):
-    stats = os.statvfs(path)
-    return stats.f_bavail * stats.f_frsize
-
-
-def tail(text, lines=3):
-    kept = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    return " / ".join(kept[-lines:]) or "no output"
-
-
-def log_problems(log_file):
-    try:
-        with open(log_file) as log:
-            lines = log.read().splitlines()
-    except OSError:
-        return "no server log"
-    serious = [line for line in lines if re.search(r"\b(FATAL|PANIC|ERROR):", line)]
-    return tail("\n".join(serious or lines))
-
-
-class Scratch(object):
-    """A drill's folder: data/, socket/, tablespaces/, the server's log and its hba file."""
-
-    def __init__(self, path):
-        self.path = os.path.abspath(path)
-        self.data = os.path.join(self.path, "data")
-        self.socket = os.path.join(self.path, "socket")
-        self.tablespaces = os.path.join(self.path, "tablespaces")
-        self.log = os.path.join(self.path, "server.log")
-        self.hba = os.path.join(self.path, "pg_hba.conf")
-        self.ident = os.path.join(self.path, "pg_ident.conf")
-        self.marker = os.path.join(self.path, MARKER)
-
-    def make(self, description):
-        os.makedirs(self.path, 0o700)
-        with open(self.marker, "w") as marker:
-            json.dump(description, marker)
-        for folder in (self.data, self.socket, self.tablespaces):
-            os.mkdir(folder, 0o700)
-        # Only this account reaches the socket (the folder is 0700), so the socket alone is the gate.
-        with open(self.hba, "w") as hba:
-            hba.write("local all all trust\n")
-        open(self.ident, "w").close()
-
-    def ours(self):
-        return os.path.isfile(self.marker)
+def scratch_of(path):
+    """A PITR drill's folder (its marker is the PITR drill's own)."""
+    return scratch_server.Scratch(path, MARKER)
 
 
 def pg_bin_dir(params, scratch):
@@ -216,28 +181,15 @@ def server_options(params, scratch):
     return " ".join("-c %s" % shell_quote("%s=%s" % pair) for pair in settings)
 
 
-def shell_quote(text):
-    return "'" + text.replace("'", "'\"'\"'") + "'"
-
-
-def pg_ctl(bin_dir, *arguments):
-    return subprocess.run([os.path.join(bin_dir, "pg_ctl")] + list(arguments), capture_output=True, text=True,
-                          check=False)
-
-
 def stop(scratch, bin_dir=None):
-    """Stop the drill's server if it runs: fast, then immediate (its data is thrown away next)."""
+    """Stop the drill's server if it runs, with the server programs of its own version by default."""
     if not os.path.exists(os.path.join(scratch.data, "postmaster.pid")):
         return False
     try:
         bin_dir = bin_dir or pg_bin_dir({"pg_bin_dir": ""}, scratch)
     except (OSError, PgopsError):
         return False
-    for mode in ("fast", "immediate"):
-        if pg_ctl(bin_dir, "stop", "-D", scratch.data, "-m", mode, "-w", "-t", "60").returncode == 0:
-            return True
-    raise PgopsError("the drill's server in %s does not stop (pg_ctl stop -m immediate failed); stop it, then run "
-                     "this again to remove the folder" % scratch.data)
+    return scratch_server.stop(scratch, bin_dir)
 
 
 def first_answer(params, scratch, bin_dir, deadline):
@@ -306,7 +258,7 @@ def recovery_stop(log_file):
 def drill(params, check_mode):
     if psycopg2 is None:
         raise PgopsError("psycopg2 is missing on the drill host (pip install psycopg2-binary)")
-    scratch = Scratch(params["path"])
+    scratch = scratch_of(params["path"])
     if params["state"] == "absent":
         return remove(scratch, check_mode)
     now = datetime.now(timezone.utc)

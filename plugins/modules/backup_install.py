@@ -37,7 +37,10 @@ options:
     type: path
     required: true
   config:
-    description: The config's content, written as JSON.
+    description:
+      - The config's content, written as JSON.
+      - Its C(drill_folder), where given, is made too, owned by O(owner) (0700; 0711 with a C(drill_server_account),
+        which the drill's server runs as and which passes through it).
     type: dict
     required: true
   backup_dir:
@@ -151,14 +154,21 @@ import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.intowork.pgops.plugins.module_utils import _connection, _deployment_record, _lease, _write_guard
+from ansible_collections.intowork.pgops.plugins.module_utils import (
+    _connection,
+    _deployment_record,
+    _lease,
+    _scratch_server,
+    _write_guard,
+)
 from ansible_collections.intowork.pgops.plugins.module_utils._files import FileWriter
 
 # The collection's code the program imports from beside it (it runs without the collection): the connection,
 # for every command; the write guard, to give writes back, the lease, to read the deployment lock, and the
-# deployment record, to say how far an abandoned plan got (the dead-man switch).
+# deployment record, to say how far an abandoned plan got (the dead-man switch); the drills' own server.
 BESIDE_PROGRAM = {"pgops_connection.py": _connection, "pgops_write_guard.py": _write_guard,
-                  "pgops_lease.py": _lease, "pgops_deployment_record.py": _deployment_record}
+                  "pgops_lease.py": _lease, "pgops_deployment_record.py": _deployment_record,
+                  "pgops_scratch_server.py": _scratch_server}
 
 
 def owner_ids(owner):
@@ -214,6 +224,11 @@ def install(module):
         installer.file(os.path.join(params["program_dir"], name), inspect.getsource(code), 0o644)
     # A symlink that is allowed is followed: its target is made the backup folder.
     installer.folder(os.path.realpath(params["backup_dir"]), 0o700, ids)
+    # The drills' folder: a drill's server runs in a folder of its own under it, as another account when the
+    # program runs as root (which then needs to pass through).
+    if params["config"].get("drill_folder"):
+        installer.folder(params["config"]["drill_folder"], 0o711 if params["config"].get("drill_server_account")
+                         else 0o700, ids)
     if params["pgpass_file"] and params["pgpass"]:
         installer.file(params["pgpass_file"], params["pgpass"], 0o600, ids)
     config = dict(params["config"], **_connection.resolved_target(params))

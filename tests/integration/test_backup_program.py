@@ -11,6 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,12 +30,24 @@ def loaded(database):
     return database
 
 
+# The account a drill's server runs as when the program runs as root (PostgreSQL refuses root): the sandbox's.
+DRILL_ACCOUNT = "pgops-sandbox" if os.geteuid() == 0 else ""
+
+
+def drills_folder():
+    """A folder for drills' servers that their account can pass through (a test's tmp_path is root's alone)."""
+    folder = Path(tempfile.mkdtemp(prefix="pgops-drills-"))
+    folder.chmod(0o711)
+    return folder
+
+
 def write_config(server, params, folder, **overrides):
     backups = folder / "backups"
     backups.mkdir(mode=0o700, exist_ok=True)
     config = {"database": params["login_db"], "host": params["login_host"], "port": params["login_port"],
               "user": params["login_user"], "backup_dir": str(backups), "bin_dir": server["bindir"],
-              "row_count_tables": TABLES, "retention_count": 2, "retention_days": 0}
+              "row_count_tables": TABLES, "retention_count": 2, "retention_days": 0,
+              "drill_folder": str(drills_folder()), "drill_server_account": DRILL_ACCOUNT}
     config.update(overrides)
     path = folder / "config.json"
     path.write_text(json.dumps(config))
@@ -206,15 +219,19 @@ def test_drill_restores_and_matches_the_manifest(server, loaded, tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["passed"] is True and report["row_counts"] == {"jobs": 1000, "job_applications": 10000}
-    assert report["rto_seconds"] < report["rto_target_seconds"]
+    assert report["rto_seconds"] < report["rto_target_seconds"] and report["analyse_seconds"] >= 0
+    # Restored into a server of its own, never the one it proves: nothing of it on that server, and its folder gone.
+    assert report["scratch_server"]["folder"].startswith(json.loads(config.read_text())["drill_folder"])
     leftover = query(loaded, "SELECT count(*) FROM pg_database WHERE datname = %s", (report["scratch_database"],))
     assert leftover[0][0] == 0
+    assert not os.path.exists(report["scratch_server"]["folder"]), "the drill's server was removed"
 
 
 def test_the_backup_role_drills_a_database_with_a_superusers_extension(server, loaded, tmp_path):
-    """pg_stat_statements installed in public by a superuser, as monitoring.yml does: the backup role (no
-    superuser) cannot create it in the drill's copy, so the drill leaves it out, says so, and passes; a trusted
-    extension (pg_trgm) is restored."""
+    """pg_stat_statements installed in public by a superuser, as monitoring.yml does, and a trusted extension
+    (pg_trgm): the backup role (no superuser, no CREATEDB) drills it into a server of the drill's own, where the
+    drill's account is the superuser, so both are restored; --keep leaves that server for more checks, and
+    drop-scratch removes it."""
     query(loaded, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements WITH SCHEMA public")
     query(loaded, "CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public")
     create_accounts(server, loaded["login_db"])  # the backup role reads this database's tables
@@ -224,14 +241,18 @@ def test_the_backup_role_drills_a_database_with_a_superusers_extension(server, l
     result = run_program("drill", config, server["backup_password"], "--keep")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["passed"] is True and report["extensions_left_out"] == ["pg_stat_statements"], report
-    assert "left out extension(s) pg_stat_statements: only a superuser can create them" in result.stderr
-    scratch = dict(loaded, login_db=report["scratch_database"])
+    assert report["passed"] is True and report["extensions_left_out"] == [], report
+    kept = report["scratch_server"]
+    copy = {"login_host": kept["socket"], "login_port": kept["port"], "login_user": kept["user"],
+            "login_password": None, "login_db": report["scratch_database"]}
     try:
-        assert query(scratch, "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1") == [("pg_trgm",)]
+        assert query(copy, "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1") == [
+            ("pg_stat_statements",), ("pg_trgm",)]
+        assert query(copy, "SELECT count(*) FROM jobs")[0][0] == 1000
     finally:
-        dropped = run_program("drop-scratch", config, server["backup_password"], f"--scratch={report['scratch_database']}")
+        dropped = run_program("drop-scratch", config, server["backup_password"], f"--scratch-path={kept['folder']}")
         assert dropped.returncode == 0, dropped.stderr
+    assert not os.path.exists(kept["folder"])
 
 
 @pytest.mark.parametrize("failure", ["rto", "row_counts"])
@@ -248,7 +269,18 @@ def test_a_failed_drill_leaves_no_scratch_copy_even_when_asked_to_keep_it(server
     assert result.returncode == 1
     assert ("is over the 0 s target" if failure == "rto" else "row counts differ from the manifest") in result.stderr
     left = query(loaded, "SELECT count(*) FROM pg_database WHERE datname LIKE %s", (f"{loaded['login_db']}_drill_%",))
-    assert left[0][0] == 0, "the failed drill's copy was dropped"
+    assert left[0][0] == 0, "nothing of the drill on the server it proves"
+    assert list(Path(json.loads(config.read_text())["drill_folder"]).iterdir()) == [], "the failed drill's server was removed"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a program run as root needs the server's account")
+def test_a_drill_run_as_root_without_an_account_for_its_server_says_so(server, loaded, tmp_path):
+    config, _backups = write_config(server, loaded, tmp_path, drill_server_account="")
+    assert run_program("backup", config, loaded["login_password"]).returncode == 0
+    result = run_program("drill", config, loaded["login_password"])
+    assert result.returncode == 1
+    assert ("FAILED: PostgreSQL refuses to run as root: give the drill server's account "
+            "(pgops_restore_drill_server_account)") in result.stderr
 
 
 def old_backup(backups, database, stamp, verified=True):

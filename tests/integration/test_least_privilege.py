@@ -29,9 +29,10 @@ def as_role(server, params, role):
 
 def test_the_accounts_file_is_idempotent_and_grants_only_what_is_documented(server, migrated):
     create_accounts(server, migrated["login_db"])  # a second run: no error, no notice
-    assert role_facts(migrated, DEPLOY_ROLE) == (False, False, True, False, False,
+    # No CREATEDB: a restore drill restores into a server of its own, never the database's.
+    assert role_facts(migrated, DEPLOY_ROLE) == (False, False, False, False, False,
                                                  ["pg_read_all_stats", "pg_signal_backend"])
-    assert role_facts(migrated, BACKUP_ROLE) == (False, False, True, False, False, [])
+    assert role_facts(migrated, BACKUP_ROLE) == (False, False, False, False, False, [])
     assert query(migrated, "SELECT pg_catalog.pg_get_userbyid(datdba) FROM pg_catalog.pg_database "
                            "WHERE datname = current_database()")[0][0] == DEPLOY_ROLE
     backup = connect_as(as_role(server, migrated, "backup"))

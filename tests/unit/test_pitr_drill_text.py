@@ -6,7 +6,6 @@ import pytest
 
 from ansible_collections.intowork.pgops.plugins.module_utils._connection import PgopsError
 from ansible_collections.intowork.pgops.plugins.module_utils._pitr_drill import (
-    Scratch,
     choose_backup,
     drill_target,
     overlaps,
@@ -14,6 +13,7 @@ from ansible_collections.intowork.pgops.plugins.module_utils._pitr_drill import 
     server_options,
     utc_text,
 )
+from ansible_collections.intowork.pgops.plugins.module_utils._scratch_server import Scratch
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -5,7 +5,7 @@
 
     python3 pgops_backup.py backup --config /etc/pgops/backup-intowork.json [--from-standby]
     python3 pgops_backup.py drill  --config /etc/pgops/backup-intowork.json [--backup PATH] [--keep]
-    python3 pgops_backup.py drop-scratch --config /etc/pgops/backup-intowork.json --scratch NAME
+    python3 pgops_backup.py drop-scratch --config /etc/pgops/backup-intowork.json --scratch-path FOLDER
     python3 pgops_backup.py restore --config /etc/pgops/backup-intowork.json --backup PATH --replace-schema public
         [--discard-writes BACKUP_FILE_NAME | --writes-off-since-backup] [--check]
     python3 pgops_backup.py watch --config /etc/pgops/backup-intowork.json [--stale-after-seconds 180]
@@ -19,9 +19,11 @@ successful backup and never removes the newest verified one. One run per databas
 With --from-standby the dump is read from the config's standby (standby_host, standby_port), which must be
 in recovery and no more than max_standby_lag_seconds behind its primary; the manifest names the source.
 
-drill: restores a backup (the newest verified one by default) into a scratch database with parallel
-pg_restore, compares row counts with the manifest, reports the time taken (the RTO) against the
-target, and drops the scratch database (unless --keep, for further checks; drop-scratch drops it).
+drill: restores a backup (the newest verified one by default) into a server of its own (initdb in a new
+folder under the config's drill_folder, after a free-space check; never the server it proves) with parallel
+pg_restore, compares row counts with the manifest, analyses it, reports the time taken (the RTO) against the
+target, and stops and removes that server (unless --keep, for further checks; drop-scratch --scratch-path then
+removes it).
 
 watch: the dead-man switch of deployments, from cron every few minutes: a deployment lease (the
 deploy_lock module's) whose heartbeat stopped longer ago than --stale-after-seconds is recorded as
@@ -92,6 +94,7 @@ CONFIG_KEYS = {
     "standby_host": str, "standby_port": int, "max_standby_lag_seconds": int,
     "watch_writes_on": str, "guard_user": str,
     "ssl_mode": str, "ca_cert": str, "ssl_cert": str, "ssl_key": str,
+    "drill_folder": str, "drill_port": int, "drill_server_account": str,
 }
 DEFAULTS = {
     "host": "", "port": 5432, "user": "", "bin_dir": "", "format": "custom", "jobs": 2, "compression": "auto",
@@ -100,6 +103,7 @@ DEFAULTS = {
     "standby_host": "", "standby_port": 0, "max_standby_lag_seconds": 300,
     "watch_writes_on": "never", "guard_user": "",
     "ssl_mode": "", "ca_cert": "", "ssl_cert": "", "ssl_key": "",
+    "drill_folder": "", "drill_port": 55432, "drill_server_account": "",
 }
 CONNECT_TIMEOUT_SECONDS = 10
 # What a failed connection asks to check, in this config's keys (the modules name their options).
@@ -772,6 +776,59 @@ def choose_backup(config, chosen):
     raise BackupError("no verified backup of %s in %s" % (config["database"], config["backup_dir"]))
 
 
+# A restored database is several times its compressed dump (its indexes are built anew), and the drill's
+# server needs room of its own.
+DRILL_SPACE_FACTOR = 4
+DRILL_SERVER_BYTES = 256 << 20
+
+
+def drill_server(config, log, path, stamp, progress):
+    """A server of the drill's own in a new folder under the config's drill_folder, after a free-space check: the
+    drill never restores into the server it proves. (its Scratch, the config's target pointed at it)."""
+    servers = load_scratch_server()
+    parent = config["drill_folder"]
+    if not parent:
+        raise BackupError("the config names no drill_folder (pgops_restore_drill_folder): a drill restores into a "
+                          "server of its own, never the one it proves; run the backup role again")
+    if not os.path.isdir(parent):
+        raise BackupError("the drills' folder %s does not exist (the restore_drill role makes it)" % parent)
+    needed = os.path.getsize(path) * DRILL_SPACE_FACTOR + DRILL_SERVER_BYTES
+    free = servers.free_bytes(parent)
+    if free < needed:
+        raise BackupError("not enough free space in %s for the drill's server: %d MB free, %d MB needed (%d times "
+                          "the backup's %d MB, and %d MB for the server); nothing was restored: free space or give "
+                          "another folder (pgops_restore_drill_folder)" % (
+                              parent, free >> 20, needed >> 20, DRILL_SPACE_FACTOR, os.path.getsize(path) >> 20,
+                              DRILL_SERVER_BYTES >> 20))
+    scratch = servers.Scratch(os.path.join(parent, "drill-%s-%d" % (stamp, os.getpid())))
+    if os.path.lexists(scratch.path):
+        raise BackupError("%s exists: another drill is running or one was left there" % scratch.path)
+    account = config["drill_server_account"] or None
+    if account is None and os.geteuid() == 0:
+        raise BackupError("PostgreSQL refuses to run as root: give the drill server's account "
+                          "(pgops_restore_drill_server_account)")
+    progress("starting the drill's server in %s" % scratch.path)
+    try:
+        user = servers.create(scratch, config["bin_dir"], config["drill_port"],
+                              {"database": config["database"], "backup": os.path.basename(path)}, account)
+    except servers.PgopsError as error:
+        if scratch.ours():
+            remove_drill_server(config, scratch.path)
+        raise BackupError(str(error))
+    log("drill: started a server of its own in %s (socket only, port %d)" % (scratch.path, config["drill_port"]))
+    return scratch, dict(config, host=scratch.socket, port=config["drill_port"], user=user, ssl_mode="",
+                         ca_cert="", ssl_cert="", ssl_key="", passfile="")
+
+
+def remove_drill_server(config, folder):
+    """Stop a drill's server and remove its folder (only a drill's: the marker says so)."""
+    servers = load_scratch_server()
+    try:
+        return servers.remove(servers.Scratch(folder), config["bin_dir"], config["drill_server_account"] or None)
+    except servers.PgopsError as error:
+        raise BackupError(str(error))
+
+
 def drill(config, log, options, chosen, keep, progress):
     path, manifest = choose_backup(config, chosen)
     started = time.monotonic()
@@ -780,8 +837,14 @@ def drill(config, log, options, chosen, keep, progress):
     digest = checksum(path)
     if digest != manifest.get("sha256"):
         raise BackupError("%s is corrupt: sha256 %s, manifest says %s" % (path, digest[:12], str(manifest.get("sha256"))[:12]))
-    scratch = "%s_drill_%s" % (config["database"][:40], utcnow().strftime("%Y%m%d%H%M%S"))
-    admin = connect(config, database="postgres")
+    stamp = utcnow().strftime("%Y%m%d%H%M%S")
+    scratch = "%s_drill_%s" % (config["database"][:40], stamp)
+    server, target = drill_server(config, log, path, stamp, progress)
+    try:
+        admin = connect(target, database="postgres")
+    except BackupError:
+        remove_drill_server(config, server.path)
+        raise
     admin.autocommit = True
     report = None
     try:
@@ -789,7 +852,7 @@ def drill(config, log, options, chosen, keep, progress):
         listing = archive_listing(config, path)
         left_out = extensions_beyond_reach(admin, archive_extensions(listing))
         others_defaults = default_acls_beyond_reach(admin, listing)
-        env = libpq_env(config, scratch)
+        env = libpq_env(target, scratch)
         # The restore session's settings decide how fast the indexes build.
         env["PGOPTIONS"] = "-c maintenance_work_mem=%s -c synchronous_commit=off" % options.maintenance_work_mem
         restore_started = time.monotonic()
@@ -806,9 +869,10 @@ def drill(config, log, options, chosen, keep, progress):
         with tempfile.NamedTemporaryFile("w", suffix=".list") as use_list:
             use_list.write(listing_without(listing, left_out, others_defaults))
             use_list.flush()
+            # The drill's own server has none of the source's roles to grant to.
             run([program(config, "pg_restore"), "--dbname=%s" % scratch, "--jobs=%d" % options.jobs,
-                 "--no-owner", "--exit-on-error", "--no-password", "--use-list=%s" % use_list.name, path], env,
-                "pg_restore into %s" % scratch)
+                 "--no-owner", "--exit-on-error", "--no-password", "--use-list=%s" % use_list.name]
+                + ["--no-privileges", path], env, "pg_restore into %s" % scratch)
         if left_out:
             log("drill: left out extension(s) %s: only a superuser can create them (no table of the backup may "
                 "use them, or the restore fails)" % ", ".join(left_out))
@@ -817,13 +881,20 @@ def drill(config, log, options, chosen, keep, progress):
                 % ", ".join(others_defaults))
         progress("counting rows in %s" % scratch)
         restore_seconds = time.monotonic() - restore_started
-        conn = connect(config, database=scratch)
+        conn = connect(target, database=scratch)
         try:
             cur = conn.cursor()
             counts = dict((table, None) for table in manifest.get("row_counts", {}))
             for table in counts:
                 cur.execute("SELECT count(*) FROM %s" % quote_ident(qualified(table)))
                 counts[table] = cur.fetchone()[0]
+            # A restored database answers at its usual speed only once its statistics are there: part of the RTO.
+            progress("analysing %s" % scratch)
+            conn.commit()
+            conn.autocommit = True
+            analyse_started = time.monotonic()
+            cur.execute("ANALYZE")
+            analyse_seconds = time.monotonic() - analyse_started
         except DatabaseError as error:
             raise BackupError("cannot count rows in %s: %s" % (scratch, " ".join(str(error).split())))
         finally:
@@ -834,6 +905,10 @@ def drill(config, log, options, chosen, keep, progress):
         report = {
             "database": config["database"], "backup": path, "backup_taken": manifest.get("started"),
             "scratch_database": scratch, "restore_seconds": round(restore_seconds, 3),
+            "analyse_seconds": round(analyse_seconds, 3),
+            # Where the copy is: a server of the drill's own (folder, socket, port, user), or the configured one.
+            "scratch_server": {"folder": server.path, "socket": server.socket, "port": config["drill_port"],
+                               "user": target["user"]},
             "rto_seconds": round(rto, 3), "rto_target_seconds": options.rto_target_seconds,
             "within_target": rto <= options.rto_target_seconds, "row_counts": counts,
             "row_count_mismatches": mismatched, "extensions_left_out": left_out,
@@ -842,9 +917,9 @@ def drill(config, log, options, chosen, keep, progress):
         # --keep is for checking a good copy further; a failed drill's copy is only a full-size leftover.
         report["kept"] = keep and report["passed"]
     finally:
-        if report is None or not report["kept"]:
-            admin.cursor().execute("DROP DATABASE IF EXISTS %s WITH (FORCE)" % quote_ident(scratch))
         admin.close()
+        if report is None or not report["kept"]:
+            remove_drill_server(config, server.path)
     if mismatched:
         raise BackupError("drill restored %s but row counts differ from the manifest: %s" % (
             os.path.basename(path), ", ".join("%s %d != %d" % (t, v["restored"], v["manifest"]) for t, v in mismatched.items())))
@@ -856,8 +931,13 @@ def drill(config, log, options, chosen, keep, progress):
     return report
 
 
-def drop_scratch(config, log, scratch):
-    """Drop a database a kept drill made, and nothing else."""
+def drop_scratch(config, log, scratch, folder=None):
+    """Stop and remove a kept drill's own server (its folder holds the drill's marker); without one, drop a
+    database an older drill kept on the configured server, and nothing else."""
+    if folder:
+        removed = remove_drill_server(config, folder)
+        log("drill: %s %s" % ("removed the drill's server in" if removed else "nothing to remove at", folder))
+        return {"dropped": scratch, "removed": folder if removed else None}
     if not re.match(r"^%s_drill_\d{14}$" % re.escape(config["database"][:40]), scratch or ""):
         raise BackupError("%r is not a drill database of %s: refusing to drop it" % (scratch, config["database"]))
     admin = connect(config, database="postgres")
@@ -1591,6 +1671,11 @@ def load_lease():
     return load_beside("pgops_lease.py", "_lease.py")
 
 
+def load_scratch_server():
+    """The drills' own server: made, started, stopped and removed as the PITR drill's is."""
+    return load_beside("pgops_scratch_server.py", "_scratch_server.py")
+
+
 def load_deployment_record():
     """What a deployment keeps in its lease, and how far its plan got: as every runbook reads it."""
     return load_beside("pgops_deployment_record.py", "_deployment_record.py")
@@ -1751,6 +1836,7 @@ def main(argv=None):
     parser.add_argument("--rto-target-seconds", type=int, default=900, help="drill: the RTO target")
     parser.add_argument("--maintenance-work-mem", default="512MB", help="drill: for the index builds")
     parser.add_argument("--scratch", help="drop-scratch: the drill database to drop")
+    parser.add_argument("--scratch-path", help="drop-scratch: the kept drill's server folder to stop and remove")
     parser.add_argument("--replace-schema", help="restore: the schema to replace with the backup's (say it to mean it)")
     parser.add_argument("--discard-writes", metavar="BACKUP_FILE_NAME",
                         help="restore: the backup's file name, to acknowledge that the writes committed since it are "
@@ -1823,7 +1909,7 @@ def main(argv=None):
                     result = restore_in_place(config, log, args.backup, args.replace_schema, progress,
                                               args.discard_writes, args.writes_off_since_backup)
             else:
-                result = drop_scratch(config, log, args.scratch)
+                result = drop_scratch(config, log, args.scratch, args.scratch_path)
     except Locked as error:
         log("refused: %s" % error)
         return EXIT_LOCKED

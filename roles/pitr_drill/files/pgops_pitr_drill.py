@@ -22,7 +22,7 @@ import types
 PACKAGE = "ansible_collections.intowork.pgops.plugins.module_utils"
 # Installed beside this program: file name -> the collection's module it is.
 BESIDE = (("pgops_connection.py", "_connection"), ("pgops_restore_point.py", "_restore_point"),
-          ("pgops_pitr_drill_core.py", "_pitr_drill"))
+          ("pgops_scratch_server.py", "_scratch_server"), ("pgops_pitr_drill_core.py", "_pitr_drill"))
 
 
 def load_collection_code():
@@ -69,7 +69,7 @@ def main(argv=None):
     finally:
         # A failed drill removed its copy itself; a good one leaves it running until here.
         try:
-            drill.remove(drill.Scratch(params["path"]), False)
+            drill.remove(drill.scratch_of(params["path"]), False)
             removed = "the scratch copy was removed"
         except code["_connection"].PgopsError as error:
             removed = "the scratch copy was NOT removed: %s" % error
