@@ -6,6 +6,7 @@ import getpass
 import json
 import os
 import pwd
+import re
 import resource
 import signal
 import stat
@@ -454,3 +455,27 @@ def test_backup_install_writes_once_with_its_modes_and_check_mode_writes_nothing
     assert stat.S_IMODE((tmp_path / "etc" / "pgpass-appdb").stat().st_mode) == 0o600
     refused = run_module("backup_install", dict(args, owner="no-such-account"))
     assert refused["failed"] is True and "owner no-such-account is not an account" in refused["msg"]
+
+
+@pytest.fixture
+def small_volume():
+    """A 64 MB file system (tmpfs) for drills' servers, where mounting one is allowed (root)."""
+    folder = drills_folder()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0711", "tmpfs", str(folder)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {mounted.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=False)
+    folder.rmdir()
+
+
+def test_a_drill_without_room_for_its_server_stops_before_anything_is_made(server, loaded, tmp_path, small_volume):
+    config, _backups = write_config(server, loaded, tmp_path, drill_folder=str(small_volume))
+    assert run_program("backup", config, loaded["login_password"]).returncode == 0
+    result = run_program("drill", config, loaded["login_password"])
+    assert result.returncode == 1
+    assert re.search(rf"FAILED: not enough free space in {small_volume} for the drill's server: \d+ MB free, \d+ MB "
+                     r"needed \(4 times the backup's \d+ MB, and 256 MB for the server\); nothing was restored",
+                     result.stderr), result.stderr
+    assert list(small_volume.iterdir()) == []
