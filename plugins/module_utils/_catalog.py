@@ -251,6 +251,19 @@ SELECT json_build_object(
                  JOIN pg_class c ON c.oid = tg.tgrelid
                  JOIN nsp ON nsp.oid = c.relnamespace
                 WHERE NOT tg.tgisinternal),
+  -- Row level security's policies, each as CREATE POLICY would say it: who, for what, under which conditions.
+  'policies', (SELECT coalesce(json_object_agg('policy ' || quote_ident(nsp.nspname) || '.' || quote_ident(c.relname)
+                 || '.' || quote_ident(p.polname), json_build_object('definition', concat_ws(' ',
+                   CASE WHEN p.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END, 'FOR',
+                   CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                                 WHEN 'd' THEN 'DELETE' ELSE 'ALL' END, 'TO',
+                   (SELECT string_agg(CASE WHEN r = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r)) END, ', '
+                                      ORDER BY 1) FROM unnest(p.polroles) r),
+                   'USING (' || pg_get_expr(p.polqual, p.polrelid) || ')',
+                   'WITH CHECK (' || pg_get_expr(p.polwithcheck, p.polrelid) || ')'))), '{}'::json)
+                 FROM pg_policy p
+                 JOIN pg_class c ON c.oid = p.polrelid
+                 JOIN nsp ON nsp.oid = c.relnamespace),
   'extensions', (SELECT coalesce(json_object_agg('extension ' || quote_ident(e.extname), json_build_object(
                    'version', e.extversion, 'schema', n.nspname)), '{}'::json)
                    FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace

@@ -21,7 +21,8 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
 from ansible_collections.intowork.pgops.plugins.module_utils._findings import FINDING_KINDS, FINDING_LEVELS
 from ansible_collections.intowork.pgops.plugins.module_utils._write_guard import read_catalog as read_guard
 
-SECTIONS = ("schemas", "relations", "indexes", "constraints", "types", "functions", "triggers", "extensions")
+SECTIONS = ("schemas", "relations", "indexes", "constraints", "types", "functions", "triggers", "policies",
+            "extensions")
 # Attributes that say nothing about the schema: the oid changes with a restore, the estimate with every ANALYZE.
 VOLATILE = ("oid", "rows_estimate")
 # Attributes added to snapshots later: an older snapshot (a file a deployment wrote before) has none to compare.
@@ -223,7 +224,9 @@ def compare(before, after, rows=True):
     """One line per difference between two snapshots' objects, and per table with fewer rows than before."""
     lines = []
     for section in SECTIONS:
-        old, new = before["objects"].get(section, {}), after["objects"].get(section, {})
+        if section not in before["objects"]:
+            continue  # a snapshot taken before the section was part of it
+        old, new = before["objects"][section], after["objects"].get(section, {})
         for key in sorted(set(old) - set(new)):
             lines.append("%s is gone" % key)
         for key in sorted(set(new) - set(old)):

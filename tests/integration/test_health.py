@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -11,8 +12,9 @@ import time
 import psycopg2
 import pytest
 
-from conftest import (APP, HEAD, PASSWORD, PROJECT_DIR, admin_run, alembic, artifacts, connect_as, hold_lock,
-                      load_reference_data, query, run_module, run_playbook)
+import sandbox
+from conftest import (APP, HEAD, PASSWORD, PROJECT_DIR, admin_run, alembic, artifacts, connect_as, database_params,
+                      hold_lock, load_reference_data, query, run_module, run_playbook)
 
 
 @pytest.fixture
@@ -406,3 +408,28 @@ def test_the_report_names_what_is_new_resolved_and_regressed_since_the_last_one(
     assert "PUBLIC may CREATE in schema public" in since.split("Resolved:")[1], since
     html = sorted(folder.glob("health-*.html"))[-1].read_text()
     assert "PUBLIC may CREATE in schema public" in html.split('id="resolved-findings"')[1].split("</ul>")[0]
+
+
+def test_autovacuum_off_for_the_whole_server_is_a_critical_finding(tmp_path):
+    """A server of its own (the shared ones serve tests side by side, whose clean reports it would spoil), with
+    autovacuum turned off as a bulk load's runbook might leave it: the report's critical finding, with the fix."""
+    name = f"pytest-noautovacuum-{os.getpid()}"
+    state = sandbox.up(name, "15", "postgres")
+    try:
+        admin_run(state, "ALTER SYSTEM SET autovacuum = off")
+        admin_run(state, "SELECT pg_reload_conf()")
+        params = database_params(state, "postgres")
+        wait_for(params, "SELECT current_setting('autovacuum') = 'off'", "autovacuum off")
+        result = run_playbook("health_report.yml", state, params, tmp_path,
+                              "-e", json.dumps({"pgops_db_name": "postgres",
+                                                "pgops_backup_dir": str(tmp_path / "backups")}))
+        assert result.returncode == 0, result.stdout[-3000:]
+        (report,) = artifacts(result)["pgops_health_reports"].values()
+        (finding,) = [p for p in report["problems"] if p["check"] == "autovacuum off"]
+        assert finding["severity"] == "critical" and finding["detail"] == (
+            "autovacuum is off on the server (autovacuum = off): no table is vacuumed or analysed unless someone runs "
+            "it, and only vacuums against wraparound start on their own; turn it on (ALTER SYSTEM SET autovacuum = "
+            "on; SELECT pg_reload_conf())"), finding
+        assert "NEEDS ACTION: " in result.stdout
+    finally:
+        sandbox.down(name)

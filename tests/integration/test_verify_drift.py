@@ -20,6 +20,7 @@ APPLICATION_OBJECTS = [
     "CREATE TRIGGER jobs_touch BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION touch_job()",
     "CREATE MATERIALIZED VIEW jobs_per_company AS SELECT company_id, count(*) AS jobs FROM jobs GROUP BY company_id",
     "ALTER TABLE sessions ENABLE ROW LEVEL SECURITY",
+    "CREATE POLICY sessions_live ON sessions FOR SELECT TO PUBLIC USING (expires > now())",
 ]
 
 # Each state left behind (as the superuser, the way a hand fix or a restore does it), and its line in the play's
@@ -50,6 +51,10 @@ DRIFT = {
         "ALTER TABLE sessions DISABLE ROW LEVEL SECURITY",
         "table public.sessions: row level security is off (ALTER TABLE ... ENABLE ROW LEVEL SECURITY) "
         "(row_security_off)"),
+    "policy dropped": (
+        "DROP POLICY sessions_live ON sessions",
+        "policy public.sessions.sessions_live (PERMISSIVE FOR SELECT TO PUBLIC USING ((expires > now()))) is gone "
+        "(object_gone)"),
     "privilege gone": (
         f"REVOKE INSERT ON job_applications FROM {APP}",
         f"table public.job_applications: grant INSERT to {APP} is gone (privilege_lost)"),
@@ -131,7 +136,7 @@ def test_every_drift_fails_the_play_and_is_named(server, application, tmp_path):
         query(application, statement)
     accepted = verify(server, application, tmp_path, *RECORD)
     assert accepted.returncode == 0, failure_message(accepted)
-    assert "accepting 9 difference(s) from the previous one: " in last_line(accepted), last_line(accepted)
+    assert "accepting 10 difference(s) from the previous one: " in last_line(accepted), last_line(accepted)
     assert "(row_security_off)" in last_line(accepted) and "(trigger_disabled)" not in last_line(accepted)
     again = verify(server, application, tmp_path)
     assert again.returncode == 0, failure_message(again)

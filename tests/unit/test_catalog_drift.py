@@ -1,7 +1,7 @@
 """The drift judge's reading of two catalogs: what changed is named once, by kind; what a newer snapshot reads
 and an older file lacks is no drift; comments and validity alone are not a changed definition."""
 
-from ansible_collections.intowork.pgops.plugins.module_utils._schema_snapshot import findings_by_drift
+from ansible_collections.intowork.pgops.plugins.module_utils._schema_snapshot import compare, findings_by_drift
 
 FK = "FOREIGN KEY (job_id) REFERENCES jobs(id)"
 
@@ -68,3 +68,11 @@ def test_a_comment_alone_is_no_drift_and_a_new_column_only_warns():
                                      "columns": [dict(column, comment="login"),
                                                  {"name": "nickname", "type": "text"}]}})
     assert kinds(before, after) == [("column_added", key)]
+
+
+def test_a_rollback_against_a_snapshot_older_than_policies_sees_no_new_policy():
+    before = catalog()
+    del before["objects"]["triggers"]
+    after = catalog(triggers={"trigger public.jobs.touch": {"definition": "CREATE TRIGGER touch ...", "enabled": "O"}})
+    after["objects"]["policies"] = {"policy public.jobs.own": {"definition": "PERMISSIVE FOR ALL TO PUBLIC"}}
+    assert compare(before, after, rows=False) == []
