@@ -27,8 +27,9 @@ description:
   - C(mails) a list of such addresses (empty for none).
   - C(url) an http or https URL with a host, without spaces or control characters, or empty for none.
   - C(choice) one of the values that follow the kind.
-  - C(finding_levels) the levels of the deployment's catalog findings, a mapping of finding kind to V(fail),
-    V(warn) or V(ignore), or to a mapping of object key (or V(default)) to one (see M(intowork.pgops.schema_snapshot)).
+  - C(finding_levels) the levels of the deployment's catalog findings (followed by C(drift), of verify.yml's drift
+    findings), a mapping of finding kind to V(fail), V(warn) or V(ignore), or to a mapping of object key (or
+    V(default)) to one (see M(intowork.pgops.schema_snapshot)).
   - No kind accepts a line break anywhere, a trailing one included.
 options:
   _input:
@@ -66,7 +67,7 @@ from urllib.parse import urlsplit
 
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.text.converters import to_text
-from ansible_collections.intowork.pgops.plugins.module_utils._findings import finding_level_problems
+from ansible_collections.intowork.pgops.plugins.module_utils._findings import DRIFT_KINDS, finding_level_problems
 
 PLAIN_NUMBER = re.compile(r"^[0-9]+([.][0-9]+)?$")
 WHOLE_NUMBER = re.compile(r"^[0-9]+$")
@@ -158,7 +159,8 @@ def one_problem(check):
             return None
         return "%s %s is not one of %s" % (name, quoted(value if value is not None else ""), ", ".join(args))
     if kind == "finding_levels":
-        problems = finding_level_problems(value)
+        # "drift" after the kind: verify.yml's drift findings; else a deployment's catalog findings.
+        problems = finding_level_problems(value, DRIFT_KINDS if args[:1] == ["drift"] else None)
         if not problems:
             return None
         return "%s: %s (see docs/your-project.md)" % (name, "; ".join(problems))

@@ -22,8 +22,10 @@ FINDING_KINDS = {
     "rows_lost": "fail",            # fewer rows in a table that is still there
     "index_duplicate": "warn",      # a new index with the definition of another: waste, not breakage
     "constraint_not_valid": "warn",  # a new constraint added NOT VALID: existing rows not checked yet
-    # What verify.yml finds changed since the baseline catalog (the last deployment's, or one recorded): drift.
-    "object_gone": "fail",          # a table, key, foreign key, index, trigger, function, type ... gone
+}
+# What verify.yml finds changed since the baseline catalog (the last deployment's, or one recorded): drift.
+DRIFT_KINDS = {
+    "object_gone": "fail",          # a table, key, foreign key, index, trigger, policy, function, type ... gone
     "object_added": "warn",         # an object the baseline did not have (a hand-made index, say)
     "column_changed": "fail",       # a column gone, or its type, NOT NULL, default, identity changed
     "column_added": "warn",
@@ -33,21 +35,26 @@ FINDING_KINDS = {
     "matview_unpopulated": "fail",  # reads fail until it is refreshed
     "row_security_off": "fail",
     "privilege_added": "warn",      # a grant the baseline did not have
-    "definition_changed": "fail",   # a view's, function's, type's, sequence's or trigger's definition
+    "definition_changed": "fail",   # a view's, function's, type's, sequence's, trigger's or policy's definition
+    "constraint_invalidated": "fail",
+    "index_invalid": "fail",
+    "privilege_lost": "fail",
+    "owner_changed": "fail",
 }
 
 
-def finding_level_problems(levels):
+def finding_level_problems(levels, kinds=None):
     """One line per bad entry of an inventory's finding levels ({kind: level} or {kind: {object key or
-    "default": level}}); [] when every entry is good."""
+    "default": level}}) of `kinds` (a deployment's, by default); [] when every entry is good."""
+    kinds = FINDING_KINDS if kinds is None else kinds
     if not levels:
         return []
     if not isinstance(levels, dict):
         return ["%r is not a mapping of finding kind to fail, warn or ignore" % (levels,)]
     problems = []
     for kind, level in sorted(levels.items()):
-        if kind not in FINDING_KINDS:
-            problems.append("finding kind %r is not one of %s" % (kind, ", ".join(sorted(FINDING_KINDS))))
+        if kind not in kinds:
+            problems.append("finding kind %r is not one of %s" % (kind, ", ".join(sorted(kinds))))
             continue
         for target, value in sorted(level.items() if isinstance(level, dict) else [("default", level)]):
             if value not in FINDING_LEVELS:

@@ -338,7 +338,7 @@ def findings_by_change(before, after, rows=True):
 
 def findings_by_drift(before, after):
     """What changed in the catalog since `before`, the baseline (the catalog the last deployment or rollback proved,
-    or one an operator recorded), as (kind, object key, words) with kind one of FINDING_KINDS: what an outage, a
+    or one an operator recorded), as (kind, object key, words) with kind one of DRIFT_KINDS: what an outage, a
     restore or a hand fix leave behind while every name may still be in place. Rows are not compared (the
     application writes) and comments are not (they change no behaviour)."""
     findings = []
@@ -411,15 +411,16 @@ def drift_of(key, was, now):
     return findings
 
 
-def judge_findings(findings, levels=None):
+def judge_findings(findings, levels=None, kinds=None):
     """{"fail": [...], "warn": [...], "ignore": [...]}: each finding's words and kind ("... (index_duplicate)"),
     by the level the inventory's `levels` give its kind and object (see finding_level_problems), else the kind's
-    own."""
+    own in `kinds` (a deployment's, by default)."""
+    kinds = FINDING_KINDS if kinds is None else kinds
     judged = dict((level, []) for level in FINDING_LEVELS)
     for kind, key, words in findings:
-        level = (levels or {}).get(kind, FINDING_KINDS[kind])
+        level = (levels or {}).get(kind, kinds[kind])
         if isinstance(level, dict):
-            level = level.get(key, level.get("default", FINDING_KINDS[kind]))
+            level = level.get(key, level.get("default", kinds[kind]))
         judged[level].append("%s (%s)" % (words, kind))
     return judged
 

@@ -238,7 +238,11 @@ from ansible_collections.intowork.pgops.plugins.module_utils._connection import 
     run_module,
     target_label,
 )
-from ansible_collections.intowork.pgops.plugins.module_utils._findings import finding_level_problems
+from ansible_collections.intowork.pgops.plugins.module_utils._findings import (
+    DRIFT_KINDS,
+    FINDING_KINDS,
+    finding_level_problems,
+)
 from ansible_collections.intowork.pgops.plugins.module_utils._schema_snapshot import (
     compare,
     destroyed,
@@ -333,7 +337,8 @@ def labelled(snapshot, label):
 
 
 def snapshot(params, check_mode):
-    problems = finding_level_problems(params["findings"])
+    kinds = DRIFT_KINDS if params["judge"] == "drift" else FINDING_KINDS
+    problems = finding_level_problems(params["findings"], kinds)
     if problems:
         raise PgopsError("findings: %s; nothing was read" % "; ".join(problems))
     if params["exact_count_max_rows"] < 0:
@@ -391,7 +396,7 @@ def snapshot(params, check_mode):
                 findings, result["changes"] = findings_by_change(before, now, rows=params["compare_rows"])
             else:
                 findings = findings_by_drift(before, now)
-            judged = judge_findings(findings, params["findings"])
+            judged = judge_findings(findings, params["findings"], kinds)
             result.update(broken=judged["fail"], warned=judged["warn"], ignored=judged["ignore"])
             proven = not result["broken"]
             if result["broken"] and params["fail_on_difference"]:
