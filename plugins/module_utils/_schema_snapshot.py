@@ -220,24 +220,35 @@ def compare_acl(key, before, after):
     return lines
 
 
+def compared_sections(before, after):
+    """(earlier, later) objects of each section the earlier snapshot has: one taken before a section was part of
+    snapshots has nothing to compare it with."""
+    for section in SECTIONS:
+        if section in before["objects"]:
+            yield before["objects"][section], after["objects"].get(section, {})
+
+
+def changed_attributes(was, now):
+    """The attributes of one object whose values differ, but the volatile ones and those the earlier snapshot
+    predates."""
+    for attribute in sorted(set(was) | set(now)):
+        if attribute in VOLATILE or (attribute in LATER and attribute not in was):
+            continue
+        if was.get(attribute) != now.get(attribute):
+            yield attribute
+
+
 def compare(before, after, rows=True):
     """One line per difference between two snapshots' objects, and per table with fewer rows than before."""
     lines = []
-    for section in SECTIONS:
-        if section not in before["objects"]:
-            continue  # a snapshot taken before the section was part of it
-        old, new = before["objects"][section], after["objects"].get(section, {})
+    for old, new in compared_sections(before, after):
         for key in sorted(set(old) - set(new)):
             lines.append("%s is gone" % key)
         for key in sorted(set(new) - set(old)):
             lines.append("new %s" % key)
         for key in sorted(set(old) & set(new)):
-            for attribute in sorted(set(old[key]) | set(new[key])):
-                if attribute in VOLATILE or (attribute in LATER and attribute not in old[key]):
-                    continue
+            for attribute in changed_attributes(old[key], new[key]):
                 was, now = old[key].get(attribute), new[key].get(attribute)
-                if was == now:
-                    continue
                 if attribute == "comment":
                     lines.append("%s: comment was %s, is %s" % (key, comment_text(was), comment_text(now)))
                 elif attribute == "columns":
@@ -342,10 +353,7 @@ def findings_by_drift(before, after):
     restore or a hand fix leave behind while every name may still be in place. Rows are not compared (the
     application writes) and comments are not (they change no behaviour)."""
     findings = []
-    for section in SECTIONS:
-        if section not in before["objects"]:
-            continue  # a snapshot taken before the section was part of it
-        old, new = before["objects"][section], after["objects"].get(section, {})
+    for old, new in compared_sections(before, after):
         for key in sorted(set(old) - set(new)):
             findings.append(("object_gone", key, "%s%s is gone" % (key, defined_as(old[key]))))
         for key in sorted(set(new) - set(old)):
@@ -366,12 +374,10 @@ TRIGGER_STATES = {"O": "enabled", "D": "disabled", "R": "enabled on replicas onl
 def drift_of(key, was, now):
     """The findings of one object both catalogs have (see findings_by_drift)."""
     findings = []
-    for attribute in sorted(set(was) | set(now)):
-        if attribute in VOLATILE or attribute == "comment" or (attribute in LATER and attribute not in was):
-            continue
+    for attribute in changed_attributes(was, now):
+        if attribute == "comment":
+            continue  # a comment changes no behaviour
         old, new = was.get(attribute), now.get(attribute)
-        if old == new:
-            continue
         if attribute == "acl":
             findings.extend(("privilege_lost" if line.endswith(" is gone") else "privilege_added", key, line)
                             for line in compare_acl(key, old or [], new or []))
